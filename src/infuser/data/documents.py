@@ -1,0 +1,260 @@
+"""Document sources: where the Generator's reading material comes from.
+
+A source is an endless, resumable stream of :class:`Document` chunks. File-backed sources read the
+whole corpus once, split it into chunks of at most ``chunk_tokens`` tokens of the Generator's
+tokenizer (at paragraph, then sentence, then word boundaries), and cycle through the chunks in a
+seeded order that is reshuffled every pass. Their position is two integers, so resuming a run
+continues the stream exactly where it stopped.
+
+Bad input is never dropped silently: a malformed line, a wrong encoding or an empty document is an
+error naming the file and line, unless ``skip_invalid`` is set, in which case it is skipped and
+counted in :attr:`ChunkedCorpus.skipped`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from infuser.data.questions import MCQuestion
+from infuser.toy.world import ToyWorld, ToyWorldConfig
+
+
+@dataclass(frozen=True)
+class Document:
+    """One chunk of text the Generator reads."""
+
+    id: str
+    text: str
+
+
+class CorpusError(ValueError):
+    """A corpus file that cannot be read as promised; the message names the file and line."""
+
+
+class DocumentSource(ABC):
+    """An endless stream of documents with a resumable position."""
+
+    def setup(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Called once with the Generator's tokenizer before the first :meth:`take`."""
+
+    def kind_of(self, question: MCQuestion) -> str:
+        """A label for the kind of a drafted question, for curriculum reports ("" if unknown)."""
+        return ""
+
+    @abstractmethod
+    def take(self, count: int) -> list[Document]:
+        """The next ``count`` documents."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, int]) -> None: ...
+
+
+class ToyDocuments(DocumentSource):
+    """The toy world's documents: deterministic in ``seed`` and the position in the stream."""
+
+    def __init__(self, seed: int = 0, world: ToyWorldConfig | None = None) -> None:
+        self.seed = seed
+        self.world = ToyWorld(world)
+        self.position = 0
+
+    def kind_of(self, question: MCQuestion) -> str:
+        return self.world.kind_of(question.question)
+
+    def take(self, count: int) -> list[Document]:
+        documents = []
+        for index in range(self.position, self.position + count):
+            text, _ = self.world.document(random.Random(f"{self.seed}:document:{index}"))
+            documents.append(Document(id=f"toy-{index}", text=text))
+        self.position += count
+        return documents
+
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position = int(state["position"])
+
+
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+class ChunkedCorpus(DocumentSource):
+    """A finite corpus read from files, chunked to a token budget and cycled in seeded order.
+
+    Args:
+        path: a file or a folder (see the subclass for which files a folder contributes).
+        chunk_tokens: maximum tokens of one chunk (Generator tokenizer).
+        seed: seed of the chunk order.
+        skip_invalid: skip and count bad lines/documents instead of raising.
+    """
+
+    def __init__(self, path: str, chunk_tokens: int = 512, seed: int = 0, skip_invalid: bool = False) -> None:
+        self.path = Path(path)
+        self.chunk_tokens = chunk_tokens
+        self.seed = seed
+        self.skip_invalid = skip_invalid
+        self.skipped: Counter[str] = Counter()
+        self.chunks: list[Document] = []
+        self.epoch = 0
+        self.position = 0
+        if chunk_tokens < 8:
+            raise ValueError(f"chunk_tokens must be at least 8, got {chunk_tokens}")
+
+    @abstractmethod
+    def read(self) -> Iterator[tuple[str, str]]:
+        """``(document id, text)`` pairs of the raw corpus."""
+
+    def _bad(self, where: str, problem: str) -> None:
+        if not self.skip_invalid:
+            raise CorpusError(f"{where}: {problem} (set skip_invalid: true to skip and count such input)")
+        self.skipped[problem] += 1
+
+    def setup(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        if not self.path.exists():
+            raise CorpusError(f"{self.path}: no such file or folder")
+        chunks = []
+        for doc_id, text in self.read():
+            if not text.strip():
+                self._bad(doc_id, "empty document")
+                continue
+            for index, piece in enumerate(_chunk(text, tokenizer, self.chunk_tokens)):
+                chunks.append(Document(id=f"{doc_id}#{index}", text=piece))
+        if not chunks:
+            raise CorpusError(f"{self.path}: the corpus holds no usable document")
+        self.chunks = chunks
+
+    def _order(self) -> list[int]:
+        order = list(range(len(self.chunks)))
+        random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
+        return order
+
+    def take(self, count: int) -> list[Document]:
+        if not self.chunks:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before take()")
+        taken = []
+        order = self._order()
+        while len(taken) < count:
+            if self.position == len(order):
+                self.epoch, self.position = self.epoch + 1, 0
+                order = self._order()
+            taken.append(self.chunks[order[self.position]])
+            self.position += 1
+        return taken
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def _chunk(text: str, tokenizer: PreTrainedTokenizerBase, budget: int) -> list[str]:
+    """Greedy packing of paragraphs (then sentences, then words) into chunks of <= ``budget`` tokens."""
+
+    def size(piece: str) -> int:
+        return len(tokenizer(piece, add_special_tokens=False)["input_ids"])
+
+    def split(piece: str) -> list[str]:
+        if size(piece) <= budget:
+            return [piece]
+        for pattern in (_PARAGRAPH, _SENTENCE, re.compile(r"\s+")):
+            parts = [p for p in pattern.split(piece) if p.strip()]
+            if len(parts) > 1:
+                return [s for part in parts for s in split(part)]
+        ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+        return [tokenizer.decode(ids[i : i + budget]) for i in range(0, len(ids), budget)]
+
+    chunks: list[str] = []
+    current = ""
+    for unit in split(text.strip()):
+        candidate = f"{current} {unit}".strip() if current else unit
+        if current and size(candidate) > budget:
+            chunks.append(current)
+            current = unit
+        else:
+            current = candidate
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class JsonlDocuments(ChunkedCorpus):
+    """One JSON object per line with the document in ``text_field``."""
+
+    def __init__(self, path: str, text_field: str = "text", chunk_tokens: int = 512, seed: int = 0,
+                 skip_invalid: bool = False) -> None:
+        super().__init__(path, chunk_tokens, seed, skip_invalid)
+        self.text_field = text_field
+
+    def read(self) -> Iterator[tuple[str, str]]:
+        files = sorted(self.path.glob("*.jsonl")) if self.path.is_dir() else [self.path]
+        for file in files:
+            with open(file, "rb") as handle:
+                for number, raw in enumerate(handle, start=1):
+                    where = f"{file}:{number}"
+                    if not raw.strip():
+                        continue
+                    try:
+                        row = json.loads(raw.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        self._bad(where, "not valid UTF-8")
+                        continue
+                    except json.JSONDecodeError as error:
+                        self._bad(where, f"malformed JSON ({error.msg})")
+                        continue
+                    text = row.get(self.text_field) if isinstance(row, dict) else None
+                    if not isinstance(text, str):
+                        self._bad(where, f"field {self.text_field!r} missing or not a string")
+                        continue
+                    yield where, text
+
+
+class TextFolderDocuments(ChunkedCorpus):
+    """Every ``.txt`` and ``.md`` file below a folder (or one such file) is a document."""
+
+    suffixes = (".txt", ".md")
+
+    def read(self) -> Iterator[tuple[str, str]]:
+        files = [self.path] if self.path.is_file() else sorted(
+            p for p in self.path.rglob("*") if p.suffix in self.suffixes and p.is_file())
+        for file in files:
+            try:
+                yield str(file), file.read_text(encoding="utf-8")
+            except UnicodeDecodeError as error:
+                self._bad(f"{file}:byte {error.start}", "not valid UTF-8")
+
+
+class ParquetDocuments(ChunkedCorpus):
+    """Rows of one or more parquet files with the document in ``text_field`` (needs pyarrow)."""
+
+    def __init__(self, path: str, text_field: str = "text", chunk_tokens: int = 512, seed: int = 0,
+                 skip_invalid: bool = False) -> None:
+        super().__init__(path, chunk_tokens, seed, skip_invalid)
+        self.text_field = text_field
+
+    def read(self) -> Iterator[tuple[str, str]]:
+        import pyarrow.parquet as pq
+
+        files = sorted(self.path.glob("*.parquet")) if self.path.is_dir() else [self.path]
+        for file in files:
+            table = pq.read_table(file)
+            if self.text_field not in table.column_names:
+                raise CorpusError(f"{file}: no column {self.text_field!r}; columns: {', '.join(table.column_names)}")
+            for number, text in enumerate(table.column(self.text_field).to_pylist(), start=1):
+                if not isinstance(text, str):
+                    self._bad(f"{file}:row {number}", f"field {self.text_field!r} missing or not a string")
+                    continue
+                yield f"{file}:row {number}", text

@@ -1,0 +1,100 @@
+"""Question sets: the target set (whose gradient guides the Generator) and the held-out test set.
+
+The file format is SuperGPQA-shaped JSONL (``uuid`` or ``id``, ``question``, ``options``,
+``answer_letter``, optional ``discipline``/``difficulty``), which is also what
+``infuser eval``'s target-set builder writes.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from infuser.data.questions import LETTERS, MCQuestion
+from infuser.toy.world import ToyWorld, ToyWorldConfig
+
+
+class QuestionSetError(ValueError):
+    """A question file row that does not fit the schema; the message names file, line and field."""
+
+
+class QuestionSource(ABC):
+    """A fixed list of multiple-choice questions."""
+
+    @abstractmethod
+    def load(self) -> list[MCQuestion]: ...
+
+
+class ToyQuestions(QuestionSource):
+    """Questions from the toy world's target distribution.
+
+    ``split`` seeds an independent stream, so ``target`` and ``heldout`` never share draws.
+    """
+
+    def __init__(self, split: str = "target", size: int = 64, seed: int = 0,
+                 world: ToyWorldConfig | None = None) -> None:
+        self.split, self.size, self.seed = split, size, seed
+        self.world = ToyWorld(world)
+
+    def load(self) -> list[MCQuestion]:
+        return self.world.question_set(self.split, self.size, self.seed)
+
+
+class JsonlQuestions(QuestionSource):
+    """Multiple-choice questions from a JSONL file.
+
+    Args:
+        path: the file.
+        limit: keep only the first ``limit`` rows (``None``: all).
+        skip_invalid: skip and count invalid rows instead of raising.
+    """
+
+    def __init__(self, path: str, limit: int | None = None, skip_invalid: bool = False) -> None:
+        self.path = Path(path)
+        self.limit = limit
+        self.skip_invalid = skip_invalid
+        self.skipped = 0
+
+    def load(self) -> list[MCQuestion]:
+        if not self.path.is_file():
+            raise QuestionSetError(f"{self.path}: no such file")
+        questions: list[MCQuestion] = []
+        with open(self.path, encoding="utf-8", errors="strict") as handle:
+            try:
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        questions.append(_row_to_question(line, number))
+                    except QuestionSetError as error:
+                        if not self.skip_invalid:
+                            raise QuestionSetError(f"{self.path}:{error}") from None
+                        self.skipped += 1
+                    if self.limit is not None and len(questions) >= self.limit:
+                        break
+            except UnicodeDecodeError:
+                raise QuestionSetError(f"{self.path}: not valid UTF-8") from None
+        if not questions:
+            raise QuestionSetError(f"{self.path}: no usable question")
+        return questions
+
+
+def _row_to_question(line: str, number: int) -> MCQuestion:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise QuestionSetError(f"{number}: malformed JSON ({error.msg})") from None
+    if not isinstance(row, dict):
+        raise QuestionSetError(f"{number}: expected a JSON object")
+    question, options, letter = row.get("question"), row.get("options"), row.get("answer_letter")
+    if not isinstance(question, str) or not question.strip():
+        raise QuestionSetError(f"{number}: field 'question' must be a non-empty string")
+    if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS) or \
+            not all(isinstance(o, str) for o in options):
+        raise QuestionSetError(f"{number}: field 'options' must be a list of 2 to {len(LETTERS)} strings")
+    if not isinstance(letter, str) or letter not in LETTERS[: len(options)]:
+        raise QuestionSetError(f"{number}: field 'answer_letter' must be one of {LETTERS[: len(options)]}")
+    return MCQuestion(question=question, options=tuple(options), answer_index=LETTERS.index(letter),
+                      id=str(row.get("uuid", row.get("id", number))), kind=str(row.get("discipline", "")),
+                      difficulty=str(row.get("difficulty", "")))

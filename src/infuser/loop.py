@@ -1,0 +1,376 @@
+"""The INFUSER outer loop: six stages per iteration, alternating the Generator and the Solver.
+
+Data flows one way through an iteration::
+
+    target set ──► Solver rollouts ──► target gradient (estimator.prepare)
+    documents  ──► Generator drafts ──► parse/validate ──► Solver rollouts ──► influence scores
+    influence scores ──► DuGRPO ──► Generator update
+    Solver rollouts on questions with 0 < pass rate < 1 ──► Dr.GRPO ──► Solver update
+
+Each stage hands the next a small typed object (:class:`~infuser.roles.solver.Answers`,
+:class:`~infuser.roles.generator.Drafts`, score tensors); nothing travels in dicts except the
+metrics that go to the loggers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from infuser.artifacts import RunDirectory
+from infuser.data.documents import DocumentSource
+from infuser.data.questions import InvalidQuestion, MCQuestion
+from infuser.influence.base import InfluenceEstimator, ScoredRollouts
+from infuser.roles.generator import Drafts, Generator
+from infuser.roles.solver import Answers, Solver
+from infuser.rollout.engine import RolloutBatch, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+STAGES = ("target", "generate", "solve", "influence", "generator_update", "solver_update", "evaluate", "checkpoint")
+
+
+@dataclass
+class LoopConfig:
+    """The schedule of the co-evolution loop.
+
+    Attributes:
+        iterations: outer iterations.
+        documents_per_iteration: documents the Generator reads per round.
+        questions_per_document: questions drafted per document (one DuGRPO group).
+        answers_per_question: Solver samples per generated question (one Dr.GRPO group).
+        target_answers_per_question: Solver samples per target question for the target gradient.
+        generator_steps_per_solver_step: Generator rounds (draft, solve, score, update) per
+            Solver update; the Solver trains on the last round's questions.
+        freeze_generator: never update the Generator (the frozen-generator baseline).
+        influence_batch_size: candidates scored per call to the estimator.
+        eval_every: evaluate target and held-out accuracy every this many iterations (0: only at
+            start and end).
+        eval_samples: samples per evaluation question (accuracy is avg@k).
+        eval_sampling: sampling settings of evaluation.
+        keep_checkpoints: how many per-iteration checkpoints to keep.
+    """
+
+    iterations: int = 10
+    documents_per_iteration: int = 16
+    questions_per_document: int = 4
+    answers_per_question: int = 8
+    target_answers_per_question: int = 8
+    generator_steps_per_solver_step: int = 1
+    freeze_generator: bool = False
+    influence_batch_size: int = 8
+    eval_every: int = 1
+    eval_samples: int = 4
+    eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=16))
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "documents_per_iteration", "questions_per_document", "answers_per_question",
+                     "target_answers_per_question", "generator_steps_per_solver_step", "influence_batch_size",
+                     "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"loop.{name} must be at least 1, got {getattr(self, name)}")
+        if self.answers_per_question < 2 or self.target_answers_per_question < 2:
+            raise ValueError("loop.answers_per_question and loop.target_answers_per_question must be at least 2: "
+                             "a group of one answer never has a non-zero advantage")
+
+
+@dataclass
+class QuestionRecord:
+    """One drafted question's fate, written to ``questions/iter_*.jsonl``."""
+
+    iteration: int
+    document_id: str
+    text: str
+    valid: bool
+    reason: str = ""
+    question: str = ""
+    options: tuple[str, ...] = ()
+    answer: str = ""
+    kind: str = ""
+    pass_rate: float | None = None
+    influence: float | None = None
+    reward: float = 0.0
+    advantage: float = 0.0
+
+
+@dataclass
+class Evaluation:
+    target_accuracy: float
+    heldout_accuracy: float | None
+
+
+@dataclass
+class LoopState:
+    """What, beyond weights and optimisers, a resumed run needs to continue exactly."""
+
+    iteration: int = 0
+    first_evaluation: Evaluation | None = None
+    last_evaluation: Evaluation | None = None
+    seconds_by_stage: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
+    seconds_total: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class InfuserLoop:
+    """Runs outer iterations over already-built parts; owns no model-building logic."""
+
+    def __init__(self, fabric: L.Fabric, generator: Generator, solver: Solver, documents: DocumentSource,
+                 target: list[MCQuestion], heldout: list[MCQuestion] | None, influence: InfluenceEstimator,
+                 config: LoopConfig, run: RunDirectory, seed: int) -> None:
+        self.fabric, self.generator, self.solver = fabric, generator, solver
+        self.documents, self.target, self.heldout = documents, target, heldout
+        self.influence, self.config, self.run, self.seed = influence, config, run, seed
+        self.state = LoopState()
+        self._timings: dict[str, float] = {}
+        self._progress: tqdm | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+    @contextmanager
+    def stage(self, name: str):
+        if self._progress is not None:
+            self._progress.set_postfix_str(name)
+        started = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - started
+        self._timings[name] = self._timings.get(name, 0.0) + elapsed
+        self.state.seconds_by_stage[name] = self.state.seconds_by_stage.get(name, 0.0) + elapsed
+
+    def _generators(self, iteration: int, round_: int) -> tuple[random.Random, torch.Generator]:
+        """Per-iteration random streams: a resumed run draws exactly what the original drew."""
+        key = f"{self.seed}:{iteration}:{round_}"
+        return random.Random(key), torch.Generator().manual_seed(hash_seed(key))
+
+    # -- stages ---------------------------------------------------------------------------------
+    def evaluate(self, iteration: int) -> Evaluation:
+        _, sampler = self._generators(iteration, -1)
+        sampling, k = self.config.eval_sampling, self.config.eval_samples
+        target = float(self.solver.answer(self.target, k, sampler, sampling).rewards.mean())
+        heldout = float(self.solver.answer(self.heldout, k, sampler, sampling).rewards.mean()) if self.heldout else None
+        return Evaluation(target_accuracy=target, heldout_accuracy=heldout)
+
+    def target_rollouts(self, sampler: torch.Generator) -> tuple[Answers, ScoredRollouts | None]:
+        answers = self.solver.answer(self.target, self.config.target_answers_per_question, sampler)
+        rows, advantages = self._signal_rows(answers)
+        if not rows:
+            return answers, None
+        return answers, ScoredRollouts(answers.batch.select(rows), advantages[rows])
+
+    def _signal_rows(self, answers: Answers) -> tuple[list[int], Tensor]:
+        """Rows of questions with a pass rate strictly between 0 and 1, and Dr.GRPO advantages."""
+        groups = answers.batch.prompt_index
+        advantages = self.solver.advantages(answers.rewards, groups)
+        rates = answers.pass_rates()
+        rows = [r for q, rate in enumerate(rates.tolist()) if 0.0 < rate < 1.0 for r in answers.rows_of(q)]
+        return rows, advantages
+
+    def score_questions(self, answers: Answers, has_target: bool) -> Tensor:
+        """Influence per valid question; 0 for zero-signal questions and without a target gradient."""
+        rows, advantages = self._signal_rows(answers)
+        scores = torch.zeros(len(answers.questions), dtype=torch.float64)
+        if not has_target or not rows:
+            return scores
+        n = self.config.answers_per_question
+        scored = sorted({r // n for r in rows})
+        candidates = [ScoredRollouts(answers.batch.select(answers.rows_of(q)), advantages[answers.rows_of(q)])
+                      for q in scored]
+        values = []
+        for start in range(0, len(candidates), self.config.influence_batch_size):
+            values.append(self.influence.score(self.solver, candidates[start : start + self.config.influence_batch_size]))
+        values_tensor = torch.cat(values)
+        bad = ~torch.isfinite(values_tensor)
+        if bool(bad.any()):
+            log.warning("%d non-finite influence scores replaced by 0", int(bad.sum()))
+            values_tensor = torch.where(bad, torch.zeros_like(values_tensor), values_tensor)
+        scores[torch.tensor(scored)] = values_tensor
+        return scores
+
+    def generator_round(self, iteration: int, round_: int, has_target: bool, metrics: dict[str, float]
+                        ) -> tuple[Drafts, Answers | None, list[QuestionRecord]]:
+        rng, sampler = self._generators(iteration, round_)
+        cfg = self.config
+        with self.stage("generate"):
+            documents = self.documents.take(cfg.documents_per_iteration)
+            started = time.perf_counter()
+            drafts = self.generator.draft(documents, cfg.questions_per_document, rng, sampler)
+            metrics["throughput/generator_tokens_per_s"] = _tokens(drafts.batch) / (time.perf_counter() - started)
+        valid_rows = drafts.valid_rows
+        questions = [drafts.parsed[r] for r in valid_rows]
+        answers = None
+        scores = torch.zeros(0, dtype=torch.float64)
+        if questions:
+            with self.stage("solve"):
+                started = time.perf_counter()
+                answers = self.solver.answer(questions, cfg.answers_per_question, sampler)
+                metrics["throughput/solver_tokens_per_s"] = _tokens(answers.batch) / (time.perf_counter() - started)
+            with self.stage("influence"):
+                scores = self.score_questions(answers, has_target)
+        rewards = torch.zeros(len(drafts.batch), dtype=torch.float64)
+        rewards[valid_rows] = scores if valid_rows else rewards[valid_rows]
+        advantages = self.generator.advantages(rewards, drafts.batch.prompt_index)
+        if not cfg.freeze_generator:
+            with self.stage("generator_update"):
+                stats = self.generator.update(drafts.batch, advantages)
+            metrics.update(stats.as_metrics("generator"))
+            if stats.skipped:
+                log.info("iteration %d: generator update skipped (%s)", iteration, stats.skipped)
+        records = self._records(iteration, drafts, answers, scores, rewards, advantages)
+        self._draft_metrics(drafts, answers, scores, rewards, metrics)
+        return drafts, answers, records
+
+    def solver_update(self, answers: Answers | None, metrics: dict[str, float]) -> None:
+        if answers is None:
+            metrics["solver/update_skipped"] = 1.0
+            log.info("solver update skipped: no valid generated question")
+            return
+        rows, advantages = self._signal_rows(answers)
+        if not rows:
+            metrics["solver/update_skipped"] = 1.0
+            log.info("solver update skipped: every question was all right or all wrong")
+            return
+        with self.stage("solver_update"):
+            stats = self.solver.update(answers.batch.select(rows), advantages[rows])
+        metrics.update(stats.as_metrics("solver"))
+
+    # -- one iteration --------------------------------------------------------------------------
+    def iteration(self, iteration: int) -> dict[str, float]:
+        self._timings = {}
+        metrics: dict[str, float] = {}
+        _, sampler = self._generators(iteration, 0)
+        with self.stage("target"):
+            target_answers, target = self.target_rollouts(sampler)
+            if target is not None:
+                self.influence.prepare(self.solver, target)
+            else:
+                log.warning("iteration %d: every target question was all right or all wrong; "
+                            "influence is 0 this iteration", iteration)
+        metrics["solver/target_reward"] = float(target_answers.rewards.mean())
+        metrics["target/signal_fraction"] = float(((target_answers.pass_rates() > 0) & (target_answers.pass_rates() < 1)).float().mean())
+        records: list[QuestionRecord] = []
+        answers = None
+        for round_ in range(self.config.generator_steps_per_solver_step):
+            _, answers, round_records = self.generator_round(iteration, round_, target is not None, metrics)
+            records += round_records
+        self.solver_update(answers, metrics)
+        self.run.write_questions(iteration, [r.__dict__ for r in records])
+        if self.config.eval_every and iteration % self.config.eval_every == 0 or iteration == self.config.iterations:
+            with self.stage("evaluate"):
+                self.state.last_evaluation = self.evaluate(iteration)
+            metrics["eval/target_accuracy"] = self.state.last_evaluation.target_accuracy
+            if self.state.last_evaluation.heldout_accuracy is not None:
+                metrics["eval/heldout_accuracy"] = self.state.last_evaluation.heldout_accuracy
+        for name, seconds in self._timings.items():
+            metrics[f"time/{name}"] = seconds
+        return metrics
+
+    # -- records and metrics --------------------------------------------------------------------
+    def _records(self, iteration: int, drafts: Drafts, answers: Answers | None, scores: Tensor, rewards: Tensor,
+                 advantages: Tensor) -> list[QuestionRecord]:
+        records = []
+        position = {row: index for index, row in enumerate(drafts.valid_rows)}
+        rates = answers.pass_rates().tolist() if answers is not None else []
+        for row, item in enumerate(drafts.parsed):
+            document = drafts.documents[int(drafts.batch.prompt_index[row])]
+            record = QuestionRecord(iteration=iteration, document_id=document.id, text=drafts.batch.texts[row][:2000],
+                                    valid=isinstance(item, MCQuestion), reward=float(rewards[row]),
+                                    advantage=float(advantages[row]))
+            if isinstance(item, InvalidQuestion):
+                record.reason = item.reason
+            else:
+                index = position[row]
+                record.question, record.options, record.answer = item.question, item.options, item.answer_letter
+                record.kind = self.documents.kind_of(item)
+                record.pass_rate, record.influence = rates[index], float(scores[index])
+            records.append(record)
+        return records
+
+    def _draft_metrics(self, drafts: Drafts, answers: Answers | None, scores: Tensor, rewards: Tensor,
+                       metrics: dict[str, float]) -> None:
+        total = len(drafts.parsed)
+        reasons = Counter(item.reason for item in drafts.parsed if isinstance(item, InvalidQuestion))
+        metrics["generator/valid_rate"] = (total - sum(reasons.values())) / max(total, 1)
+        for reason, count in reasons.items():
+            metrics[f"generator/invalid/{reason}"] = count / max(total, 1)
+        metrics["generator/reward"] = float(rewards.mean())
+        metrics["generator/reward_std"] = float(rewards.std()) if len(rewards) > 1 else 0.0
+        metrics.update(_completion_metrics(drafts.batch, "generator"))
+        groups = rewards.view(len(drafts.documents), -1)
+        metrics["generator/frac_reward_zero_std"] = float((groups.std(-1) == 0).float().mean())
+        kinds = Counter(self.documents.kind_of(item) for item in drafts.parsed if isinstance(item, MCQuestion))
+        for kind, count in kinds.items():
+            if kind:
+                metrics[f"curriculum/{kind}"] = count / max(sum(kinds.values()), 1)
+        if answers is None:
+            return
+        rates = answers.pass_rates()
+        signal = (rates > 0) & (rates < 1)
+        metrics["solver/reward"] = float(answers.rewards.mean())
+        metrics["solver/reward_std"] = float(answers.rewards.std()) if len(answers.rewards) > 1 else 0.0
+        metrics["influence/zero_signal_fraction"] = float((~signal).float().mean())
+        metrics.update(_completion_metrics(answers.batch, "solver"))
+        if bool(signal.any()):
+            active = scores[signal]
+            metrics["influence/mean"] = float(active.mean())
+            metrics["influence/std"] = float(active.std()) if len(active) > 1 else 0.0
+
+    # -- the run --------------------------------------------------------------------------------
+    def fit(self, on_iteration_end) -> LoopState:
+        """Run the remaining iterations; ``on_iteration_end(iteration)`` checkpoints after each."""
+        started = time.perf_counter() - self.state.seconds_total
+        if self.state.first_evaluation is None:
+            with self.stage("evaluate"):
+                self.state.first_evaluation = self.evaluate(0)
+            self.state.last_evaluation = self.state.first_evaluation
+            self.fabric.log_dict(_evaluation_metrics(self.state.first_evaluation), step=0)
+        remaining = range(self.state.iteration + 1, self.config.iterations + 1)
+        self._progress = tqdm(remaining, desc="infuser", unit="iter", disable=self.fabric.global_rank != 0,
+                              initial=self.state.iteration, total=self.config.iterations)
+        for iteration in self._progress:
+            metrics = self.iteration(iteration)
+            self.state.iteration = iteration
+            self.state.seconds_total = time.perf_counter() - started
+            self.state.history.append({"iteration": iteration, **metrics})
+            self.fabric.log_dict(metrics, step=iteration)
+            with self.stage("checkpoint"):
+                on_iteration_end(iteration)
+        self._progress.close()
+        self.state.seconds_total = time.perf_counter() - started
+        return self.state
+
+
+def hash_seed(key: str) -> int:
+    """A stable 63-bit seed from a string (Python's ``hash`` is salted per process)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def _tokens(batch: RolloutBatch) -> int:
+    return int(batch.completion_mask.sum())
+
+
+def _completion_metrics(batch: RolloutBatch, prefix: str) -> dict[str, float]:
+    lengths = batch.completion_mask.sum(-1).float()
+    return {f"{prefix}/completions/mean_length": float(lengths.mean()),
+            f"{prefix}/completions/clipped_ratio": float(batch.truncated.float().mean())}
+
+
+def _evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
+    metrics = {"eval/target_accuracy": evaluation.target_accuracy}
+    if evaluation.heldout_accuracy is not None:
+        metrics["eval/heldout_accuracy"] = evaluation.heldout_accuracy
+    return metrics
+
+
+def nan_to_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value

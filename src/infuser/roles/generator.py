@@ -1,0 +1,56 @@
+"""The Generator: reads document chunks and drafts multiple-choice questions."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from infuser.data.documents import Document
+from infuser.data.prompts import PromptTemplates
+from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
+from infuser.roles.policy import PolicyRole, RoleConfig
+from infuser.rollout.engine import RolloutBatch
+
+
+@dataclass
+class Drafts:
+    """The Generator's rollouts for a batch of documents (``k`` rows per document, contiguous).
+
+    ``parsed[i]`` is row ``i``'s question (options shuffled) or the reason it is invalid.
+    """
+
+    documents: list[Document]
+    batch: RolloutBatch
+    parsed: list[MCQuestion | InvalidQuestion]
+
+    @property
+    def valid_rows(self) -> list[int]:
+        return [i for i, item in enumerate(self.parsed) if isinstance(item, MCQuestion)]
+
+
+class Generator(PolicyRole):
+    """Drafts ``k`` questions per document; trained on influence rewards with DuGRPO advantages."""
+
+    def __init__(self, config: RoleConfig, prompts: PromptTemplates, min_options: int = 4) -> None:
+        super().__init__(config)
+        self.prompts = prompts
+        self.min_options = min_options
+
+    def draft(self, documents: list[Document], questions_per_document: int, rng: random.Random,
+              generator: torch.Generator | None = None) -> Drafts:
+        prompts = [self.prompts.for_generator(doc.text) for doc in documents]
+        batch = self.rollout(prompts, questions_per_document, generator)
+        parsed: list[MCQuestion | InvalidQuestion] = []
+        for row, text in enumerate(batch.texts):
+            if bool(batch.truncated[row]):
+                parsed.append(InvalidQuestion("truncated", text))
+                continue
+            item = parse_question(text, self.min_options)
+            if isinstance(item, MCQuestion):
+                document = documents[int(batch.prompt_index[row])]
+                item = MCQuestion(question=item.question, options=item.options, answer_index=item.answer_index,
+                                  id=f"{document.id}#q{row % questions_per_document}").shuffled(rng)
+            parsed.append(item)
+        return Drafts(documents=documents, batch=batch, parsed=parsed)

@@ -1,0 +1,72 @@
+"""Two outer iterations of a shrunken toy configuration, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infuser.cli import main
+
+
+def _args(model_dir, run_dir, *extra):
+    return [
+        "fit", "--config", "configs/toy.yaml",
+        f"--generator.model.name_or_path={model_dir}", f"--solver.model.name_or_path={model_dir}",
+        "--loop.iterations=2", "--loop.documents_per_iteration=3", "--loop.questions_per_document=2",
+        "--loop.answers_per_question=3", "--loop.target_answers_per_question=2", "--loop.eval_samples=1",
+        "--target_set.init_args.size=6", "--heldout_set.init_args.size=6", f"--run_dir={run_dir}", *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_two_iterations_write_summary(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
+    run_dir = tmp_path / "run"
+    assert main(_args(tiny_model_dir, run_dir)) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("iterations", "target_accuracy_start", "target_accuracy_end", "heldout_accuracy_start",
+                "heldout_accuracy_end", "seconds_total", "seconds_by_stage"):
+        assert key in summary
+    assert summary["iterations"] == 2
+    assert set(summary["seconds_by_stage"]) >= {"target", "generate", "solve", "influence", "solver_update"}
+    assert sorted(p.name for p in (run_dir / "questions").iterdir()) == ["iter_00001.jsonl", "iter_00002.jsonl"]
+    rows = [json.loads(line) for line in (run_dir / "questions" / "iter_00001.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all("influence" in row and "valid" in row for row in rows)
+    assert len(list((run_dir / "checkpoints").glob("iter_*.ckpt"))) == 2
+    metrics = (run_dir / "logs" / "metrics.csv").read_text()
+    assert "generator/valid_rate" in metrics and "eval/heldout_accuracy" in metrics
+
+
+def test_print_config_round_trips(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "configs/toy.yaml", "--loop.iterations=3", "--print_config"])
+    printed = capsys.readouterr().out
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(printed)
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(saved), "--print_config"])
+    assert capsys.readouterr().out == printed
+    assert "iterations: 3" in printed
+
+
+@pytest.mark.parametrize("argument, expected", [
+    ("--loop.iteratons=3", "loop.iteratons"),
+    ("--loop.iterations=three", "loop.iterations"),
+    ("--loop.iterations=0", "loop.iterations"),
+    ("--influence.init_args.mode=sideways", "mode"),
+])
+def test_bad_configuration_is_one_line(argument, expected, capsys, monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert main(["fit", "--config", "configs/toy.yaml", argument]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("infuser: error:") and "\n" not in err and expected in err
+
+
+def test_unknown_key_in_yaml_names_it(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loop:\n  iteratons: 3\n")
+    assert main(["fit", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "iteratons" in err
