@@ -3,7 +3,7 @@ import random
 import pytest
 
 from infuser.data.prompts import PromptTemplates
-from infuser.data.questions import InvalidQuestion, MCQuestion, extract_choice, parse_question
+from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
 
 GOOD = "Question: What is the product of 6 and 7?\nA) 41\nB) 42\nC) 43\nD) 44\nAnswer: B"
 
@@ -41,16 +41,16 @@ def test_shuffle_keeps_the_golden_option():
         assert sorted(s.options) == sorted(q.options)
 
 
-@pytest.mark.parametrize("text, letter", [
-    (" 6 times 7 is 42, so \\boxed{B}", "B"),
-    ("\\boxed{A} then \\boxed{ C }", "C"),
-    ("\\boxed{(D)}", "D"),
-    ("the answer is B", None),
-    ("\\boxed{Z}", None),
-    ("\\boxed{", None),
+@pytest.mark.parametrize("text, correct", [
+    (" 6 times 7 is 42, so \\boxed{B}", True),
+    (" 6 times 7 is 42, so \\boxed{42}", True),  # the option's text counts as choosing it
+    ("\\boxed{A} then \\boxed{ C }", False),
+    ("\\boxed{41}", False),
+    ("no answer at all", False),
+    ("\\boxed{", False),
 ])
-def test_extract_choice(text, letter):
-    assert extract_choice(text) == letter
+def test_grading_by_letter_or_option_text(text, correct):
+    assert parse_question(GOOD).is_answered_by(text) is correct
 
 
 def test_solver_prompt_renders_options():

@@ -1,23 +1,38 @@
-"""The ``infuser`` command: ``fit``, ``list``, and the other subcommands.
+"""The ``infuser`` command: ``fit``, ``list``, ``bench``, and the other subcommands.
 
 Built on jsonargparse directly rather than LightningCLI: LightningCLI is organised around a
 ``Trainer`` and a single LightningModule, while infuser has two modules, a custom loop and plain
 typed functions as entry points. jsonargparse gives the same experience (YAML with
 ``class_path``/``init_args``, dotted overrides such as ``--loop.iterations 3``, ``--print_config``)
 straight from the type hints of :func:`infuser.fit.fit`.
+
+Components may be named by their registered entry-point name (``influence: tracin``) as well as
+by class name or import path: registered names in ``--config`` files and on the command line are
+rewritten to import paths (:func:`infuser.registry.expand`) before jsonargparse parses them.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 import sys
+from argparse import ArgumentError
 from collections.abc import Callable
+from pathlib import Path
 
+import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from infuser import registry
 
 Command = Callable[..., object]
+
+# Subcommands whose own subcommands are the installed members of a registry kind:
+# ``infuser bench influence`` runs the benchmark registered as ``influence``.
+COMMAND_GROUPS: dict[str, tuple[str, str]] = {
+    "bench": ("benchmark", "Run a registered benchmark, e.g. `infuser bench influence --config FILE`."),
+}
 
 
 def _commands() -> dict[str, tuple[Command, str]]:
@@ -33,18 +48,52 @@ def list_components(kind: str = "influence") -> None:
     """Print the installed components of ``kind``: registered name, origin and parameters.
 
     Args:
-        kind: one of the component kinds (influence, advantage, documents, questions).
+        kind: one of the component kinds (influence, advantage, documents, questions, benchmark).
     """
-    import inspect
-
-    for name, entry in sorted(registry.registered(kind).items()):
-        cls = entry.load()
-        dist = entry.dist.name if entry.dist is not None else "?"
-        params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
+    members = registry.registered(kind)
+    print(f"{kind} components (entry-point group {registry.KINDS[kind].group}):")
+    for name, entry in sorted(members.items()):
+        member = entry.load()
+        signature = inspect.signature(member.__init__ if inspect.isclass(member) else member)
         rendered = ", ".join(
-            f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else p.name for p in params
+            f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else p.name
+            for p in signature.parameters.values() if p.name != "self"
         )
-        print(f"{name:<20} {entry.value:<60} [{dist}]  ({rendered})")
+        print(f"  {name:<18} {entry.value:<55} [{registry.origin(entry)}]\n  {'':<18} ({rendered})")
+
+
+def _config_file_action(function: Command) -> type[ActionConfigFile]:
+    """``--config`` for ``function``: registered names in the file are expanded before parsing."""
+
+    class ConfigFile(ActionConfigFile):
+        def __call__(self, parser, cfg, values, option_string=None):
+            path = Path(values)
+            try:
+                loaded = yaml.safe_load(path.read_text() if path.is_file() else values)
+            except (OSError, yaml.YAMLError):
+                loaded = None  # jsonargparse reports unreadable files and bad YAML itself
+            expanded = registry.expand_arguments(function, loaded) if isinstance(loaded, dict) else loaded
+            if expanded == loaded:
+                return super().__call__(parser, cfg, values, option_string)
+            # Parse the rewritten text from the file's folder, as jsonargparse does for a path,
+            # so relative references inside the file keep their meaning.
+            folder = path.parent if path.is_file() else Path.cwd()
+            previous = Path.cwd()
+            os.chdir(folder)
+            try:
+                self.apply_config(parser, cfg, self.dest, yaml.safe_dump(expanded, sort_keys=False))
+            finally:
+                os.chdir(previous)
+            return None
+
+    return ConfigFile
+
+
+def _function_parser(function: Command) -> ArgumentParser:
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--config", action=_config_file_action(function), help="a YAML file of arguments")
+    parser.add_function_arguments(function, fail_untyped=False)
+    return parser
 
 
 def build_parser() -> ArgumentParser:
@@ -55,11 +104,49 @@ def build_parser() -> ArgumentParser:
                             exit_on_error=False)
     subcommands = parser.add_subcommands(dest="command")
     for name, (function, help_text) in _commands().items():
-        sub = ArgumentParser(exit_on_error=False)
-        sub.add_argument("--config", action=ActionConfigFile, help="a YAML file of arguments")
-        sub.add_function_arguments(function, fail_untyped=False)
-        subcommands.add_subcommand(name, sub, help=help_text)
+        subcommands.add_subcommand(name, _function_parser(function), help=help_text)
+    for name, (kind, help_text) in COMMAND_GROUPS.items():
+        group = ArgumentParser(exit_on_error=False)
+        members = group.add_subcommands(dest="name")
+        for member, entry in sorted(registry.registered(kind).items()):
+            function = entry.load()
+            summary = (inspect.getdoc(function) or "").split("\n")[0]
+            members.add_subcommand(member, _function_parser(function), help=summary)
+        subcommands.add_subcommand(name, group, help=help_text)
     return parser
+
+
+def _selected(argv: list[str]) -> tuple[list[str], Command | None]:
+    """The subcommand path at the start of ``argv`` and the function it runs (if it names one)."""
+    if argv and argv[0] in _commands():
+        return argv[:1], _commands()[argv[0]][0]
+    if len(argv) > 1 and argv[0] in COMMAND_GROUPS:
+        members = registry.registered(COMMAND_GROUPS[argv[0]][0])
+        if argv[1] in members:
+            return argv[:2], members[argv[1]].load()
+    return [], None
+
+
+def expand_argv(argv: list[str]) -> list[str]:
+    """``argv`` with registered names in ``--key value`` / ``--key=value`` options expanded."""
+    path, function = _selected(argv)
+    if function is None:
+        return argv
+    out = list(path)
+    rest = argv[len(path):]
+    index = 0
+    while index < len(rest):
+        token = rest[index]
+        if token.startswith("--") and "=" in token:
+            key, _, value = token[2:].partition("=")
+            out.append(f"--{key}={registry.expand_option(function, key, value)}")
+        elif token.startswith("--") and token != "--config" and index + 1 < len(rest):
+            out += [token, registry.expand_option(function, token[2:], rest[index + 1])]
+            index += 1
+        else:
+            out.append(token)
+        index += 1
+    return out
 
 
 def _one_line(error: BaseException) -> str:
@@ -69,21 +156,30 @@ def _one_line(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     try:
-        config = parser.parse_args(argv)
-        command = config.command
+        parser = build_parser()
+        config = parser.parse_args(expand_argv(argv))
         instantiated = parser.instantiate_classes(config)
-    except (ValueError, TypeError, KeyError) as error:  # jsonargparse's ArgumentError is a ValueError
+    except (ArgumentError, ValueError, TypeError, KeyError, registry.RegistryError) as error:
         print(f"infuser: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    function = _commands()[command][0]
-    arguments = instantiated[command]
+    command = config.command
+    if command in COMMAND_GROUPS:
+        name = config[command].name
+        function = registry.resolve(COMMAND_GROUPS[command][0], name)
+        arguments = instantiated[command][name]
+    else:
+        function = _commands()[command][0]
+        arguments = instantiated[command]
     if isinstance(arguments, Namespace):
         arguments = arguments.as_dict() if hasattr(arguments, "as_dict") else vars(arguments)
     arguments = {k: v for k, v in dict(arguments).items() if k != "config"}
-    function(**arguments)
+    try:
+        function(**arguments)
+    except registry.RegistryError as error:
+        print(f"infuser: error: {_one_line(error)}", file=sys.stderr)
+        return 2
     return 0
 
 

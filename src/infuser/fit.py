@@ -169,6 +169,8 @@ def fit(
         seconds_by_stage={k: round(v, 2) for k, v in state.seconds_by_stage.items()}, run_dir=str(run.root),
     )
     if fabric.global_rank == 0:
+        for name, role in (("generator", gen), ("solver", sol)):
+            role.export(run.root / "final" / name)
         write_json(run.root / "summary.json", dataclasses.asdict(summary))
         _print_summary(summary)
     for logger in fabric.loggers:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from infuser.data.questions import MCQuestion
 
 DEFAULT_GENERATOR_TEMPLATE = "Document: {document}\nWrite a question about the document.\n"
-DEFAULT_SOLVER_TEMPLATE = "{question}\nReply with the letter of the correct option in \\boxed{{}}.\nAnswer:"
+DEFAULT_SOLVER_TEMPLATE = "{question}\nPut the correct option in \\boxed{{}}.\nAnswer:"
 
 
 @dataclass

@@ -22,13 +22,14 @@ import re
 import string
 from dataclasses import dataclass, field, replace
 
+from infuser.eval.extract import extract_choice
+
 LETTERS = string.ascii_uppercase[:10]
 MAX_QUESTION_CHARS = 4096
 
 _QUESTION = re.compile(r"Question:[ \t]*(\S[^\n]{0,1000})")
 _OPTION = re.compile(r"([A-J])\)[ \t]*(\S[^\n]{0,200})")
 _ANSWER = re.compile(r"Answer:[ \t]*\(?([A-J])\)?[ \t]*")
-_BOXED_LETTER = re.compile(r"\\boxed\{\s*\(?([A-J])\)?\s*\}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,14 @@ class MCQuestion:
     @property
     def answer_letter(self) -> str:
         return LETTERS[self.answer_index]
+
+    def is_answered_by(self, output: str) -> bool:
+        """Whether a model's ``output`` picks the golden option (by letter or by option text).
+
+        Uses the evaluation harness's extraction cascade, so training rewards and reported
+        accuracy grade answers the same way.
+        """
+        return extract_choice(output, self.options).answer == self.answer_letter
 
     def shuffled(self, rng: random.Random) -> MCQuestion:
         """The same question with its options in a random order (the golden index follows)."""
@@ -111,9 +120,3 @@ def parse_question(text: str, min_options: int = 4) -> MCQuestion | InvalidQuest
     if LETTERS.index(answer) >= len(options):
         return InvalidQuestion("answer_not_an_option", text)
     return MCQuestion(question=match.group(1).strip(), options=tuple(options), answer_index=LETTERS.index(answer))
-
-
-def extract_choice(text: str) -> str | None:
-    """The letter in the Solver's last ``\\boxed{X}``, or ``None`` when it gave none."""
-    matches = _BOXED_LETTER.findall(text[-2000:])
-    return matches[-1] if matches else None

@@ -1,4 +1,4 @@
-"""The Solver: answers multiple-choice questions with a boxed letter; reward 1 when it is right."""
+"""The Solver: answers multiple-choice questions; reward 1 when its boxed choice is the golden one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from infuser.data.prompts import PromptTemplates
-from infuser.data.questions import MCQuestion, extract_choice
+from infuser.data.questions import MCQuestion
 from infuser.roles.policy import PolicyRole, RoleConfig
 from infuser.rollout.engine import RolloutBatch, SamplingConfig
 
@@ -44,7 +44,6 @@ class Solver(PolicyRole):
             raise ValueError("Solver.answer() needs at least one question")
         batch = self.rollout([self.prompts.for_solver(q) for q in questions], num_samples, generator, sampling)
         rewards = torch.tensor(
-            [float(extract_choice(text) == questions[int(batch.prompt_index[row])].answer_letter)
-             for row, text in enumerate(batch.texts)]
+            [float(questions[int(batch.prompt_index[row])].is_answered_by(text)) for row, text in enumerate(batch.texts)]
         )
         return Answers(questions=questions, batch=batch, rewards=rewards)

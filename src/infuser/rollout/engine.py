@@ -1,15 +1,23 @@
 """Batched sampling with the KV cache, and the log-prob pass the RL update needs.
 
 The sampler is a short explicit loop instead of ``model.generate``: it keeps the sampled tokens'
-log-probs as it goes (no second scoring pass, no ``output_scores`` bookkeeping), stops as soon as
-every row has emitted EOS, and has no per-step logits-processor machinery. Prompts are left-padded
-so every row's next token sits in the last column.
+log-probs as it goes (no second scoring pass, no ``output_scores`` bookkeeping) and has no
+per-step logits-processor machinery. Three things make it cheaper than sampling each row
+independently:
+
+* each distinct prompt is tokenised and prefilled once, and its KV cache is then shared by its
+  ``num_samples`` rows (GRPO samples a group per prompt, so prefill work drops by the group size);
+* rows that have emitted EOS are dropped from the batch (their cache rows too) once a quarter of
+  the batch has finished, so short answers stop costing compute while long ones finish;
+* the loop stops as soon as every row has finished.
+
+Prompts are left-padded so every row's next token sits in the last column.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +36,8 @@ class SamplingConfig:
         max_new_tokens: completion budget; rows without EOS by then are marked truncated.
         do_sample: ``False`` decodes greedily (evaluation).
         batch_size: rows per forward pass (prompts x samples); bounds memory.
+        stop_token_ids: token ids that end a completion besides the tokenizer's EOS and the
+            model's ``generation_config.eos_token_id`` (e.g. a chat model's end-of-turn token).
     """
 
     temperature: float = 1.0
@@ -36,6 +46,7 @@ class SamplingConfig:
     max_new_tokens: int = 64
     do_sample: bool = True
     batch_size: int = 256
+    stop_token_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -98,13 +109,11 @@ def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
     return logits
 
 
-def _left_pad(tokenizer: PreTrainedTokenizerBase, prompts: list[str], device: torch.device) -> tuple[Tensor, Tensor]:
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    width = max(len(e) for e in encoded)
-    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, tokens in enumerate(encoded):
+def _left_pad(sequences: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    width = max(len(tokens) for tokens in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, tokens in enumerate(sequences):
         if tokens:
             ids[row, width - len(tokens) :] = torch.tensor(tokens)
             mask[row, width - len(tokens) :] = 1
@@ -117,45 +126,82 @@ def _cache_keyword(model: PreTrainedModel) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sampling: SamplingConfig) -> set[int]:
+    """Every token that ends a completion: the tokenizer's EOS, the model's, and configured ones."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    configured = [configured] if isinstance(configured, int) else list(configured or [])
+    stops = {*configured, *sampling.stop_token_ids}
+    if tokenizer.eos_token_id is not None:
+        stops.add(tokenizer.eos_token_id)
+    return stops
+
+
+# Drop finished rows once this fraction of the live batch has finished: selecting the surviving
+# cache rows costs about one decoding step, so it is worth it only when enough rows go.
+_COMPACT_FRACTION = 0.25
+
+
+@dataclass
+class _Chunk:
+    """The sampled part of one chunk of rows: completion tokens, log-probs, lengths, truncation."""
+
+    tokens: Tensor
+    logps: Tensor
+    lengths: Tensor
+    truncated: Tensor
+
+
 @torch.no_grad()
-def _sample_chunk(model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, eos_ids: set[int], pad_id: int,
-                  sampling: SamplingConfig, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    rows = prompt_ids.size(0)
+def _sample_chunk(model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, expand: Tensor, eos_ids: set[int],
+                  pad_id: int, sampling: SamplingConfig, generator: torch.Generator | None) -> _Chunk:
+    """Sample one completion per entry of ``expand`` (an index into the distinct ``prompt_ids``)."""
     device = prompt_ids.device
-    cache = {_cache_keyword(model): DynamicCache()}
-    mask = prompt_mask
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-                **cache)
-    logits = out.logits[:, -1, :].float()
-    next_position = positions[:, -1:] + 1
-    eos = torch.tensor(sorted(eos_ids), device=device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    tokens, logps, alive = [], [], []
+    cache = DynamicCache(config=model.config)
+    keyword = _cache_keyword(model)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp_min(0)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
+                logits_to_keep=1, **{keyword: cache})
+    cache.batch_select_indices(expand)  # share each prompt's prefill among its samples
+    logits = out.logits[expand, -1, :].float()
+    mask = prompt_mask[expand]
+    next_position = positions[expand, -1:] + 1
+    rows = expand.numel()
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
+    tokens = torch.full((rows, sampling.max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logps = torch.zeros((rows, sampling.max_new_tokens), device=device)
+    lengths = torch.full((rows,), sampling.max_new_tokens, dtype=torch.long, device=device)
+    stopped = torch.zeros(rows, dtype=torch.bool, device=device)
+    live = torch.arange(rows, device=device)  # chunk row of each row still in the batch
+    done = torch.zeros(rows, dtype=torch.bool, device=device)  # finished, but not yet dropped
     for step in range(sampling.max_new_tokens):
         scaled = logits / sampling.temperature
         if sampling.do_sample:
-            filtered = _filter_logits(scaled, sampling.top_k, sampling.top_p)
-            log_probs = filtered.log_softmax(-1)
+            log_probs = _filter_logits(scaled, sampling.top_k, sampling.top_p).log_softmax(-1)
             token = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
         else:
             log_probs = scaled.log_softmax(-1)
             token = log_probs.argmax(-1)
-        token = torch.where(finished, torch.full_like(token, pad_id), token)
-        alive.append(~finished)
-        tokens.append(token)
-        logps.append(log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1).masked_fill(finished, 0.0))
-        finished = finished | torch.isin(token, eos)
-        if bool(finished.all()) or step == sampling.max_new_tokens - 1:
+        token = token.masked_fill(done, pad_id)
+        tokens[live, step] = token
+        logps[live, step] = log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1).masked_fill(done, 0.0)
+        ended = ~done & torch.isin(token, eos)
+        lengths[live[ended]] = step + 1
+        stopped[live[ended]] = True
+        done = done | ended
+        if bool(done.all()) or step == sampling.max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=-1)
+        if int(done.sum()) >= _COMPACT_FRACTION * done.numel():
+            keep = (~done).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            live, token, mask, next_position = live[keep], token[keep], mask[keep], next_position[keep]
+            done = done[keep]
+        mask = torch.cat([mask, torch.ones((mask.size(0), 1), dtype=mask.dtype, device=device)], dim=-1)
         out = model(input_ids=token.unsqueeze(-1), attention_mask=mask, position_ids=next_position, use_cache=True,
-                    **cache)
+                    **{keyword: cache})
         logits = out.logits[:, -1, :].float()
         next_position = next_position + 1
-    completion_ids = torch.stack(tokens, dim=1)
-    completion_mask = torch.stack(alive, dim=1).long()
-    return completion_ids, completion_mask, torch.stack(logps, dim=1), ~finished
+    width = int(lengths.max())
+    return _Chunk(tokens=tokens[:, :width], logps=logps[:, :width], lengths=lengths, truncated=~stopped)
 
 
 def generate(
@@ -171,50 +217,88 @@ def generate(
         raise ValueError("generate() needs at least one prompt")
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    eos_ids = _stop_ids(model, tokenizer, sampling)
     was_training = model.training
     model.eval()
-    expanded = [p for p in prompts for _ in range(num_samples)]
+    prompt_ids, prompt_mask = _left_pad(tokenizer(prompts, add_special_tokens=False)["input_ids"], pad_id, device)
     prompt_index = torch.arange(len(prompts)).repeat_interleave(num_samples)
-    prompt_ids, prompt_mask = _left_pad(tokenizer, expanded, device)
     parts = []
-    for start in range(0, len(expanded), sampling.batch_size):
-        chunk = slice(start, start + sampling.batch_size)
-        ids, mask = prompt_ids[chunk], prompt_mask[chunk]
+    for start in range(0, len(prompt_index), sampling.batch_size):
+        chunk = prompt_index[start : start + sampling.batch_size].to(device)
+        distinct, expand = torch.unique_consecutive(chunk, return_inverse=True)
+        ids, mask = prompt_ids[distinct], prompt_mask[distinct]
         trim = int((mask == 0).all(0).sum())  # columns of padding shared by the whole chunk
-        parts.append(_sample_chunk(model, ids[:, trim:], mask[:, trim:], eos_ids, pad_id, sampling, generator))
+        parts.append(_sample_chunk(model, ids[:, trim:], mask[:, trim:], expand, eos_ids, pad_id, sampling, generator))
     model.train(was_training)
-    width = max(p[0].size(1) for p in parts)
-
-    def cat(index: int, fill: float | int | bool) -> Tensor:
-        return torch.cat([F.pad(p[index], (0, width - p[index].size(1)), value=fill) for p in parts], dim=0)
-
-    completion_ids, completion_mask = cat(0, pad_id), cat(1, 0)
-    sampling_logps = torch.cat([F.pad(p[2], (0, width - p[2].size(1)), value=0.0) for p in parts], dim=0)
-    truncated = torch.cat([p[3] for p in parts], dim=0)
-    texts = tokenizer.batch_decode((completion_ids * completion_mask).tolist(), skip_special_tokens=True)
+    width = max(part.tokens.size(1) for part in parts)
+    completion_ids = torch.cat([F.pad(part.tokens, (0, width - part.tokens.size(1)), value=pad_id) for part in parts])
+    sampling_logps = torch.cat([F.pad(part.logps, (0, width - part.logps.size(1))) for part in parts])
+    lengths = torch.cat([part.lengths for part in parts])
+    completion_mask = (torch.arange(width, device=device) < lengths.unsqueeze(-1)).long()
+    texts = tokenizer.batch_decode([ids[:n] for ids, n in zip(completion_ids.tolist(), lengths.tolist())],
+                                   skip_special_tokens=True)
     return RolloutBatch(
-        prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
-        completion_mask=completion_mask, sampling_logps=sampling_logps, truncated=truncated.cpu(),
-        prompt_index=prompt_index, texts=texts,
+        prompt_ids=prompt_ids[prompt_index.to(device)], prompt_mask=prompt_mask[prompt_index.to(device)],
+        completion_ids=completion_ids, completion_mask=completion_mask, sampling_logps=sampling_logps,
+        truncated=torch.cat([part.truncated for part in parts]).cpu(), prompt_index=prompt_index, texts=texts,
     )
 
 
 def completion_logps(
-    model: torch.nn.Module, batch: RolloutBatch, temperature: float = 1.0, with_entropy: bool = False
+    model: torch.nn.Module, batch: RolloutBatch, temperature: float = 1.0, with_entropy: bool = False,
+    entropy_grad: bool = False, share_prompts: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs (and optionally entropies) of the completion tokens under ``model``.
 
     Logits are divided by the sampling temperature, as the sampler did, so ratios against
-    ``sampling_logps`` are 1 for an unchanged model.
+    ``sampling_logps`` are 1 for an unchanged model. Only the completion positions are projected
+    onto the vocabulary: the prompt's logits are never materialised.
+
+    With ``share_prompts``, rows with the same prompt (same ids and mask) share one forward
+    pass of it: the distinct prompts are run once, their KV cache is indexed out to the
+    rows, and only the completions are run on top. Autograd flows through the shared cache, so
+    log-probs and gradients are those of running every row in full, for a fraction of the prompt
+    work (a GRPO group of ``n`` samples pays for its prompt once, not ``n`` times). It needs the
+    KV cache in the forward pass, which gradient checkpointing switches off: pass ``False`` then.
+
+    The entropy is differentiable only with ``entropy_grad`` (an entropy bonus); as a metric it
+    is computed outside the graph, so it holds no vocabulary-sized activation for the backward.
     """
-    input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
-    attention_mask = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
-    positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)
-    prompt_width = batch.prompt_ids.size(1)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
-    logits = logits[:, prompt_width - 1 : -1, :].float() / temperature
-    log_probs = logits.log_softmax(-1)
-    logps = log_probs.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_probs.exp() * log_probs).sum(-1) if with_entropy else None
+    distinct, expand = torch.unique(torch.cat([batch.prompt_ids, batch.prompt_mask], dim=1), dim=0,
+                                    return_inverse=True)
+    if share_prompts and len(distinct) < len(batch):
+        logits = _shared_prompt_logits(model, batch, expand)
+    else:
+        input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
+        attention_mask = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
+        positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                       logits_to_keep=batch.completion_ids.size(1) + 1, use_cache=False).logits[:, :-1, :]
+    logits = logits.float() / temperature
+    log_norm = logits.logsumexp(-1)
+    logps = logits.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1) - log_norm
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            # H = log Z - E_p[logit]: one softmax, no second vocabulary-sized log-prob tensor
+            entropy = log_norm - (logits.softmax(-1) * logits).sum(-1)
     return logps, entropy
+
+
+def _shared_prompt_logits(model: torch.nn.Module, batch: RolloutBatch, expand: Tensor) -> Tensor:
+    """Next-token logits at every completion position, each distinct prompt run once (B x T x V)."""
+    # one row per distinct prompt; any of its rows will do, they are identical
+    first = torch.empty(int(expand.max()) + 1, dtype=torch.long, device=expand.device)
+    first.scatter_(0, expand, torch.arange(len(expand), device=expand.device))
+    prompt_mask = batch.prompt_mask[first]
+    positions = (prompt_mask.cumsum(-1) - 1).clamp_min(0)
+    cache = DynamicCache(config=model.config)
+    keyword = _cache_keyword(model)
+    head = model(input_ids=batch.prompt_ids[first], attention_mask=prompt_mask, position_ids=positions,
+                 use_cache=True, logits_to_keep=1, **{keyword: cache}).logits[expand]
+    cache.batch_select_indices(expand)
+    attention_mask = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
+    completion_positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)[:, batch.prompt_ids.size(1) :]
+    tail = model(input_ids=batch.completion_ids, attention_mask=attention_mask, position_ids=completion_positions,
+                 use_cache=True, **{keyword: cache}).logits
+    return torch.cat([head, tail[:, :-1, :]], dim=1)
