@@ -2,7 +2,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from infuser.models import ModelConfig, load_causal_lm, load_tokenizer
-from infuser.rollout.engine import SamplingConfig, completion_logps, generate
+from infuser.rollout.engine import SamplingConfig, _stop_ids, completion_logps, generate
 
 PROMPTS = ["Question: What is the sum of 2 and 3?\nA) 4\nB) 5\nC) 6\nD) 7\nAnswer:", "Document: 1 plus 1 is 2.\n"]
 
@@ -36,3 +36,61 @@ def test_batch_layout_and_logps(tiny_model_dir):
     assert (batch.completion_mask[batch.truncated].sum(-1) == batch.completion_ids.size(1)).all()
     sub = batch.select([4, 1])
     assert sub.texts == [batch.texts[4], batch.texts[1]]
+
+
+def test_shared_prefill_and_dropped_rows_change_nothing(tiny_model_dir):
+    """Every other token id ends a row, so rows stop at different steps and the batch shrinks as it
+    goes; groups of three samples share their prompt's prefill, and a chunk of four rows splits a
+    group. Greedy decoding still equals transformers' per-row greedy decoding, and the recorded
+    log-probs still equal a fresh scoring pass."""
+    config = ModelConfig(name_or_path=str(tiny_model_dir))
+    tokenizer, model = load_tokenizer(config), load_causal_lm(config)
+    stops = list(range(1, len(tokenizer), 2))
+    greedy = SamplingConfig(do_sample=False, max_new_tokens=8, batch_size=4, stop_token_ids=stops)
+    ours = generate(model, tokenizer, PROMPTS, greedy, num_samples=3)
+    lengths = ours.completion_mask.sum(-1)
+    assert len(set(lengths.tolist())) > 1
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    for row in range(len(ours)):
+        ids = tokenizer(PROMPTS[int(ours.prompt_index[row])], return_tensors="pt", add_special_tokens=False)
+        out = reference.generate(**ids, do_sample=False, max_new_tokens=8, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=stops + [tokenizer.eos_token_id])
+        expected = out[0, ids["input_ids"].size(1):].tolist()
+        assert ours.completion_ids[row, : int(lengths[row])].tolist() == expected[: int(lengths[row])]
+        assert bool(ours.truncated[row]) == (int(lengths[row]) == 8 and expected[-1] not in stops)
+
+    sampled = generate(model, tokenizer, PROMPTS, SamplingConfig(temperature=0.9, max_new_tokens=8, batch_size=4,
+                       stop_token_ids=stops), num_samples=3, generator=torch.Generator().manual_seed(1))
+    mask = sampled.completion_mask.bool()
+    assert (sampled.completion_ids[~mask] == tokenizer.pad_token_id).all()
+    with torch.no_grad():
+        logps, _ = completion_logps(model, sampled, temperature=0.9)
+    assert torch.allclose(logps[mask], sampled.sampling_logps[mask], atol=1e-4)
+    assert (sampled.sampling_logps[~mask] == 0).all()
+
+
+def test_shared_prompt_pass_equals_full_rows(tiny_model_dir):
+    """Running each distinct prompt once under its samples' completions changes neither the
+    log-probs nor the gradient (autograd flows through the shared KV cache)."""
+    config = ModelConfig(name_or_path=str(tiny_model_dir))
+    tokenizer, model = load_tokenizer(config), load_causal_lm(config)
+    batch = generate(model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=5), num_samples=3,
+                     generator=torch.Generator().manual_seed(2)).select([5, 0, 3, 1, 4])
+    results = []
+    for share in (True, False):
+        model.zero_grad()
+        logps, entropy = completion_logps(model, batch, 0.8, with_entropy=True, entropy_grad=True, share_prompts=share)
+        (logps * batch.completion_mask).sum().add(entropy.sum()).backward()
+        results.append((logps.detach(), entropy.detach(), [p.grad.clone() for p in model.parameters()]))
+    (shared_logps, shared_entropy, shared_grads), (full_logps, full_entropy, full_grads) = results
+    torch.testing.assert_close(shared_logps, full_logps, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared_entropy, full_entropy, atol=1e-5, rtol=1e-5)
+    for shared, full in zip(shared_grads, full_grads):
+        torch.testing.assert_close(shared, full, atol=1e-5, rtol=1e-5)
+
+
+def test_stop_tokens_come_from_tokenizer_model_and_config(tiny_model_dir):
+    config = ModelConfig(name_or_path=str(tiny_model_dir))
+    tokenizer, model = load_tokenizer(config), load_causal_lm(config)
+    model.generation_config.eos_token_id = [7, tokenizer.eos_token_id]
+    assert _stop_ids(model, tokenizer, SamplingConfig(stop_token_ids=[9])) == {7, 9, tokenizer.eos_token_id}

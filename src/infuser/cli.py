@@ -13,6 +13,7 @@ rewritten to import paths (:func:`infuser.registry.expand`) before jsonargparse 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -44,7 +45,7 @@ def _commands() -> dict[str, tuple[Command, str]]:
     }
 
 
-def list_components(kind: str = "influence") -> None:
+def list_components(kind: str) -> None:
     """Print the installed components of ``kind``: registered name, origin and parameters.
 
     Args:
@@ -56,10 +57,19 @@ def list_components(kind: str = "influence") -> None:
         member = entry.load()
         signature = inspect.signature(member.__init__ if inspect.isclass(member) else member)
         rendered = ", ".join(
-            f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else p.name
-            for p in signature.parameters.values() if p.name != "self"
+            f"{p.name}={_short(p.default)}" if p.default is not inspect.Parameter.empty else p.name
+            for p in signature.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         )
         print(f"  {name:<18} {entry.value:<55} [{registry.origin(entry)}]\n  {'':<18} ({rendered})")
+
+
+def _short(value: object) -> str:
+    """A default as a reader wants it in a listing: configuration objects by type name only."""
+    if dataclasses.is_dataclass(value) or not isinstance(value, (str, int, float, bool, type(None), list, tuple)):
+        return f"{type(value).__name__}(...)"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _config_file_action(function: Command) -> type[ActionConfigFile]:
@@ -92,7 +102,8 @@ def _config_file_action(function: Command) -> type[ActionConfigFile]:
 def _function_parser(function: Command) -> ArgumentParser:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--config", action=_config_file_action(function), help="a YAML file of arguments")
-    parser.add_function_arguments(function, fail_untyped=False)
+    # `infuser list influence`: the one argument of `list` is positional, everything else an option.
+    parser.add_function_arguments(function, fail_untyped=False, as_positional=function is list_components)
     return parser
 
 
@@ -107,12 +118,12 @@ def build_parser() -> ArgumentParser:
         subcommands.add_subcommand(name, _function_parser(function), help=help_text)
     for name, (kind, help_text) in COMMAND_GROUPS.items():
         group = ArgumentParser(exit_on_error=False)
+        subcommands.add_subcommand(name, group, help=help_text)  # jsonargparse: parents before children
         members = group.add_subcommands(dest="name")
         for member, entry in sorted(registry.registered(kind).items()):
             function = entry.load()
             summary = (inspect.getdoc(function) or "").split("\n")[0]
             members.add_subcommand(member, _function_parser(function), help=summary)
-        subcommands.add_subcommand(name, group, help=help_text)
     return parser
 
 

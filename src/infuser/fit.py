@@ -5,6 +5,11 @@ phase is fragile (step counters, callbacks and loggers persist across calls). in
 drives its own loop with **Fabric**: one ``Fabric`` per run, launched once (so DDP/FSDP worker
 processes start once, not once per phase), supplying the strategy, precision, loggers and
 checkpoint I/O. The two roles are LightningModules with manual optimisation set up through it.
+
+Resuming (``--ckpt_path last``) restores everything the next iteration reads: both roles' weights
+and optimisers, the loop state (iteration counter, evaluations, metric history), the document
+stream's position and the global random states. The loop's own sampling and shuffling draw from
+streams seeded by ``(seed, iteration, round)``, so a resumed run repeats the original exactly.
 """
 
 from __future__ import annotations
@@ -21,19 +26,24 @@ import numpy as np
 import torch
 from jsonargparse import lazy_instance
 
-from infuser.artifacts import RunDirectory, default_run_dir, write_json
+from infuser.artifacts import CheckpointError, RunDirectory, default_run_dir, write_json
 from infuser.data.documents import DocumentSource, ToyDocuments
 from infuser.data.prompts import PromptTemplates
 from infuser.data.question_sets import QuestionSource, ToyQuestions
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-from infuser.loop import Evaluation, InfuserLoop, LoopConfig, LoopState
+from infuser.loop import Evaluation, InfuserLoop, LoopConfig, LoopState, hold_point
+from infuser.models import load_tokenizer
 from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
 from infuser.roles.generator import Generator
 from infuser.roles.policy import RoleConfig
 from infuser.roles.solver import Solver
 
 log = logging.getLogger(__name__)
+
+
+class ConfigurationError(ValueError):
+    """Arguments of :func:`fit` that cannot work together; raised before any model is loaded."""
 
 
 @dataclass
@@ -71,22 +81,55 @@ class Summary:
     run_dir: str
 
 
-def _loggers(names: list[str], root: Path) -> list:
+def _loggers(names: list[str], root: Path, resuming: bool) -> list:
+    """The loggers, writing under ``root``.
+
+    The CSV file is flushed after every iteration, so a killed run loses no completed row. A
+    resumed run logs the checkpoint's metric history again (see :meth:`InfuserLoop.fit`), so
+    TensorBoard is told to hide every event of the earlier process (``purge_step=0``): rows of an
+    iteration that was interrupted and is run again appear once.
+    """
     from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
 
     made = []
     for name in names:
-        made.append(CSVLogger(root, name="logs", version="") if name == "csv"
-                    else TensorBoardLogger(root, name="tensorboard", version=""))
+        if name == "csv":
+            made.append(CSVLogger(root, name="logs", version="", flush_logs_every_n_steps=1))
+        else:
+            made.append(TensorBoardLogger(root, name="tensorboard", version="",
+                                          **({"purge_step": 0} if resuming else {})))
     return made
 
 
-def _state_payload(state: LoopState, documents: DocumentSource) -> dict:
+def _random_states() -> dict:
+    """Every global random state, as tensors and plain values (loadable with ``weights_only``)."""
+    numpy_state = np.random.get_state(legacy=False)
     return {
-        "loop": dataclasses.asdict(state),
-        "documents": documents.state_dict(),
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        "python": random.getstate(),
+        "numpy": {**numpy_state, "state": {"key": numpy_state["state"]["key"].tolist(),
+                                           "pos": numpy_state["state"]["pos"]}},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
+
+
+def _set_random_states(states: dict) -> None:
+    random.setstate(states["python"])
+    numpy_state = states["numpy"]
+    np.random.set_state({**numpy_state, "state": {"key": np.asarray(numpy_state["state"]["key"], dtype=np.uint32),
+                                                  "pos": numpy_state["state"]["pos"]}})
+    torch.set_rng_state(states["torch"])
+    cuda = states["cuda"]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    elif cuda:
+        log.warning("the checkpoint holds random states of %d CUDA devices but %d are visible; "
+                    "CUDA random draws will differ from the original run", len(cuda),
+                    torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def _state_payload(state: LoopState, documents: DocumentSource) -> dict:
+    return {"loop": dataclasses.asdict(state), "documents": documents.state_dict(), "rng": _random_states()}
 
 
 def _restore(state: dict, loop: InfuserLoop) -> None:
@@ -94,9 +137,15 @@ def _restore(state: dict, loop: InfuserLoop) -> None:
     evaluations = {k: Evaluation(**saved[k]) if saved[k] else None for k in ("first_evaluation", "last_evaluation")}
     loop.state = LoopState(**{**saved, **evaluations})
     loop.documents.load_state_dict(state["documents"])
-    random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
-    torch.set_rng_state(state["rng"]["torch"])
+    _set_random_states(state["rng"])
+
+
+def _check_resume_arguments(run_dir: str | None, ckpt_path: str | None) -> None:
+    """Refuse a resume that cannot work, before anything is built."""
+    if ckpt_path == "last" and run_dir is None:
+        raise ConfigurationError("ckpt_path: `last` resumes the run in run_dir; set run_dir to that run's folder")
+    if ckpt_path not in (None, "last") and not Path(ckpt_path).exists():
+        raise ConfigurationError(f"ckpt_path: no such checkpoint: {ckpt_path}")
 
 
 def fit(
@@ -129,18 +178,22 @@ def fit(
         ckpt_path: resume from this checkpoint, or ``last`` for the newest one in ``run_dir``.
         seed: seeds model-independent randomness (sampling streams, shuffles).
     """
+    _check_resume_arguments(run_dir, ckpt_path)
     run = RunDirectory(run_dir or default_run_dir())
     torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
     fabric = L.Fabric(accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
-                      strategy=trainer.strategy, precision=trainer.precision, loggers=_loggers(trainer.loggers, run.root))
+                      strategy=trainer.strategy, precision=trainer.precision,
+                      loggers=_loggers(trainer.loggers, run.root, resuming=ckpt_path is not None))
     fabric.launch()
     fabric.seed_everything(seed)
+    # Every data file is read before any model is loaded: bad input fails in seconds, not after
+    # the weights of a large model have been read.
     target = target_set.load()
     heldout = heldout_set.load() if heldout_set is not None else None
+    documents.setup(load_tokenizer(generator.model))
     with fabric.init_module():
         gen = Generator(generator, prompts)
         sol = Solver(solver, prompts)
-    documents.setup(gen.tokenizer)
     modules = {}
     for name, role in (("generator", gen), ("solver", sol)):
         wrapped, optimizer = fabric.setup(role, role.configure_optimizers())
@@ -152,12 +205,28 @@ def fit(
         run.root.mkdir(parents=True, exist_ok=True)
 
     def checkpoint(iteration: int) -> None:
-        path = run.checkpoint_path(iteration)
-        fabric.save(path, {**modules, **_state_payload(infuser_loop.state, documents)})
+        """Write under a temporary name, record the digest, rename: all or nothing."""
+        payload = {**modules, **_state_payload(infuser_loop.state, documents)}
+        try:
+            fabric.save(run.partial_checkpoint_path(iteration), payload)
+            hold_point("checkpoint_write", iteration)
+            if fabric.global_rank == 0:
+                run.commit_checkpoint(iteration)
+        except Exception as error:  # a full disk, a lost mount...: say what is still good, then stop
+            if fabric.global_rank == 0:
+                run.discard_partial_checkpoints()
+            previous = run.completed_checkpoints()
+            kept = (f"{previous[-1]} is intact and --ckpt_path last resumes from it" if previous
+                    else "no earlier checkpoint exists")
+            raise CheckpointError(f"cannot write checkpoint {run.checkpoint_path(iteration)}: "
+                                  f"{type(error).__name__}: {error}; {kept}") from error
         fabric.barrier()
         if fabric.global_rank == 0:
             run.prune_checkpoints(loop.keep_checkpoints)
 
+    if fabric.global_rank == 0:
+        for stale in run.discard_partial_checkpoints():
+            log.warning("removed %s: a checkpoint whose writing never finished", stale)
     if ckpt_path is not None:
         _resume(fabric, run, ckpt_path, modules, infuser_loop)
     state = infuser_loop.fit(checkpoint)
@@ -179,24 +248,36 @@ def fit(
 
 
 def _resume(fabric: L.Fabric, run: RunDirectory, ckpt_path: str, modules: dict, loop: InfuserLoop) -> None:
-    """Load ``ckpt_path`` (or, for ``last``, the newest checkpoint that loads)."""
+    """Load ``ckpt_path``, or for ``last`` the newest checkpoint that verifies and loads.
+
+    A checkpoint is verified against its recorded SHA-256 (rank 0 reads it; the verdict is
+    broadcast) and loaded with ``weights_only=True``: tensors and plain values only, never
+    arbitrary pickled objects. With ``last``, a corrupt or unreadable checkpoint is reported by
+    name and the previous one is tried.
+    """
     candidates = list(reversed(run.completed_checkpoints())) if ckpt_path == "last" else [Path(ckpt_path)]
     if not candidates:
         log.warning("ckpt_path=last but %s holds no checkpoint; starting from scratch", run.checkpoints)
         return
+    problems = []
     for path in candidates:
-        state = {**modules, "loop": None, "documents": None, "rng": None}
-        try:
-            remainder = fabric.load(path, state)
-        except Exception as error:  # noqa: BLE001 - a corrupt file must not stop the fallback
-            if ckpt_path != "last":
-                raise RuntimeError(f"cannot load checkpoint {path}: {error}") from error
-            log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, error)
-            continue
-        _restore({**state, **(remainder or {})}, loop)
-        log.info("resumed from %s after iteration %d", path, loop.state.iteration)
-        return
-    raise RuntimeError(f"no loadable checkpoint in {run.checkpoints}")
+        problem = run.verify_checkpoint(path) if fabric.global_rank == 0 else None
+        problem = fabric.broadcast(problem)
+        if problem is None:
+            state = {**modules, "loop": None, "documents": None, "rng": None}
+            try:
+                remainder = fabric.load(path, state, weights_only=True)
+            except Exception as error:  # noqa: BLE001 - any failure to read means: try the previous one
+                problem = f"cannot be loaded ({type(error).__name__}: {' '.join(str(error).split())[:300]})"
+            else:
+                _restore({**state, **(remainder or {})}, loop)
+                log.info("resumed from %s after iteration %d", path, loop.state.iteration)
+                return
+        if ckpt_path != "last":
+            raise CheckpointError(f"checkpoint {path} {problem}")
+        log.warning("checkpoint %s %s; trying the previous one", path, problem)
+        problems.append(f"{path.name} {problem}")
+    raise CheckpointError(f"no usable checkpoint in {run.checkpoints}: {'; '.join(problems)}")
 
 
 def _print_summary(summary: Summary) -> None:

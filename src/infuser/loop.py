@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
+import sys
+import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -32,12 +35,29 @@ from infuser.data.documents import DocumentSource
 from infuser.data.questions import InvalidQuestion, MCQuestion
 from infuser.influence.base import InfluenceEstimator, ScoredRollouts
 from infuser.roles.generator import Drafts, Generator
+from infuser.roles.policy import UpdateStats
 from infuser.roles.solver import Answers, Solver
 from infuser.rollout.engine import RolloutBatch, SamplingConfig
 
 log = logging.getLogger(__name__)
 
 STAGES = ("target", "generate", "solve", "influence", "generator_update", "solver_update", "evaluate", "checkpoint")
+
+HOLD_ENV = "INFUSER_HOLD_AT"
+
+
+def hold_point(name: str, iteration: int) -> None:
+    """Test hook: block forever at ``name`` in ``iteration`` when ``INFUSER_HOLD_AT=name@iteration``.
+
+    The fault-injection tests (``tests/fault_injection``) SIGKILL a run while it waits here, so a
+    run is interrupted at a known place (during generation, an update, a checkpoint write) rather
+    than at a random moment. Names are the stages (:data:`STAGES`, entered) and
+    ``checkpoint_write`` (the checkpoint is on disk under its temporary name, not yet committed).
+    Unset, the hook costs one environment lookup.
+    """
+    if os.environ.get(HOLD_ENV) == f"{name}@{iteration}":
+        print(f"infuser: holding at {name}@{iteration} ({HOLD_ENV})", file=sys.stderr, flush=True)
+        threading.Event().wait()
 
 
 @dataclass
@@ -58,7 +78,8 @@ class LoopConfig:
             start and end).
         eval_samples: samples per evaluation question (accuracy is avg@k).
         eval_sampling: sampling settings of evaluation.
-        keep_checkpoints: how many per-iteration checkpoints to keep.
+        keep_checkpoints: how many per-iteration checkpoints to keep (0: all). Keep at least 2
+            to be able to fall back to the previous one when the newest is found corrupt.
     """
 
     iterations: int = 10
@@ -83,6 +104,13 @@ class LoopConfig:
         if self.answers_per_question < 2 or self.target_answers_per_question < 2:
             raise ValueError("loop.answers_per_question and loop.target_answers_per_question must be at least 2: "
                              "a group of one answer never has a non-zero advantage")
+        if self.questions_per_document < 2 and not self.freeze_generator:
+            raise ValueError("loop.questions_per_document must be at least 2 unless loop.freeze_generator: the "
+                             "drafts of one document are one advantage group, and a group of one never has a "
+                             "non-zero advantage, so the Generator could never learn")
+        for name in ("eval_every", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loop.{name} must be at least 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -99,8 +127,8 @@ class QuestionRecord:
     answer: str = ""
     kind: str = ""
     pass_rate: float | None = None
-    influence: float | None = None
-    reward: float = 0.0
+    influence: float | None = None  # None: no score, or a non-finite one (excluded)
+    reward: float | None = 0.0  # None: excluded (a non-finite influence score)
     advantage: float = 0.0
 
 
@@ -132,6 +160,7 @@ class InfuserLoop:
         self.documents, self.target, self.heldout = documents, target, heldout
         self.influence, self.config, self.run, self.seed = influence, config, run, seed
         self.state = LoopState()
+        self._iteration = 0  # the iteration in progress (0: the first evaluation)
         self._timings: dict[str, float] = {}
         self._progress: tqdm | None = None
 
@@ -140,6 +169,7 @@ class InfuserLoop:
     def stage(self, name: str):
         if self._progress is not None:
             self._progress.set_postfix_str(name)
+        hold_point(name, self._iteration)
         started = time.perf_counter()
         yield
         elapsed = time.perf_counter() - started
@@ -174,8 +204,13 @@ class InfuserLoop:
         rows = [r for q, rate in enumerate(rates.tolist()) if 0.0 < rate < 1.0 for r in answers.rows_of(q)]
         return rows, advantages
 
-    def score_questions(self, answers: Answers, has_target: bool) -> Tensor:
-        """Influence per valid question; 0 for zero-signal questions and without a target gradient."""
+    def score_questions(self, answers: Answers, has_target: bool, metrics: dict[str, float]) -> Tensor:
+        """Influence per valid question; 0 for zero-signal questions and without a target gradient.
+
+        A non-finite score stays NaN: the advantage estimators treat it as a missing reward
+        (advantage 0, left out of its group's statistics), so it never reaches the weights and
+        does not skew the other drafts of its document the way a substituted 0 would.
+        """
         rows, advantages = self._signal_rows(answers)
         scores = torch.zeros(len(answers.questions), dtype=torch.float64)
         if not has_target or not rows:
@@ -187,11 +222,13 @@ class InfuserLoop:
         values = []
         for start in range(0, len(candidates), self.config.influence_batch_size):
             values.append(self.influence.score(self.solver, candidates[start : start + self.config.influence_batch_size]))
-        values_tensor = torch.cat(values)
+        values_tensor = torch.cat(values).to(torch.float64)
         bad = ~torch.isfinite(values_tensor)
+        metrics["influence/non_finite"] = float(bad.sum())
         if bool(bad.any()):
-            log.warning("%d non-finite influence scores replaced by 0", int(bad.sum()))
-            values_tensor = torch.where(bad, torch.zeros_like(values_tensor), values_tensor)
+            log.warning("iteration %d: %d of %d influence scores are not finite; those questions are excluded "
+                        "from the Generator's advantages", self._iteration, int(bad.sum()), len(values_tensor))
+            values_tensor = torch.where(bad, torch.full_like(values_tensor, math.nan), values_tensor)
         scores[torch.tensor(scored)] = values_tensor
         return scores
 
@@ -214,7 +251,7 @@ class InfuserLoop:
                 answers = self.solver.answer(questions, cfg.answers_per_question, sampler)
                 metrics["throughput/solver_tokens_per_s"] = _tokens(answers.batch) / (time.perf_counter() - started)
             with self.stage("influence"):
-                scores = self.score_questions(answers, has_target)
+                scores = self.score_questions(answers, has_target, metrics)
         rewards = torch.zeros(len(drafts.batch), dtype=torch.float64)
         rewards[valid_rows] = scores if valid_rows else rewards[valid_rows]
         advantages = self.generator.advantages(rewards, drafts.batch.prompt_index)
@@ -222,8 +259,7 @@ class InfuserLoop:
             with self.stage("generator_update"):
                 stats = self.generator.update(drafts.batch, advantages)
             metrics.update(stats.as_metrics("generator"))
-            if stats.skipped:
-                log.info("iteration %d: generator update skipped (%s)", iteration, stats.skipped)
+            _report_update(stats, "generator", iteration)
         records = self._records(iteration, drafts, answers, scores, rewards, advantages)
         self._draft_metrics(drafts, answers, scores, rewards, metrics)
         return drafts, answers, records
@@ -241,9 +277,11 @@ class InfuserLoop:
         with self.stage("solver_update"):
             stats = self.solver.update(answers.batch.select(rows), advantages[rows])
         metrics.update(stats.as_metrics("solver"))
+        _report_update(stats, "solver", self._iteration)
 
     # -- one iteration --------------------------------------------------------------------------
     def iteration(self, iteration: int) -> dict[str, float]:
+        self._iteration = iteration
         self._timings = {}
         metrics: dict[str, float] = {}
         _, sampler = self._generators(iteration, 0)
@@ -282,7 +320,7 @@ class InfuserLoop:
         for row, item in enumerate(drafts.parsed):
             document = drafts.documents[int(drafts.batch.prompt_index[row])]
             record = QuestionRecord(iteration=iteration, document_id=document.id, text=drafts.batch.texts[row][:2000],
-                                    valid=isinstance(item, MCQuestion), reward=float(rewards[row]),
+                                    valid=isinstance(item, MCQuestion), reward=nan_to_none(float(rewards[row])),
                                     advantage=float(advantages[row]))
             if isinstance(item, InvalidQuestion):
                 record.reason = item.reason
@@ -290,7 +328,7 @@ class InfuserLoop:
                 index = position[row]
                 record.question, record.options, record.answer = item.question, item.options, item.answer_letter
                 record.kind = self.documents.kind_of(item)
-                record.pass_rate, record.influence = rates[index], float(scores[index])
+                record.pass_rate, record.influence = rates[index], nan_to_none(float(scores[index]))
             records.append(record)
         return records
 
@@ -301,8 +339,9 @@ class InfuserLoop:
         metrics["generator/valid_rate"] = (total - sum(reasons.values())) / max(total, 1)
         for reason, count in reasons.items():
             metrics[f"generator/invalid/{reason}"] = count / max(total, 1)
-        metrics["generator/reward"] = float(rewards.mean())
-        metrics["generator/reward_std"] = float(rewards.std()) if len(rewards) > 1 else 0.0
+        finite = rewards[torch.isfinite(rewards)]
+        metrics["generator/reward"] = float(finite.mean()) if len(finite) else 0.0
+        metrics["generator/reward_std"] = float(finite.std()) if len(finite) > 1 else 0.0
         metrics.update(_completion_metrics(drafts.batch, "generator"))
         groups = rewards.view(len(drafts.documents), -1)
         metrics["generator/frac_reward_zero_std"] = float((groups.std(-1) == 0).float().mean())
@@ -318,12 +357,24 @@ class InfuserLoop:
         metrics["solver/reward_std"] = float(answers.rewards.std()) if len(answers.rewards) > 1 else 0.0
         metrics["influence/zero_signal_fraction"] = float((~signal).float().mean())
         metrics.update(_completion_metrics(answers.batch, "solver"))
-        if bool(signal.any()):
-            active = scores[signal]
+        active = scores[signal & torch.isfinite(scores)]
+        if len(active):
             metrics["influence/mean"] = float(active.mean())
             metrics["influence/std"] = float(active.std()) if len(active) > 1 else 0.0
 
     # -- the run --------------------------------------------------------------------------------
+    def _replay_metrics(self) -> None:
+        """After a resume, log the completed iterations' metrics again, from the checkpoint.
+
+        The loggers of a new process start empty (Lightning's CSV logger even deletes an existing
+        ``metrics.csv``), and rows written after the checkpoint belong to an iteration that is
+        about to run again. The checkpoint's history is the record of what completed, so it is
+        replayed: the resumed run's metrics file equals the uninterrupted run's, row for row.
+        """
+        self.fabric.log_dict(_evaluation_metrics(self.state.first_evaluation), step=0)
+        for row in self.state.history:
+            self.fabric.log_dict({k: v for k, v in row.items() if k != "iteration"}, step=int(row["iteration"]))
+
     def fit(self, on_iteration_end) -> LoopState:
         """Run the remaining iterations; ``on_iteration_end(iteration)`` checkpoints after each."""
         started = time.perf_counter() - self.state.seconds_total
@@ -332,6 +383,8 @@ class InfuserLoop:
                 self.state.first_evaluation = self.evaluate(0)
             self.state.last_evaluation = self.state.first_evaluation
             self.fabric.log_dict(_evaluation_metrics(self.state.first_evaluation), step=0)
+        else:
+            self._replay_metrics()
         remaining = range(self.state.iteration + 1, self.config.iterations + 1)
         self._progress = tqdm(remaining, desc="infuser", unit="iter", disable=self.fabric.global_rank != 0,
                               initial=self.state.iteration, total=self.config.iterations)
@@ -353,6 +406,16 @@ def hash_seed(key: str) -> int:
     import hashlib
 
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def _report_update(stats: UpdateStats, role: str, iteration: int) -> None:
+    """Say when an update did not (fully) happen: skipped for lack of signal, or steps dropped
+    because their gradient was not finite (a NaN or infinite loss never reaches the weights)."""
+    if stats.non_finite_steps:
+        log.warning("iteration %d: %s update dropped %d optimizer step(s) with a non-finite gradient",
+                    iteration, role, stats.non_finite_steps)
+    elif stats.skipped:
+        log.info("iteration %d: %s update skipped (%s)", iteration, role, stats.skipped)
 
 
 def _tokens(batch: RolloutBatch) -> int:

@@ -60,6 +60,12 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     extra_kwargs: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Code shipped with a checkpoint runs only when asked for by name, never through a side door.
+        if "trust_remote_code" in self.extra_kwargs:
+            raise ValueError("model.extra_kwargs: set model.trust_remote_code instead of passing trust_remote_code "
+                             "here")
+
 
 def resolve_path(name_or_path: str) -> str:
     """Turn ``builtin:toy`` into the cached toy checkpoint; leave anything else alone."""

@@ -7,13 +7,15 @@ seeded order that is reshuffled every pass. Their position is two integers, so r
 continues the stream exactly where it stopped.
 
 Bad input is never dropped silently: a malformed line, a wrong encoding or an empty document is an
-error naming the file and line, unless ``skip_invalid`` is set, in which case it is skipped and
-counted in :attr:`ChunkedCorpus.skipped`.
+error naming the file and line, unless ``skip_invalid`` is set, in which case it is skipped,
+counted in :attr:`ChunkedCorpus.skipped` and reported in one warning per corpus (the counts by
+problem and the first places). A missing path is refused when the source is configured, before
+any model is loaded; an empty corpus is always an error.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import random
 import re
 from abc import ABC, abstractmethod
@@ -24,8 +26,11 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
+from infuser.data.jsonl import JSONLineError, encodable, load_json_line
 from infuser.data.questions import MCQuestion
 from infuser.toy.world import ToyWorld, ToyWorldConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,11 +112,14 @@ class ChunkedCorpus(DocumentSource):
         self.seed = seed
         self.skip_invalid = skip_invalid
         self.skipped: Counter[str] = Counter()
+        self.skipped_at: list[str] = []  # the first few places something was skipped, for the warning
         self.chunks: list[Document] = []
         self.epoch = 0
         self.position = 0
         if chunk_tokens < 8:
             raise ValueError(f"chunk_tokens must be at least 8, got {chunk_tokens}")
+        if not self.path.exists():
+            raise CorpusError(f"{self.path}: no such file or folder")
 
     @abstractmethod
     def read(self) -> Iterator[tuple[str, str]]:
@@ -121,10 +129,12 @@ class ChunkedCorpus(DocumentSource):
         if not self.skip_invalid:
             raise CorpusError(f"{where}: {problem} (set skip_invalid: true to skip and count such input)")
         self.skipped[problem] += 1
+        if len(self.skipped_at) < 5:
+            self.skipped_at.append(f"{where} ({problem})")
 
     def setup(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        if not self.path.exists():
-            raise CorpusError(f"{self.path}: no such file or folder")
+        self.skipped.clear()
+        self.skipped_at.clear()
         chunks = []
         for doc_id, text in self.read():
             if not text.strip():
@@ -132,6 +142,10 @@ class ChunkedCorpus(DocumentSource):
                 continue
             for index, piece in enumerate(_chunk(text, tokenizer, self.chunk_tokens)):
                 chunks.append(Document(id=f"{doc_id}#{index}", text=piece))
+        if self.skipped:
+            counts = ", ".join(f"{count} {problem}" for problem, count in sorted(self.skipped.items()))
+            log.warning("%s: skipped %d invalid input(s) (%s); first at %s", self.path, sum(self.skipped.values()),
+                        counts, "; ".join(self.skipped_at))
         if not chunks:
             raise CorpusError(f"{self.path}: the corpus holds no usable document")
         self.chunks = chunks
@@ -191,13 +205,27 @@ def _chunk(text: str, tokenizer: PreTrainedTokenizerBase, budget: int) -> list[s
     return chunks
 
 
-class JsonlDocuments(ChunkedCorpus):
-    """One JSON object per line with the document in ``text_field``."""
+class _RecordCorpus(ChunkedCorpus):
+    """A corpus of records (JSON objects, table rows) holding the document in ``text_field``."""
 
     def __init__(self, path: str, text_field: str = "text", chunk_tokens: int = 512, seed: int = 0,
                  skip_invalid: bool = False) -> None:
         super().__init__(path, chunk_tokens, seed, skip_invalid)
         self.text_field = text_field
+
+    def _text(self, where: str, value: object) -> str | None:
+        """``value`` if it is usable document text, else ``None`` (after :meth:`_bad`)."""
+        if not isinstance(value, str):
+            self._bad(where, f"field {self.text_field!r} missing or not a string")
+            return None
+        if not encodable(value):
+            self._bad(where, "invalid Unicode (a lone surrogate)")
+            return None
+        return value
+
+
+class JsonlDocuments(_RecordCorpus):
+    """One JSON object per line with the document in ``text_field``."""
 
     def read(self) -> Iterator[tuple[str, str]]:
         files = sorted(self.path.glob("*.jsonl")) if self.path.is_dir() else [self.path]
@@ -208,18 +236,17 @@ class JsonlDocuments(ChunkedCorpus):
                     if not raw.strip():
                         continue
                     try:
-                        row = json.loads(raw.decode("utf-8"))
+                        row = load_json_line(raw, first=number == 1)
                     except UnicodeDecodeError:
                         self._bad(where, "not valid UTF-8")
                         continue
-                    except json.JSONDecodeError as error:
-                        self._bad(where, f"malformed JSON ({error.msg})")
+                    except JSONLineError as error:
+                        self._bad(where, f"malformed JSON ({error})")
                         continue
-                    text = row.get(self.text_field) if isinstance(row, dict) else None
-                    if not isinstance(text, str):
-                        self._bad(where, f"field {self.text_field!r} missing or not a string")
-                        continue
-                    yield where, text
+                    value = row.get(self.text_field) if isinstance(row, dict) else None
+                    text = self._text(where, value)
+                    if text is not None:
+                        yield where, text
 
 
 class TextFolderDocuments(ChunkedCorpus):
@@ -235,26 +262,27 @@ class TextFolderDocuments(ChunkedCorpus):
                 yield str(file), file.read_text(encoding="utf-8")
             except UnicodeDecodeError as error:
                 self._bad(f"{file}:byte {error.start}", "not valid UTF-8")
+            except OSError as error:
+                self._bad(str(file), f"unreadable ({error.strerror or error})")
 
 
-class ParquetDocuments(ChunkedCorpus):
+class ParquetDocuments(_RecordCorpus):
     """Rows of one or more parquet files with the document in ``text_field`` (needs pyarrow)."""
 
-    def __init__(self, path: str, text_field: str = "text", chunk_tokens: int = 512, seed: int = 0,
-                 skip_invalid: bool = False) -> None:
-        super().__init__(path, chunk_tokens, seed, skip_invalid)
-        self.text_field = text_field
-
     def read(self) -> Iterator[tuple[str, str]]:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         files = sorted(self.path.glob("*.parquet")) if self.path.is_dir() else [self.path]
         for file in files:
-            table = pq.read_table(file)
+            try:
+                table = pq.read_table(file)
+            except (OSError, pa.ArrowException) as error:
+                self._bad(str(file), f"not a readable parquet file ({' '.join(str(error).split())[:200]})")
+                continue
             if self.text_field not in table.column_names:
                 raise CorpusError(f"{file}: no column {self.text_field!r}; columns: {', '.join(table.column_names)}")
-            for number, text in enumerate(table.column(self.text_field).to_pylist(), start=1):
-                if not isinstance(text, str):
-                    self._bad(f"{file}:row {number}", f"field {self.text_field!r} missing or not a string")
-                    continue
-                yield f"{file}:row {number}", text
+            for number, value in enumerate(table.column(self.text_field).to_pylist(), start=1):
+                text = self._text(f"{file}:row {number}", value)
+                if text is not None:
+                    yield f"{file}:row {number}", text

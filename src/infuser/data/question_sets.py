@@ -3,16 +3,22 @@
 The file format is SuperGPQA-shaped JSONL (``uuid`` or ``id``, ``question``, ``options``,
 ``answer_letter``, optional ``discipline``/``difficulty``), which is also what
 ``infuser eval``'s target-set builder writes.
+
+A row that does not fit is an error naming the file, line and field; with ``skip_invalid`` it is
+skipped, counted and reported in one warning.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from infuser.data.jsonl import JSONLineError, encodable, load_json_line
 from infuser.data.questions import LETTERS, MCQuestion
 from infuser.toy.world import ToyWorld, ToyWorldConfig
+
+log = logging.getLogger(__name__)
 
 
 class QuestionSetError(ValueError):
@@ -60,41 +66,51 @@ class JsonlQuestions(QuestionSource):
         if not self.path.is_file():
             raise QuestionSetError(f"{self.path}: no such file")
         questions: list[MCQuestion] = []
-        with open(self.path, encoding="utf-8", errors="strict") as handle:
-            try:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        questions.append(_row_to_question(line, number))
-                    except QuestionSetError as error:
-                        if not self.skip_invalid:
-                            raise QuestionSetError(f"{self.path}:{error}") from None
-                        self.skipped += 1
-                    if self.limit is not None and len(questions) >= self.limit:
-                        break
-            except UnicodeDecodeError:
-                raise QuestionSetError(f"{self.path}: not valid UTF-8") from None
+        self.skipped, first_skipped = 0, ""
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    questions.append(_row_to_question(raw, number))
+                except QuestionSetError as error:
+                    if not self.skip_invalid:
+                        raise QuestionSetError(f"{self.path}:{error}") from None
+                    self.skipped += 1
+                    first_skipped = first_skipped or f"{self.path}:{error}"
+                if self.limit is not None and len(questions) >= self.limit:
+                    break
+        if self.skipped:
+            log.warning("%s: skipped %d invalid row(s); the first: %s", self.path, self.skipped, first_skipped)
         if not questions:
             raise QuestionSetError(f"{self.path}: no usable question")
         return questions
 
 
-def _row_to_question(line: str, number: int) -> MCQuestion:
+def _row_to_question(raw: bytes, number: int) -> MCQuestion:
     try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise QuestionSetError(f"{number}: malformed JSON ({error.msg})") from None
+        row = load_json_line(raw, first=number == 1)
+    except UnicodeDecodeError:
+        raise QuestionSetError(f"{number}: not valid UTF-8") from None
+    except JSONLineError as error:
+        raise QuestionSetError(f"{number}: malformed JSON ({error})") from None
     if not isinstance(row, dict):
         raise QuestionSetError(f"{number}: expected a JSON object")
     question, options, letter = row.get("question"), row.get("options"), row.get("answer_letter")
-    if not isinstance(question, str) or not question.strip():
-        raise QuestionSetError(f"{number}: field 'question' must be a non-empty string")
+    if not _is_text(question):
+        raise QuestionSetError(f"{number}: field 'question' must be a non-empty string of valid Unicode")
     if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS) or \
-            not all(isinstance(o, str) for o in options):
-        raise QuestionSetError(f"{number}: field 'options' must be a list of 2 to {len(LETTERS)} strings")
+            not all(_is_text(o) for o in options):
+        raise QuestionSetError(f"{number}: field 'options' must be a list of 2 to {len(LETTERS)} non-empty strings")
+    if len({o.strip() for o in options}) != len(options):
+        raise QuestionSetError(f"{number}: field 'options' repeats an option (grading by option text would be "
+                               "ambiguous)")
     if not isinstance(letter, str) or letter not in LETTERS[: len(options)]:
         raise QuestionSetError(f"{number}: field 'answer_letter' must be one of {LETTERS[: len(options)]}")
     return MCQuestion(question=question, options=tuple(options), answer_index=LETTERS.index(letter),
                       id=str(row.get("uuid", row.get("id", number))), kind=str(row.get("discipline", "")),
                       difficulty=str(row.get("difficulty", "")))
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip()) and encodable(value)

@@ -61,7 +61,12 @@ class MCQuestion:
         """Whether a model's ``output`` picks the golden option (by letter or by option text).
 
         Uses the evaluation harness's extraction cascade, so training rewards and reported
-        accuracy grade answers the same way.
+        accuracy grade answers the same way. It runs in-process, without the judge's worker
+        process and time limit (:mod:`infuser.eval.limits`), on purpose: letter extraction is
+        plain string work on the output's bounded tail (``MAX_OUTPUT_CHARS``) with anchored,
+        bounded regular expressions (no ``eval``, no sympy), so its cost is linear in a bounded
+        input, while a process round trip per rollout would cost more than the extraction itself.
+        The property tests check that it returns promptly and never raises on any string.
         """
         return extract_choice(output, self.options).answer == self.answer_letter
 
@@ -102,6 +107,8 @@ def parse_question(text: str, min_options: int = 4) -> MCQuestion | InvalidQuest
     for line in lines[1:]:
         option = _OPTION.fullmatch(line)
         if option is not None and answer is None:
+            if len(options) == len(LETTERS):
+                return InvalidQuestion("too_many_options", text)
             if option.group(1) != LETTERS[len(options)]:
                 return InvalidQuestion("option_letters_out_of_order", text)
             options.append(option.group(2).strip())

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
+from infuser.data.jsonl import JSONLineError, load_json_line
 from infuser.eval.judge import ANSWER_TYPES, parse_tolerances
 
 OLYMPIAD_HF_ID = "Hothan/OlympiadBench"
@@ -362,20 +363,26 @@ def read_records(path: str | Path) -> Iterator[RawRecord]:
         raise DatasetError(f"{source}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
+        with open(path, "rb") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    value = RowError(source, number, None, f"not valid JSON ({exc.msg})", "line")
+                    value = load_json_line(line, first=number == 1)
+                except UnicodeDecodeError:
+                    value = RowError(source, number, None, "not valid UTF-8", "line")
+                except JSONLineError as exc:
+                    value = RowError(source, number, None, f"not valid JSON ({exc})", "line")
                 yield RawRecord(source, number, "line", value)
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{source}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{source}: not valid UTF-8 (byte {exc.start})") from exc
+        except (RecursionError, ValueError) as exc:  # nesting, or an integer past Python's digit limit
+            raise DatasetError(f"{source}: not valid JSON ({str(exc).split(':')[0]})") from exc
         if isinstance(data, dict):
             data = next((data[k] for k in ("data", "rows", "examples") if isinstance(data.get(k), list)), None)
         if not isinstance(data, list):
@@ -384,10 +391,14 @@ def read_records(path: str | Path) -> Iterator[RawRecord]:
             yield RawRecord(source, number, "row", value)
     elif suffix == ".parquet":
         try:
+            import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError as exc:  # pragma: no cover - pyarrow ships with datasets
             raise DatasetError(f"{source}: reading parquet needs pyarrow (pip install pyarrow)") from exc
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(f"{source}: not a readable parquet file ({' '.join(str(exc).split())[:200]})") from exc
         for number, value in enumerate(table.to_pylist(), start=1):
             yield RawRecord(source, number, "row", value)
     else:

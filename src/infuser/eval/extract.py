@@ -91,9 +91,14 @@ def find_boxes(text: str, limit: int = MAX_BOXES) -> list[BoxSpan]:
     spans: list[BoxSpan] = []
     covered_until = -1
     pos = 0
+    # The next occurrence of each command, searched again only once passed: one scan of the text
+    # per command in total (searching afresh each round is quadratic on "\boxed{\fbox{..." spam).
+    next_hit = {cmd: text.find(cmd) for cmd in _BOX_COMMANDS}
     while len(spans) < limit:
-        hits = [(text.find(cmd, pos), cmd) for cmd in _BOX_COMMANDS]
-        hits = [(i, cmd) for i, cmd in hits if i >= 0]
+        for cmd, found in next_hit.items():
+            if 0 <= found < pos:
+                next_hit[cmd] = text.find(cmd, pos)
+        hits = [(i, cmd) for cmd, i in next_hit.items() if i >= 0]
         if not hits:
             break
         start, cmd = min(hits)

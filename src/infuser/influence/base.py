@@ -3,19 +3,30 @@
 An estimator answers one question per candidate: *if the Solver took an optimizer step on this
 candidate's rollouts, how much would that help on the target set?* The loop calls
 :meth:`InfluenceEstimator.prepare` once per iteration with the target-side rollouts (so target
-work, e.g. the target gradient, is done once) and then :meth:`InfluenceEstimator.score` on
-batches of candidates.
+work, e.g. the target gradient ``g_T``, is done once) and then :meth:`InfluenceEstimator.score`
+on batches of candidates, several times, against the same prepared state.
 
-Orientation, fixed for every estimator: scores are plain floats and **higher means more useful**
-(a step on the candidate is predicted to lower the target loss). Both sides are gradients of the
-same loss, so a positive inner product means the candidate's descent direction also descends the
-target loss.
+The contract every estimator keeps (the loop and the benchmark rely on it):
+
+* **Orientation.** One score per candidate, in the order given; **higher means more useful**: a
+  step on the candidate is predicted to *lower* the target loss. Both sides are gradients of the
+  same loss (``g = dL/dtheta``), and a descent step ``-lr * g_q`` changes the target loss by about
+  ``-lr * <g_q, g_T>``, so a positive inner product means the candidate helps.
+* **Sign.** Positive: predicted to help; negative: predicted to hurt; zero: no predicted effect.
+* **Scale.** Plain float64 numbers, comparable within one iteration only (gradients drift).
+  Cosine modes lie in ``[-1, 1]``; dot modes are first-order predictions of the target-loss
+  decrease, per unit learning rate unless the estimator multiplies the learning rate in.
+* **No side effects.** ``score`` leaves the Solver's parameters, gradients and optimizer state as
+  it found them.
+
+Candidates with no learning signal (all answers right or all wrong) are never passed in: the
+loop gives them 0 itself.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,18 +38,29 @@ from infuser.rollout.engine import RolloutBatch
 
 @dataclass
 class ScoredRollouts:
-    """Rollouts with one advantage per row: the input of a policy-gradient loss."""
+    """Rollouts with one advantage per row: the input of a policy-gradient loss.
+
+    As a candidate: the Solver's answers to one question (a contiguous group of rows).
+    """
 
     batch: RolloutBatch
     advantages: Tensor
 
 
 class PolicyGradientModel(Protocol):
-    """What an estimator needs from the Solver."""
+    """What an estimator may ask of the Solver."""
 
-    def trainable_parameters(self) -> list[nn.Parameter]: ...
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the Solver's optimizer updates, in a fixed order."""
+        ...
 
-    def optimizer_state(self) -> torch.optim.Optimizer: ...
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """All parameters by name (``nn.Module``'s): identifies adapter weights and checkpoint entries."""
+        ...
+
+    def optimizer_state(self) -> torch.optim.Optimizer:
+        """The live optimizer, with the state its next step would use."""
+        ...
 
     def surrogate_loss(self, rollouts: ScoredRollouts) -> Tensor:
         """The policy-gradient loss the Solver trains on, evaluated on-policy (ratio 1)."""
@@ -46,7 +68,11 @@ class PolicyGradientModel(Protocol):
 
 
 class InfluenceEstimator(ABC):
-    """Scores candidate questions by their predicted usefulness for the target set."""
+    """Scores candidate questions by their predicted usefulness for the target set.
+
+    Subclass it and register the class under the ``infuser.influence`` entry-point group to add
+    an estimator; its ``__init__`` arguments become the ``init_args`` of the YAML.
+    """
 
     @abstractmethod
     def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:
@@ -54,44 +80,4 @@ class InfluenceEstimator(ABC):
 
     @abstractmethod
     def score(self, solver: PolicyGradientModel, candidates: Sequence[ScoredRollouts]) -> Tensor:
-        """One float64 score per candidate, higher = more useful."""
-
-
-class FlatGradient:
-    """Collects the gradient of a list of parameters into one flat vector.
-
-    Each parameter's ``.grad`` is made a view into a single buffer before ``backward()``;
-    autograd accumulates in place, so after the backward pass the buffer *is* the flattened
-    gradient: no per-parameter concatenation per candidate.
-    """
-
-    def __init__(self, parameters: list[nn.Parameter]) -> None:
-        self.parameters = parameters
-        self.numel = sum(p.numel() for p in parameters)
-        first = parameters[0]
-        self.buffer = torch.zeros(self.numel, dtype=torch.float32, device=first.device)
-        self._views = []
-        offset = 0
-        for p in parameters:
-            self._views.append(self.buffer[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
-
-    def of(self, loss_fn) -> Tensor:
-        """The flat gradient of ``loss_fn()`` (a fresh tensor, safe to keep)."""
-        self.buffer.zero_()
-        for p, view in zip(self.parameters, self._views):
-            p.grad = view if p.dtype == view.dtype else None
-        loss_fn().backward()
-        for p, view in zip(self.parameters, self._views):
-            if p.grad is not None and p.grad.data_ptr() != view.data_ptr():
-                view.copy_(p.grad)
-            p.grad = None
-        return self.buffer.clone()
-
-    def flatten_state(self, optimizer: torch.optim.Optimizer, key: str) -> Tensor:
-        """One optimizer-state tensor per parameter (e.g. AdamW's ``exp_avg_sq``), flattened."""
-        parts = []
-        for p in self.parameters:
-            state = optimizer.state.get(p, {})
-            parts.append(state[key].reshape(-1).float() if key in state else torch.zeros(p.numel(), device=p.device))
-        return torch.cat(parts)
+        """One float64 score per candidate (CPU, shape ``(len(candidates),)``); higher = more useful."""

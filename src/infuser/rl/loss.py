@@ -1,9 +1,11 @@
 """The clipped policy-gradient objective shared by the Generator and the Solver.
 
-One function computes the per-token PPO-style loss; a second aggregates it. Aggregation takes the
+:func:`per_token_policy_loss` computes the per-token PPO-style loss (clipped ratio, truncated
+importance weight, KL penalty); :func:`aggregate` turns it into one number. Aggregation takes the
 mini-batch totals explicitly (sequences, tokens) so that summing the losses of several
-micro-batches gives exactly the loss of the whole mini-batch: gradient accumulation changes memory,
-never the objective.
+micro-batches gives exactly the loss of the whole mini-batch: gradient accumulation changes
+memory, never the objective. The per-token quantities match TRL's ``GRPOTrainer`` term for term
+(``tests/test_trl_parity.py`` checks it); where the two differ by design the docstrings say so.
 """
 
 from __future__ import annotations
@@ -15,64 +17,94 @@ import torch
 from torch import Tensor
 
 LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
+LOSS_TYPES: tuple[str, ...] = ("grpo", "dr_grpo", "dapo", "bnpo")
 
 
 @dataclass
 class PolicyLossConfig:
-    """Settings of the clipped objective.
+    """Settings of the clipped objective (the defaults are the INFUSER reference's).
 
     Attributes:
         loss_type: how per-token losses become one number. ``grpo``: mean over each sequence's
-            tokens, then over sequences. ``dr_grpo``: sum over all tokens divided by a constant
-            (sequences x ``max_completion_length``). ``dapo``: token-mean over the mini-batch
-            (the INFUSER reference). ``bnpo``: token-mean over the local batch (same as ``dapo``
-            on one process).
+            tokens, then over sequences (length-biased). ``dr_grpo``: sum over all tokens divided
+            by the constant ``sequences x max_completion_length``. ``dapo``: token-mean over the
+            mini-batch of every process together. ``bnpo``: token-mean over this process's
+            mini-batch (the same as ``dapo`` on one process).
         eps_low: lower clip range of the importance ratio (``1 - eps_low``).
-        eps_high: upper clip range (``1 + eps_high``); larger than ``eps_low`` is "clip-higher".
+        eps_high: upper clip range (``1 + eps_high``); larger than ``eps_low`` is "clip-higher"
+            (DAPO recommends 0.28 with ``eps_low`` 0.2).
         beta: weight of the k3 KL penalty to the reference policy; 0 disables it and skips the
-            reference forward pass.
-        entropy_coef: weight of an entropy bonus (subtracted from the loss); 0 disables it.
-        importance_cap: cap of the truncated importance weight ``min(pi_old / pi_sampler, cap)``
-            correcting for sampler/trainer probability mismatch; ``None`` disables it.
-        max_completion_length: the constant of ``dr_grpo``; defaults to the longest completion.
+            reference forward pass (and, without LoRA, the frozen reference copy).
+        kl_ratio_correction: multiply the per-token KL by the (differentiable) importance ratio
+            ``pi / pi_old``, which makes its gradient the unbiased reverse-KL gradient for tokens
+            sampled from ``pi_old`` (TRL's ``use_bias_correction_kl``, on by default there too).
+        entropy_coef: weight of an entropy bonus: the token-mean entropy of the mini-batch is
+            subtracted from the loss, whatever ``loss_type`` (as in TRL). 0 disables it.
+        importance_cap: cap ``C`` of the truncated importance weight
+            ``min(pi_old / pi_sampler, C)`` that corrects for the sampler's and the trainer's
+            probabilities differing (numerics, top-k/top-p filtering); ``null`` disables it.
+        max_completion_length: the constant of ``dr_grpo``; ``null`` takes the role's
+            ``sampling.max_new_tokens`` (TRL: ``max_completion_length``).
     """
 
     loss_type: LossType = "dapo"
     eps_low: float = 0.2
     eps_high: float = 0.2
     beta: float = 0.0
+    kl_ratio_correction: bool = True
     entropy_coef: float = 0.0
     importance_cap: float | None = 2.0
     max_completion_length: int | None = None
 
     def __post_init__(self) -> None:
-        if self.loss_type not in ("grpo", "dr_grpo", "dapo", "bnpo"):
-            raise ValueError(f"loss_type: expected one of grpo, dr_grpo, dapo, bnpo, got {self.loss_type!r}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type: expected one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
         if not (0 <= self.eps_low < 1) or self.eps_high < 0:
             raise ValueError(f"eps_low must be in [0, 1) and eps_high >= 0, got {self.eps_low}, {self.eps_high}")
         if self.importance_cap is not None and self.importance_cap <= 0:
             raise ValueError(f"importance_cap must be positive or null, got {self.importance_cap}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.max_completion_length is not None and self.max_completion_length < 1:
+            raise ValueError(f"max_completion_length must be >= 1 or null, got {self.max_completion_length}")
 
 
 @dataclass(frozen=True)
 class BatchTotals:
-    """Sizes of the whole mini-batch that micro-batch losses are normalised by."""
+    """Sizes of the whole mini-batch that micro-batch losses are normalised by.
+
+    Attributes:
+        sequences: rows of the mini-batch on this process (rows without loss tokens included).
+        tokens: loss tokens of the mini-batch on this process.
+        max_completion_length: the ``dr_grpo`` constant.
+        tokens_per_process: loss tokens of the mini-batch summed over processes, divided by the
+            number of processes: ``dapo``'s normaliser, so that averaging gradients across
+            processes yields the global token-mean. ``None`` on one process (= ``tokens``).
+    """
 
     sequences: int
     tokens: int
     max_completion_length: int
+    tokens_per_process: float | None = None
+
+
+@dataclass
+class PerTokenLoss:
+    """The per-token loss (B x T, before masking) and the quantities behind the metrics."""
+
+    loss: Tensor
+    ratio: Tensor
+    low_clipped: Tensor  # bool: ratio < 1 - eps_low with negative advantage (gradient cut)
+    high_clipped: Tensor  # bool: ratio > 1 + eps_high with positive advantage (gradient cut)
+    kl: Tensor | None  # k3 estimate per token (before the ratio correction); None without KL
 
 
 @dataclass
 class PolicyLossOutput:
-    """The aggregated loss and the per-token quantities behind the logged metrics."""
+    """One micro-batch's share of the mini-batch loss, and its per-token parts."""
 
     loss: Tensor
-    per_token_loss: Tensor
-    ratio: Tensor
-    low_clipped: Tensor  # bool: ratio < 1 - eps_low with negative advantage (gradient cut)
-    high_clipped: Tensor  # bool: ratio > 1 + eps_high with positive advantage (gradient cut)
-    kl: Tensor | None
+    per_token: PerTokenLoss
 
 
 def per_token_policy_loss(
@@ -82,36 +114,35 @@ def per_token_policy_loss(
     config: PolicyLossConfig,
     sampling_logps: Tensor | None = None,
     ref_logps: Tensor | None = None,
-    entropy: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+) -> PerTokenLoss:
     """Per-token clipped surrogate loss (B x T), before masking and aggregation.
 
     ``advantages`` is one value per sequence (B). ``old_logps`` are the log-probs the update
-    treats as the behaviour policy; ``sampling_logps`` (if given) are those of the rollout
-    engine, used only for the truncated importance weight.
+    treats as the behaviour policy; ``sampling_logps`` (if given) are those of the rollout engine
+    and only enter the truncated importance weight, which scales the policy term but not the KL
+    term (as TRL does).
     """
-    ratio = torch.exp(logps - old_logps)
-    adv = advantages.unsqueeze(-1)
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1 - config.eps_low, 1 + config.eps_high) * adv
-    loss = -torch.minimum(unclipped, clipped)
+    log_ratio = logps - old_logps
+    ratio = torch.exp(log_ratio)
+    adv = advantages.unsqueeze(-1).to(ratio.device, ratio.dtype)
+    clipped_ratio = torch.clamp(ratio, 1 - config.eps_low, 1 + config.eps_high)
+    loss = -torch.minimum(ratio * adv, clipped_ratio * adv)
     if config.importance_cap is not None and sampling_logps is not None:
-        weight = torch.exp(old_logps - sampling_logps).clamp(max=config.importance_cap).detach()
-        loss = loss * weight
+        loss = loss * torch.exp(old_logps - sampling_logps).clamp(max=config.importance_cap).detach()
     kl = None
-    if config.beta != 0.0 and ref_logps is not None:
+    if config.beta != 0.0:
+        if ref_logps is None:
+            raise ValueError("beta != 0 needs the reference policy's log-probs")
         delta = ref_logps - logps
         kl = torch.exp(delta) - delta - 1
-        loss = loss + config.beta * kl
-    if config.entropy_coef != 0.0 and entropy is not None:
-        loss = loss - config.entropy_coef * entropy
+        loss = loss + config.beta * (kl * ratio if config.kl_ratio_correction else kl)
     low = (ratio < 1 - config.eps_low) & (adv < 0)
     high = (ratio > 1 + config.eps_high) & (adv > 0)
-    return loss, ratio, low, high, kl
+    return PerTokenLoss(loss=loss, ratio=ratio, low_clipped=low, high_clipped=high, kl=kl)
 
 
 def aggregate(per_token_loss: Tensor, mask: Tensor, loss_type: LossType, totals: BatchTotals) -> Tensor:
-    """This micro-batch's share of the mini-batch loss (shares sum to the mini-batch loss)."""
+    """This micro-batch's share of the mini-batch loss (the shares sum to the mini-batch loss)."""
     mask = mask.to(per_token_loss.dtype)
     masked = per_token_loss * mask
     if loss_type == "grpo":
@@ -119,6 +150,8 @@ def aggregate(per_token_loss: Tensor, mask: Tensor, loss_type: LossType, totals:
         return per_sequence.sum() / max(totals.sequences, 1)
     if loss_type == "dr_grpo":
         return masked.sum() / max(totals.sequences * totals.max_completion_length, 1)
+    if loss_type == "dapo" and totals.tokens_per_process is not None:
+        return masked.sum() / max(totals.tokens_per_process, 1.0)
     return masked.sum() / max(totals.tokens, 1)
 
 
@@ -133,9 +166,13 @@ def policy_loss(
     ref_logps: Tensor | None = None,
     entropy: Tensor | None = None,
 ) -> PolicyLossOutput:
-    """Clipped policy-gradient loss of one micro-batch, normalised by the mini-batch ``totals``."""
-    per_token, ratio, low, high, kl = per_token_policy_loss(
-        logps, old_logps, advantages, config, sampling_logps, ref_logps, entropy
-    )
-    loss = aggregate(per_token, mask, config.loss_type, totals)
-    return PolicyLossOutput(loss=loss, per_token_loss=per_token, ratio=ratio, low_clipped=low, high_clipped=high, kl=kl)
+    """Clipped policy-gradient loss of one micro-batch, normalised by the mini-batch ``totals``.
+
+    The entropy bonus (when ``config.entropy_coef`` is set and ``entropy`` given) is the
+    mini-batch token-mean entropy, independent of ``loss_type``.
+    """
+    per_token = per_token_policy_loss(logps, old_logps, advantages, config, sampling_logps, ref_logps)
+    loss = aggregate(per_token.loss, mask, config.loss_type, totals)
+    if config.entropy_coef != 0.0 and entropy is not None:
+        loss = loss - config.entropy_coef * (entropy * mask.to(entropy.dtype)).sum() / max(totals.tokens, 1)
+    return PolicyLossOutput(loss=loss, per_token=per_token)

@@ -119,8 +119,9 @@ class UpdateStats:
     kl: float = float("nan")
     entropy: float = float("nan")
     rows: int = 0  # rows that entered the loss
-    tokens: int = 0
+    tokens: int = 0  # loss tokens of the batch
     optimizer_steps: int = 0
+    non_finite_steps: int = 0  # steps dropped because the gradient norm was NaN or infinite
     samples: list[CompletionSample] = field(default_factory=list)
 
     def as_metrics(self, prefix: str) -> dict[str, float]:
@@ -131,6 +132,7 @@ class UpdateStats:
             f"{prefix}/clip_ratio/region_mean": self.clip_ratio_region, f"{prefix}/kl": self.kl,
             f"{prefix}/entropy": self.entropy, f"{prefix}/update_rows": float(self.rows),
             f"{prefix}/update_skipped": float(bool(self.skipped)),
+            f"{prefix}/non_finite_steps": float(self.non_finite_steps),
         }
 
 
@@ -203,7 +205,7 @@ class PolicyRole(L.LightningModule):
         """Which completion tokens enter the loss (truncated rows dropped when configured)."""
         mask = batch.completion_mask
         if self.config.update.mask_truncated_completions:
-            mask = mask * (~batch.truncated).unsqueeze(-1).to(mask.dtype)
+            mask = mask * (~batch.truncated).unsqueeze(-1).to(mask.device, mask.dtype)
         return mask
 
     def training_step(self, rollouts: ScoredRollouts, totals: BatchTotals, old_logps: Tensor | None = None,
@@ -249,10 +251,12 @@ class PolicyRole(L.LightningModule):
         zero, so those rows cost nothing. Non-finite advantages count as zero (missing).
         """
         settings = self.config.update
-        advantages = torch.where(torch.isfinite(advantages), advantages, torch.zeros_like(advantages)).float()
         mask = self.loss_mask(batch)
+        # row bookkeeping stays on the CPU; the tensors it indexes may live on the accelerator
+        advantages = advantages.detach().float().cpu()
+        advantages = torch.where(torch.isfinite(advantages), advantages, torch.zeros_like(advantages))
         regularised = settings.loss.beta != 0.0 or settings.loss.entropy_coef != 0.0
-        active = (mask.sum(-1) > 0) & ((advantages != 0) | regularised)
+        active = (mask.sum(-1) > 0).cpu() & ((advantages != 0) | regularised)
         if not bool(active.any()):
             return UpdateStats(skipped="no rows with a non-zero advantage")
         rows = len(batch)
@@ -274,7 +278,7 @@ class PolicyRole(L.LightningModule):
         stats.clip_ratio_region = stats.clip_ratio_low + stats.clip_ratio_high
         stats.entropy = sums.entropy / max(sums.forwarded_tokens, 1)
         stats.kl = sums.kl / max(sums.forwarded_tokens, 1) if settings.loss.beta != 0.0 else float("nan")
-        stats.tokens = sums.tokens
+        stats.tokens = int(mask.sum())
         stats.learning_rate = float(self.optimizer_state().param_groups[0]["lr"])
         return stats
 
@@ -364,6 +368,7 @@ class PolicyRole(L.LightningModule):
         if not math.isfinite(norm):
             optimizer.zero_grad(set_to_none=True)
             stats.skipped = "non-finite gradient norm; step skipped"
+            stats.non_finite_steps += 1
             return
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -376,7 +381,8 @@ class PolicyRole(L.LightningModule):
         clip = self.config.optimizer.grad_clip
         if clip is not None:
             if self._fabric is not None:
-                return float(self._fabric.clip_gradients(self, optimizer, max_norm=clip))
+                # a non-finite norm is reported (and the step skipped), not raised
+                return float(self._fabric.clip_gradients(self, optimizer, max_norm=clip, error_if_nonfinite=False))
             return float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), clip))
         grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
         if not grads:

@@ -17,7 +17,7 @@ Prompts are left-padded so every row's next token sits in the last column.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +79,7 @@ class RolloutBatch:
 
     def select(self, rows: Tensor | list[int]) -> RolloutBatch:
         """A sub-batch of the given rows (same order), trimmed to its own longest completion."""
-        rows = torch.as_tensor(rows, dtype=torch.long)
+        rows = torch.as_tensor(rows, dtype=torch.long).cpu()  # CPU indices index tensors on any device
         completion_mask = self.completion_mask[rows]
         width = max(int(completion_mask.sum(-1).max().item()) if len(rows) else 0, 1)
         prompt_mask = self.prompt_mask[rows]
@@ -94,6 +94,35 @@ class RolloutBatch:
             prompt_index=self.prompt_index[rows],
             texts=[self.texts[i] for i in rows.tolist()],
         )
+
+
+@dataclass(frozen=True)
+class CompletionStats:
+    """Completion-length metrics of a batch, under TRL's names (``completions/...``).
+
+    Attributes:
+        mean_length, min_length, max_length: completion tokens per row (EOS included).
+        clipped_ratio: fraction of rows that hit ``max_new_tokens`` without stopping.
+        mean_terminated_length: mean length of the rows that stopped (0 when none did).
+    """
+
+    mean_length: float
+    min_length: float
+    max_length: float
+    clipped_ratio: float
+    mean_terminated_length: float
+
+    @classmethod
+    def of(cls, batch: RolloutBatch) -> CompletionStats:
+        lengths = batch.completion_mask.sum(-1).float().cpu()
+        truncated = batch.truncated.cpu()
+        terminated = lengths[~truncated]
+        return cls(mean_length=float(lengths.mean()), min_length=float(lengths.min()),
+                   max_length=float(lengths.max()), clipped_ratio=float(truncated.float().mean()),
+                   mean_terminated_length=float(terminated.mean()) if terminated.numel() else 0.0)
+
+    def as_metrics(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}/completions/{name}": value for name, value in asdict(self).items()}
 
 
 def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
@@ -237,8 +266,9 @@ def generate(
     completion_mask = (torch.arange(width, device=device) < lengths.unsqueeze(-1)).long()
     texts = tokenizer.batch_decode([ids[:n] for ids, n in zip(completion_ids.tolist(), lengths.tolist())],
                                    skip_special_tokens=True)
+    rows = prompt_index.to(device)
     return RolloutBatch(
-        prompt_ids=prompt_ids[prompt_index.to(device)], prompt_mask=prompt_mask[prompt_index.to(device)],
+        prompt_ids=prompt_ids[rows], prompt_mask=prompt_mask[rows],
         completion_ids=completion_ids, completion_mask=completion_mask, sampling_logps=sampling_logps,
         truncated=torch.cat([part.truncated for part in parts]).cpu(), prompt_index=prompt_index, texts=texts,
     )

@@ -46,7 +46,7 @@ class ToyBaseConfig:
     seed: int = 0
     world: ToyWorldConfig = field(default_factory=ToyWorldConfig)
     solver_skill: dict[str, float] = field(default_factory=lambda: {"sum": 0.9, "difference": 0.9, "product": 0.3})
-    examples: int = 24000
+    examples: int = 28000
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -76,21 +76,20 @@ def solver_completion(fact: Fact, believed: int) -> str:
 
 
 def _corpus(config: ToyBaseConfig, templates: PromptTemplates) -> list[tuple[str, str]]:
-    """(prompt, completion) pairs: one Generator drafting example per two noisy Solver answers."""
+    """(prompt, completion) pairs: Generator drafting examples and noisy Solver answers, 1:1."""
     rng = random.Random(config.seed)
     world = ToyWorld(config.world)
     pairs = []
-    for _ in range(config.examples // 3):
+    for _ in range(config.examples // 2):
         document, facts = world.document(rng)
         drafted = world.question(rng.choice(facts), rng, shuffle=False)
         pairs.append((templates.for_generator(document), generator_completion(drafted) + EOS))
-        for _ in range(2):
-            fact = world.fact(rng, rng.choice(KINDS))
-            asked = world.question(fact, rng)
-            believed = fact.value
-            if rng.random() > config.solver_skill[fact.kind]:
-                believed = int(rng.choice([o for o in asked.options if o != str(fact.value)]))
-            pairs.append((templates.for_solver(asked), solver_completion(fact, believed) + EOS))
+        fact = world.fact(rng, rng.choice(KINDS))
+        asked = world.question(fact, rng)
+        believed = fact.value
+        if rng.random() > config.solver_skill[fact.kind]:
+            believed = int(rng.choice([o for o in asked.options if o != str(fact.value)]))
+        pairs.append((templates.for_solver(asked), solver_completion(fact, believed) + EOS))
     return pairs
 
 

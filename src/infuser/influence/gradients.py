@@ -1,0 +1,127 @@
+"""Per-candidate gradients as flat vectors, and AdamW's next step as a function of one.
+
+Estimators score candidates one at a time, each from one forward+backward over that candidate's
+rollouts, and reduce its gradient to a few numbers (dot products, norms) before the next one: the
+N x P matrix of all candidate gradients never exists. ``benchmarks/influence_gradients.py``
+compares this with batching candidates (hooks on linear layers, ``torch.func``,
+``is_grads_batched``); on the toy Solver it is as fast as any of them and the only one that
+covers every parameter type (see ``docs/benchmarks.md``).
+
+The per-candidate vector work stays in float32 (the precision autograd produced the gradient in)
+and writes into buffers allocated once: on CPU, float64 copies and fresh model-sized
+allocations made it cost 15x more than the arithmetic itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+class FlatGradient:
+    """The gradient of a fixed list of parameters, as one flat float32 vector.
+
+    Each parameter's ``.grad`` is made a view into a single buffer before ``backward()``;
+    autograd accumulates in place, so after the backward pass the buffer *is* the flattened
+    gradient: no per-parameter concatenation. ``backward(inputs=...)`` restricts the pass to
+    these parameters, so other trainable weights cost nothing and keep their ``.grad``.
+    """
+
+    def __init__(self, parameters: list[nn.Parameter]) -> None:
+        if not parameters:
+            raise ValueError("FlatGradient needs at least one parameter")
+        self.parameters = parameters
+        self.numel = sum(p.numel() for p in parameters)
+        self.buffer = torch.zeros(self.numel, dtype=torch.float32, device=parameters[0].device)
+        self._views = []
+        offset = 0
+        for p in parameters:
+            self._views.append(self.buffer[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+    def of(self, loss_fn: Callable[[], Tensor]) -> Tensor:
+        """The flat gradient of ``loss_fn()``: the shared buffer, overwritten by the next call."""
+        self.buffer.zero_()
+        saved = [p.grad for p in self.parameters]
+        for p, view in zip(self.parameters, self._views):
+            p.grad = view if p.dtype == view.dtype else None
+        try:
+            loss_fn().backward(inputs=self.parameters)
+            for p, view in zip(self.parameters, self._views):
+                if p.grad is not None and p.grad.data_ptr() != view.data_ptr():
+                    view.copy_(p.grad)
+        finally:
+            for p, grad in zip(self.parameters, saved):
+                p.grad = grad
+        return self.buffer
+
+    def flatten_state(self, optimizer: torch.optim.Optimizer, key: str) -> Tensor:
+        """One optimizer-state tensor per parameter (e.g. AdamW's ``exp_avg_sq``), flat, float32.
+
+        Parameters without state yet (before the first step) contribute zeros.
+        """
+        parts = []
+        for p in self.parameters:
+            state = optimizer.state.get(p, {})
+            parts.append(state[key].reshape(-1).float() if key in state else torch.zeros(p.numel(), device=p.device))
+        return torch.cat(parts)
+
+
+class AdamStep:
+    """AdamW's next update direction for the parameters of a :class:`FlatGradient`, given the
+    gradient it would see.
+
+    With moments ``m``, ``v`` after ``s`` steps the next step is ``t = s + 1``, and::
+
+        v'_hat = (beta2 * v + (1 - beta2) * g**2) / (1 - beta2**t)
+        m'_hat = (beta1 * m + (1 - beta1) * g) / (1 - beta1**t)
+
+    Results are written into a buffer of this object and overwritten by the next call.
+
+    Args:
+        optimizer: the Solver's live optimizer.
+        flat: whose parameters (and layout).
+        who: the estimator, for errors.
+        momentum: keep the first moment too, for :meth:`direction`.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, flat: FlatGradient, who: str, momentum: bool = False) -> None:
+        group = next((g for g in optimizer.param_groups if any(p is flat.parameters[0] for p in g["params"])),
+                     optimizer.param_groups[0])
+        if "betas" not in group or "eps" not in group:
+            raise TypeError(f"{who} needs an Adam-family optimizer (betas, eps, exp_avg_sq); "
+                            f"the Solver's is {type(optimizer).__name__}")
+        steps = [float(optimizer.state[p]["step"]) for p in flat.parameters if "step" in optimizer.state.get(p, {})]
+        self.next_step = (max(steps) if steps else 0.0) + 1.0
+        beta1, self.beta2 = (float(b) for b in group["betas"])
+        self.eps = float(group["eps"])
+        correction1, correction2 = 1.0 - beta1**self.next_step, 1.0 - self.beta2**self.next_step
+        self._v_term = flat.flatten_state(optimizer, "exp_avg_sq").mul_(self.beta2 / correction2)
+        self._g2_weight = (1.0 - self.beta2) / correction2
+        self._m_term = flat.flatten_state(optimizer, "exp_avg").mul_(beta1 / correction1) if momentum else None
+        self._g_weight = (1.0 - beta1) / correction1
+        self._out = torch.empty_like(self._v_term)
+        self._denominator = torch.empty_like(self._v_term)
+
+    def _denominator_of(self, gradient: Tensor) -> Tensor:
+        """``sqrt(v'_hat) + eps`` (into a buffer)."""
+        torch.mul(gradient, gradient, out=self._denominator)
+        self._denominator.mul_(self._g2_weight).add_(self._v_term).sqrt_().add_(self.eps)
+        return self._denominator
+
+    def preconditioned(self, gradient: Tensor) -> Tensor:
+        """``g / (sqrt(v'_hat) + eps)``: the step without the first moment (INFUSER's ``Gamma``)."""
+        return torch.div(gradient, self._denominator_of(gradient), out=self._out)
+
+    def direction(self, gradient: Tensor) -> Tensor:
+        """``m'_hat / (sqrt(v'_hat) + eps)``: the whole update direction, momentum included."""
+        if self._m_term is None:
+            raise RuntimeError("AdamStep.direction() needs momentum=True")
+        torch.add(self._m_term, gradient, alpha=self._g_weight, out=self._out)
+        return self._out.div_(self._denominator_of(gradient))
+
+    def fixed_denominator(self) -> Tensor:
+        """``sqrt(v / (1 - beta2**t)) + eps``: the preconditioner without any candidate term."""
+        return self._v_term.div(self.beta2).sqrt_().add_(self.eps)

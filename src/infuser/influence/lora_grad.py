@@ -1,0 +1,77 @@
+"""LESS-style influence: LoRA gradients only, Adam-adjusted, optionally randomly projected."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
+from infuser.influence.gradients import AdamStep, FlatGradient
+from infuser.influence.projection import CountSketch
+
+
+class LoraGradInfluence(InfluenceEstimator):
+    """Similarity of a candidate's LoRA-gradient feature to the target's LoRA gradient.
+
+    As in LESS: only the adapter's parameters (``lora_A`` / ``lora_B``) are differentiated, the
+    candidate side optionally becomes Adam's update direction ``m'_hat / (sqrt(v'_hat) + eps)``
+    (the moments as the Solver's next step would see them, the first moment included), the
+    target side stays a plain gradient, and both may be projected to ``projection_dim`` numbers
+    with a fixed-seed count sketch (:mod:`infuser.influence.projection`).
+
+    The Solver must train a LoRA adapter (``solver.model.lora``). The saving over
+    ``optimizer_aware`` is in the backward pass (no gradients of the base weights) and in the
+    vector work (adapter-sized or ``projection_dim``-sized instead of model-sized).
+
+    Args:
+        adam: Adam-adjust the candidate feature (LESS's default); off: the raw gradient.
+        projection_dim: project both sides to this many dimensions; ``None`` keeps them whole.
+        seed: seed of the projection.
+        cosine: cosine similarity (LESS, in ``[-1, 1]``); off: the inner product.
+    """
+
+    def __init__(self, adam: bool = True, projection_dim: int | None = 8192, seed: int = 0, cosine: bool = True) -> None:
+        if projection_dim is not None and projection_dim < 1:
+            raise ValueError(f"projection_dim must be >= 1 or null, got {projection_dim}")
+        self.adam = adam
+        self.projection_dim = projection_dim
+        self.seed = seed
+        self.cosine = cosine
+        self._flat: FlatGradient | None = None
+        self._adam: AdamStep | None = None
+        self._sketch: CountSketch | None = None
+        self._target: Tensor | None = None
+        self._target_norm = 1.0
+
+    def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:
+        self._flat = FlatGradient(lora_parameters(solver))
+        gradient = self._flat.of(lambda: solver.surrogate_loss(target))
+        self._adam = AdamStep(solver.optimizer_state(), self._flat, "lora_grad", momentum=True) if self.adam else None
+        self._sketch = CountSketch(self._flat.numel, self.projection_dim, self.seed, gradient.device) \
+            if self.projection_dim is not None else None
+        self._target = self._sketch(gradient) if self._sketch is not None else gradient.clone()
+        self._target_norm = float(self._target.norm())
+
+    def score(self, solver: PolicyGradientModel, candidates: Sequence[ScoredRollouts]) -> Tensor:
+        if self._flat is None or self._target is None:
+            raise RuntimeError("LoraGradInfluence.score() called before prepare()")
+        scores = torch.zeros(len(candidates), dtype=torch.float64)
+        for index, candidate in enumerate(candidates):
+            gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
+            feature = self._adam.direction(gradient) if self._adam is not None else gradient
+            feature = self._sketch(feature) if self._sketch is not None else feature
+            dot = float(feature.dot(self._target))
+            scores[index] = dot / max(float(feature.norm()) * self._target_norm, 1e-30) if self.cosine else dot
+        return scores
+
+
+def lora_parameters(solver: PolicyGradientModel) -> list[nn.Parameter]:
+    """The trainable LoRA adapter weights of the Solver's model (peft names them ``lora_*``)."""
+    found = [p for name, p in solver.named_parameters() if p.requires_grad and ".lora_" in name]
+    if not found:
+        raise ValueError("lora_grad: the Solver's model has no LoRA adapter (no trainable lora_A/lora_B "
+                         "parameters); set solver.model.lora (e.g. `lora: {r: 8}`) or choose another influence "
+                         "estimator")
+    return found

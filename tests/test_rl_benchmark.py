@@ -1,0 +1,28 @@
+"""The GRPO throughput benchmark runs end to end and writes its JSON (a smoke test, never timed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "grpo_throughput.py"
+
+
+def test_benchmark_writes_the_ratio(tiny_model_dir, tmp_path):
+    out = tmp_path / "result.json"
+    command = [sys.executable, str(SCRIPT), "--model", str(tiny_model_dir), "--pairs", "2", "--prompts", "2",
+               "--group", "2", "--max-new-tokens", "6", "--threads", "1", "--json", str(out)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "ratio_vs_trl" in completed.stdout
+    result = json.loads(out.read_text())
+    assert result["ratio_vs_trl"] > 0 and len(result["pair_ratios"]) == 2
+    for side in ("infuser", "trl"):
+        assert result[side]["samples_per_s"] > 0
+        assert result[side]["generation_share"] + result[side]["update_share"] == pytest.approx(1.0, abs=1e-2)
