@@ -167,3 +167,7 @@ class RunDirectory:
 
     def write_questions(self, iteration: int, rows: list[dict[str, Any]]) -> None:
         write_jsonl(self.questions / f"iter_{iteration:05d}.jsonl", rows)
+
+    def write_samples(self, iteration: int, rows: list[dict[str, Any]]) -> None:
+        """A few completions per update (prompt, completion, advantage), for reading what the roles write."""
+        write_jsonl(self.root / "samples" / f"iter_{iteration:05d}.jsonl", rows)

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -37,7 +38,8 @@ from infuser.influence.base import InfluenceEstimator, ScoredRollouts
 from infuser.roles.generator import Drafts, Generator
 from infuser.roles.policy import UpdateStats
 from infuser.roles.solver import Answers, Solver
-from infuser.rollout.engine import RolloutBatch, SamplingConfig
+from infuser.rl.rewards import RewardStats
+from infuser.rollout.engine import CompletionStats, RolloutBatch, SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,7 @@ class InfuserLoop:
         self.state = LoopState()
         self._iteration = 0  # the iteration in progress (0: the first evaluation)
         self._timings: dict[str, float] = {}
+        self._update_samples: list[dict] = []
         self._progress: tqdm | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -259,7 +262,7 @@ class InfuserLoop:
             with self.stage("generator_update"):
                 stats = self.generator.update(drafts.batch, advantages)
             metrics.update(stats.as_metrics("generator"))
-            _report_update(stats, "generator", iteration)
+            self._after_update(stats, "generator", iteration)
         records = self._records(iteration, drafts, answers, scores, rewards, advantages)
         self._draft_metrics(drafts, answers, scores, rewards, metrics)
         return drafts, answers, records
@@ -277,7 +280,7 @@ class InfuserLoop:
         with self.stage("solver_update"):
             stats = self.solver.update(answers.batch.select(rows), advantages[rows])
         metrics.update(stats.as_metrics("solver"))
-        _report_update(stats, "solver", self._iteration)
+        self._after_update(stats, "solver", self._iteration)
 
     # -- one iteration --------------------------------------------------------------------------
     def iteration(self, iteration: int) -> dict[str, float]:
@@ -301,6 +304,8 @@ class InfuserLoop:
             records += round_records
         self.solver_update(answers, metrics)
         self.run.write_questions(iteration, [r.__dict__ for r in records])
+        self.run.write_samples(iteration, self._update_samples)
+        self._update_samples = []
         if self.config.eval_every and iteration % self.config.eval_every == 0 or iteration == self.config.iterations:
             with self.stage("evaluate"):
                 self.state.last_evaluation = self.evaluate(iteration)
@@ -339,12 +344,8 @@ class InfuserLoop:
         metrics["generator/valid_rate"] = (total - sum(reasons.values())) / max(total, 1)
         for reason, count in reasons.items():
             metrics[f"generator/invalid/{reason}"] = count / max(total, 1)
-        finite = rewards[torch.isfinite(rewards)]
-        metrics["generator/reward"] = float(finite.mean()) if len(finite) else 0.0
-        metrics["generator/reward_std"] = float(finite.std()) if len(finite) > 1 else 0.0
-        metrics.update(_completion_metrics(drafts.batch, "generator"))
-        groups = rewards.view(len(drafts.documents), -1)
-        metrics["generator/frac_reward_zero_std"] = float((groups.std(-1) == 0).float().mean())
+        metrics.update(RewardStats.of(rewards, drafts.batch.prompt_index).as_metrics("generator"))
+        metrics.update(CompletionStats.of(drafts.batch).as_metrics("generator"))
         kinds = Counter(self.documents.kind_of(item) for item in drafts.parsed if isinstance(item, MCQuestion))
         for kind, count in kinds.items():
             if kind:
@@ -353,14 +354,18 @@ class InfuserLoop:
             return
         rates = answers.pass_rates()
         signal = (rates > 0) & (rates < 1)
-        metrics["solver/reward"] = float(answers.rewards.mean())
-        metrics["solver/reward_std"] = float(answers.rewards.std()) if len(answers.rewards) > 1 else 0.0
+        metrics.update(RewardStats.of(answers.rewards, answers.batch.prompt_index).as_metrics("solver"))
         metrics["influence/zero_signal_fraction"] = float((~signal).float().mean())
-        metrics.update(_completion_metrics(answers.batch, "solver"))
+        metrics.update(CompletionStats.of(answers.batch).as_metrics("solver"))
         active = scores[signal & torch.isfinite(scores)]
         if len(active):
             metrics["influence/mean"] = float(active.mean())
             metrics["influence/std"] = float(active.std()) if len(active) > 1 else 0.0
+
+    def _after_update(self, stats: UpdateStats, role: str, iteration: int) -> None:
+        """Report a skipped or partial update and keep its completion samples for the samples log."""
+        _report_update(stats, role, iteration)
+        self._update_samples += [{"role": role, **dataclasses.asdict(sample)} for sample in stats.samples]
 
     # -- the run --------------------------------------------------------------------------------
     def _replay_metrics(self) -> None:
@@ -420,12 +425,6 @@ def _report_update(stats: UpdateStats, role: str, iteration: int) -> None:
 
 def _tokens(batch: RolloutBatch) -> int:
     return int(batch.completion_mask.sum())
-
-
-def _completion_metrics(batch: RolloutBatch, prefix: str) -> dict[str, float]:
-    lengths = batch.completion_mask.sum(-1).float()
-    return {f"{prefix}/completions/mean_length": float(lengths.mean()),
-            f"{prefix}/completions/clipped_ratio": float(batch.truncated.float().mean())}
 
 
 def _evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:

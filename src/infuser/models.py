@@ -93,7 +93,10 @@ def load_causal_lm(config: ModelConfig) -> PreTrainedModel:
         trust_remote_code=config.trust_remote_code, **kwargs,
     )
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if config.lora is not None:
         from peft import LoraConfig as PeftLoraConfig

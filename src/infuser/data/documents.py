@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 
 from infuser.data.jsonl import JSONLineError, encodable, load_json_line
 from infuser.data.questions import MCQuestion
-from infuser.toy.world import ToyWorld, ToyWorldConfig
+from infuser.toy.world import KINDS, ToyWorld, ToyWorldConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,24 @@ class DocumentSource(ABC):
 
 
 class ToyDocuments(DocumentSource):
-    """The toy world's documents: deterministic in ``seed`` and the position in the stream."""
+    """The toy world's documents: deterministic in ``seed`` and the position in the stream.
 
-    def __init__(self, seed: int = 0, world: ToyWorldConfig | None = None) -> None:
+    Args:
+        seed: seed of the document stream.
+        world: the world's shape (kind mix of facts, operands...).
+        required_kinds: kinds stated once in every document (the rest follow the world's
+            kind mix), so that a Generator that wants to ask about them always can, with a
+            correct golden answer copied from the text.
+    """
+
+    def __init__(self, seed: int = 0, world: ToyWorldConfig | None = None, required_kinds: list[str] | None = None
+                 ) -> None:
         self.seed = seed
         self.world = ToyWorld(world)
+        self.required_kinds = tuple(required_kinds or ())
+        unknown = set(self.required_kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"documents.required_kinds: unknown kinds {sorted(unknown)}; expected some of {KINDS}")
         self.position = 0
 
     def kind_of(self, question: MCQuestion) -> str:
@@ -80,7 +93,7 @@ class ToyDocuments(DocumentSource):
     def take(self, count: int) -> list[Document]:
         documents = []
         for index in range(self.position, self.position + count):
-            text, _ = self.world.document(random.Random(f"{self.seed}:document:{index}"))
+            text, _ = self.world.document(random.Random(f"{self.seed}:document:{index}"), self.required_kinds)
             documents.append(Document(id=f"toy-{index}", text=text))
         self.position += count
         return documents

@@ -15,13 +15,14 @@ judged by the Spearman correlation of its scores with these effects and by sign 
 
 **Cost.** Seconds per candidate of ``score`` (best of ``repeats``, ``prepare`` excluded: it runs
 once per iteration), relative to the floor of any exact method: one plain forward+backward of the
-Solver's loss over the candidate's rollouts, timed interleaved with the estimator. Peak memory is the highest use during ``score`` above
+Solver's loss over the candidate's rollouts, timed interleaved with the estimator. LoRA rows are
+also compared with the full-model Solver's floor (``cost_vs_full_floor``): what the adapter saves. Peak memory is the highest use during ``score`` above
 the level before ``prepare`` (so what the estimator keeps from ``prepare`` counts, the target
 pass's transient does not: it is the same for every estimator and once per iteration); CUDA:
 allocator statistics, CPU: resident set size sampled every millisecond.
 
-Estimators marked ``lora: true`` run on a second Solver, identical but for the LoRA adapter
-``lora`` (trained the same way), with its own effects and floor.
+Rows with a ``lora`` adapter run on a Solver identical but for that adapter (trained the same
+way; rows with the same adapter share it), with its own effects and floor.
 """
 
 from __future__ import annotations
@@ -60,12 +61,13 @@ class BenchEstimator:
     Attributes:
         name: the row's label (and the plot's file name).
         estimator: the estimator, configured as under ``influence:`` in ``infuser fit``.
-        lora: run on the LoRA variant of the Solver (``lora_grad`` needs an adapter).
+        lora: run on the Solver with this LoRA adapter (``lora_grad`` needs one); ``None``: the
+            full-model Solver.
     """
 
     name: str
     estimator: InfluenceEstimator
-    lora: bool = False
+    lora: LoraConfig | None = None
 
 
 @dataclass
@@ -76,18 +78,20 @@ class BenchRecord:
     spearman: float
     sign_agreement: float
     seconds_per_candidate: float
-    cost_vs_floor: float
+    cost_vs_floor: float  # against its own Solver's floor
+    cost_vs_full_floor: float  # against the full-model Solver's floor (LoRA rows: the saving)
     peak_mb: float
     prepare_seconds: float
     floor_seconds_per_candidate: float
     candidates: int
     learning_rate: float
     trainable_parameters: int
-    lora: bool
+    lora: dict | None  # the adapter's settings
     spearman_at: dict[str, float]  # at further learning rates, keyed by ``f"{lr:g}"``
     sign_agreement_at: dict[str, float]
     scores: list[float]
     effects: list[float]
+    effects_at: dict[str, list[float]]
 
 
 @dataclass
@@ -105,7 +109,6 @@ def bench_influence(
     estimators: list[BenchEstimator],
     solver: RoleConfig = RoleConfig(model=ModelConfig(name_or_path="builtin:toy"), optimizer=OptimizerConfig(lr=5e-4),
                                     sampling=SamplingConfig(max_new_tokens=20)),
-    lora: LoraConfig = LoraConfig(r=4, alpha=8),
     warmup_steps: int = 4,
     questions_per_step: int = 16,
     target_questions: int = 32,
@@ -124,7 +127,6 @@ def bench_influence(
         estimators: the rows; each names an estimator as ``influence:`` does in ``infuser fit``.
         solver: the Solver (model, AdamW settings incl. the learning rate the fidelity is
             measured at, sampling, loss). Its update is forced to one optimizer step.
-        lora: the adapter of the Solver variant used by rows with ``lora: true``.
         warmup_steps: real RL updates before measuring, so AdamW's moments are populated.
         questions_per_step: questions per warm-up update.
         target_questions: target-set questions (those with 0 < pass < 1 form ``g_T``).
@@ -143,14 +145,16 @@ def bench_influence(
     torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
     fabric = L.Fabric(accelerator=accelerator, devices=1)
     update = dataclasses.replace(solver.update, ppo_epochs=1, mini_batch_size=None)
-    variants = {False: dataclasses.replace(solver, update=update)}
-    if any(entry.lora for entry in estimators):
-        variants[True] = dataclasses.replace(variants[False], model=dataclasses.replace(solver.model, lora=lora))
+    full = dataclasses.replace(solver, update=update)
+    variants = {_label(entry.lora): dataclasses.replace(full, model=dataclasses.replace(solver.model, lora=entry.lora))
+                for entry in estimators if entry.lora is not None}
+    variants[_label(None)] = full  # also the reference floor of every row
     world = ToyWorld()
     plan = _Plan(warmup_steps, questions_per_step, target_questions, candidate_questions, answers_per_question,
                  tuple(further_learning_rates or ()), seed)
-    settings = {flag: _setting(fabric, config, world, plan) for flag, config in variants.items()}
-    records = [_measure(entry, settings[entry.lora], batch_size, repeats) for entry in estimators]
+    settings = {label: _setting(fabric, config, world, plan) for label, config in variants.items()}
+    records = [_measure(entry, settings[_label(entry.lora)], settings[_label(None)], batch_size, repeats)
+               for entry in estimators]
     _print_table(records, settings)
     if json is not None:
         path = Path(json)
@@ -294,7 +298,8 @@ def _floor(solver: Solver, candidates: Sequence[ScoredRollouts]) -> None:
             p.grad = None
 
 
-def _measure(entry: BenchEstimator, setting: _Setting, batch_size: int, repeats: int) -> BenchRecord:
+def _measure(entry: BenchEstimator, setting: _Setting, full: _Setting, batch_size: int, repeats: int) -> BenchRecord:
+    """One row. ``full`` is the full-model setting, whose floor every row is also compared with."""
     solver, estimator, candidates = setting.solver, entry.estimator, setting.candidates
     device = solver.trainable_parameters()[0].device
 
@@ -308,17 +313,23 @@ def _measure(entry: BenchEstimator, setting: _Setting, batch_size: int, repeats:
     prepare_seconds = time.perf_counter() - started
     _allocated_bytes(device)  # hands the target pass's freed memory back before the score's peak is taken
     peak, scores = _peak_bytes(score, device)
-    seconds, floor = (t / len(candidates) for t in _best_seconds([score, lambda: _floor(solver, candidates)], repeats))
+    runs = [score, lambda: _floor(solver, candidates), lambda: _floor(full.solver, full.candidates)]
+    times = _best_seconds(runs if setting is not full else runs[:2], repeats)
+    seconds, floor = times[0] / len(candidates), times[1] / len(candidates)
+    full_floor = times[2] / len(full.candidates) if setting is not full else floor
     effects = setting.effects
     return BenchRecord(
         name=entry.name, spearman=spearman(scores, effects), sign_agreement=sign_agreement(scores, effects),
-        seconds_per_candidate=seconds, cost_vs_floor=seconds / floor, peak_mb=max(peak - before, 0) / 2**20,
+        seconds_per_candidate=seconds, cost_vs_floor=seconds / floor, cost_vs_full_floor=seconds / full_floor,
+        peak_mb=max(peak - before, 0) / 2**20,
         prepare_seconds=prepare_seconds, floor_seconds_per_candidate=floor, candidates=len(candidates),
         learning_rate=float(solver.optimizer_state().param_groups[0]["lr"]),
-        trainable_parameters=sum(p.numel() for p in solver.trainable_parameters()), lora=entry.lora,
+        trainable_parameters=sum(p.numel() for p in solver.trainable_parameters()),
+        lora=dataclasses.asdict(entry.lora) if entry.lora is not None else None,
         spearman_at={f"{lr:g}": spearman(scores, e) for lr, e in setting.effects_at.items()},
         sign_agreement_at={f"{lr:g}": sign_agreement(scores, e) for lr, e in setting.effects_at.items()},
         scores=scores.tolist(), effects=effects.tolist(),
+        effects_at={f"{lr:g}": e.tolist() for lr, e in setting.effects_at.items()},
     )
 
 
@@ -394,37 +405,47 @@ def _ranks(values: Tensor) -> Tensor:
     return ranks
 
 
-def _print_table(records: list[BenchRecord], settings: dict[bool, _Setting]) -> None:
-    for flag, setting in settings.items():
+def _label(lora: LoraConfig | None) -> str:
+    """Which Solver a row runs on (rows with equal adapters share one)."""
+    return "Solver" if lora is None else f"Solver + LoRA (r={lora.r}, alpha={lora.alpha}, {lora.target_modules})"
+
+
+def _print_table(records: list[BenchRecord], settings: dict[str, _Setting]) -> None:
+    for label, setting in settings.items():
         parameters = sum(p.numel() for p in setting.solver.trainable_parameters())
-        print(f"{'LoRA' if flag else 'full'} Solver: {parameters:,} trainable parameters, "
-              f"{len(setting.candidates)} candidates with signal, target {len(setting.target.batch)} rollouts")
+        total = sum(p.numel() for p in setting.solver.model.parameters())
+        print(f"{label}: {parameters:,} of {total:,} parameters trained, {len(setting.candidates)} candidates with "
+              f"signal, target {len(setting.target.batch)} rollouts")
     further = list(records[0].spearman_at)
     lr = records[0].learning_rate
     print(f"{'estimator':<28}{f'rho@{lr:g}':>11}{'sign':>6}" + "".join(f"{f'rho@{k}':>11}" for k in further)
-          + f"{'ms/cand':>9}{'floor ms':>9}{'vs floor':>9}{'peak MB':>9}")
+          + f"{'ms/cand':>9}{'floor ms':>9}{'vs floor':>9}{'vs full':>8}{'peak MB':>9}")
     for r in records:
         print(f"{r.name:<28}{r.spearman:>11.3f}{r.sign_agreement:>6.2f}"
               + "".join(f"{r.spearman_at[k]:>11.3f}" for k in further)
               + f"{r.seconds_per_candidate * 1e3:>9.1f}{r.floor_seconds_per_candidate * 1e3:>9.1f}"
-              f"{r.cost_vs_floor:>9.2f}{r.peak_mb:>9.1f}")
+              f"{r.cost_vs_floor:>9.2f}{r.cost_vs_full_floor:>8.2f}{r.peak_mb:>9.1f}")
 
 
 def _scatter(record: BenchRecord, path: Path) -> None:
+    """Score against measured effect, one panel per learning rate (the run's first)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(4.5, 4))
-    axes.scatter(record.effects, record.scores, s=14)
-    axes.axhline(0, color="grey", linewidth=0.5)
-    axes.axvline(0, color="grey", linewidth=0.5)
-    axes.set_xlabel("measured target-loss decrease of one step")
-    axes.set_ylabel("score")
-    axes.set_title(f"{record.name}: Spearman {record.spearman:.3f}", fontsize=10)
+    panels = [(f"{record.learning_rate:g}", record.effects, record.spearman)]
+    panels += [(lr, record.effects_at[lr], record.spearman_at[lr]) for lr in record.effects_at]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (lr, effects, rho) in zip(axes[0], panels):
+        ax.scatter(effects, record.scores, s=12)
+        ax.axhline(0, color="grey", linewidth=0.5)
+        ax.axvline(0, color="grey", linewidth=0.5)
+        ax.set_xlabel(f"target-loss decrease of one step, lr {lr}")
+        ax.set_title(f"Spearman {rho:.3f}", fontsize=10)
+    axes[0][0].set_ylabel(f"{record.name} score")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 

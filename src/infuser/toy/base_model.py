@@ -36,17 +36,29 @@ log = logging.getLogger(__name__)
 EOS = "<|endoftext|>"
 UNK = "<|unk|>"
 TOY_MODEL_ID = "builtin:toy"
-_FORMAT_VERSION = 2  # bump when the corpus or training recipe changes meaning
+_FORMAT_VERSION = 3  # bump when the corpus or training recipe changes meaning
 
 
 @dataclass
 class ToyBaseConfig:
-    """Recipe of the toy base model; every field enters the cache key."""
+    """Recipe of the toy base model; every field enters the cache key.
+
+    Attributes:
+        solver_skill: per kind, how often the pretraining corpus's worked answers are right
+            (wrong ones pick another option): the base Solver's prior competence.
+        required_kinds: kinds every pretraining document states (as the toy config's documents
+            do), so the base learns to copy them even when it rarely asks about them.
+        generator_preference: how the pretraining Generator picks which fact to ask about: the
+            base Generator's default curriculum, deliberately far from the target mix.
+    """
 
     seed: int = 0
     world: ToyWorldConfig = field(default_factory=ToyWorldConfig)
     solver_skill: dict[str, float] = field(default_factory=lambda: {"sum": 0.9, "difference": 0.9, "product": 0.3})
-    examples: int = 28000
+    required_kinds: list[str] = field(default_factory=lambda: ["product"])
+    generator_preference: dict[str, float] = field(
+        default_factory=lambda: {"sum": 0.35, "difference": 0.35, "product": 0.30})
+    examples: int = 32000
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -81,8 +93,10 @@ def _corpus(config: ToyBaseConfig, templates: PromptTemplates) -> list[tuple[str
     world = ToyWorld(config.world)
     pairs = []
     for _ in range(config.examples // 2):
-        document, facts = world.document(rng)
-        drafted = world.question(rng.choice(facts), rng, shuffle=False)
+        document, facts = world.document(rng, tuple(config.required_kinds))
+        present = sorted({f.kind for f in facts})
+        kind = rng.choices(present, weights=[config.generator_preference[k] for k in present])[0]
+        drafted = world.question(rng.choice([f for f in facts if f.kind == kind]), rng, shuffle=False)
         pairs.append((templates.for_generator(document), generator_completion(drafted) + EOS))
         fact = world.fact(rng, rng.choice(KINDS))
         asked = world.question(fact, rng)

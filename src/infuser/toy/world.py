@@ -106,10 +106,16 @@ class ToyWorld:
             left, right = right, left
         return Fact(kind, left, right)
 
-    def document(self, rng: random.Random) -> tuple[str, list[Fact]]:
-        """A document's text and the facts it states."""
-        facts = [self.fact(rng, self._kind(rng, self.config.document_kind_weights))
-                 for _ in range(self.config.facts_per_document)]
+    def document(self, rng: random.Random, required_kinds: tuple[str, ...] = ()) -> tuple[str, list[Fact]]:
+        """A document's text and the facts it states.
+
+        ``required_kinds`` are each stated once; the remaining facts follow
+        ``document_kind_weights``.
+        """
+        kinds = list(required_kinds)[: self.config.facts_per_document]
+        kinds += [self._kind(rng, self.config.document_kind_weights)
+                  for _ in range(self.config.facts_per_document - len(kinds))]
+        facts = [self.fact(rng, kind) for kind in kinds]
         sentences = [f.sentence() for f in facts] + rng.sample(_FILLERS, k=2)
         rng.shuffle(sentences)
         return " ".join(sentences), facts
