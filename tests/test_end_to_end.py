@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,29 @@ def test_unknown_key_in_yaml_names_it(tmp_path, capsys):
     assert main(["fit", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "iteratons" in err
+
+
+def test_eval_subcommand_scores_predictions(tmp_path):
+    """`infuser eval --predictions` through the real CLI: every gold answer right, one wrong."""
+    fixture = Path(__file__).resolve().parent / "eval" / "fixtures" / "olympiad_mini.jsonl"
+    rows = [json.loads(line) for line in fixture.read_text().splitlines() if line.strip()]
+    predictions = tmp_path / "preds.jsonl"
+    lines = [{"id": row["id"], "output": f"So the final answer is $\\boxed{{{row['final_answer'][0]}}}$"}
+             for row in rows]
+    lines[0]["output"] = "I do not know."
+    predictions.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"benchmarks:\n  - name: olympiadbench\n    path: {fixture}\noutput_dir: {tmp_path / 'out'}\n")
+    assert main(["eval", "--config", str(config), "--predictions", str(predictions)]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["overall"]["items"] == len(rows)
+    assert results["overall"]["accuracy_micro"] == pytest.approx((len(rows) - 1) / len(rows))
+
+
+def test_input_errors_from_fit_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    missing = tmp_path / "nope.jsonl"
+    assert main(["fit", "--config", "configs/toy.yaml", "--target_set=JsonlQuestions",
+                 f"--target_set.init_args.path={missing}", f"--run_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("infuser: error:") and "nope.jsonl" in err and "\n" not in err

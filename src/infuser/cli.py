@@ -1,4 +1,4 @@
-"""The ``infuser`` command: ``fit``, ``list``, ``bench``, and the other subcommands.
+"""The ``infuser`` command: ``fit``, ``eval``, ``list`` and ``bench``.
 
 Built on jsonargparse directly rather than LightningCLI: LightningCLI is organised around a
 ``Trainer`` and a single LightningModule, while infuser has two modules, a custom loop and plain
@@ -37,12 +37,27 @@ COMMAND_GROUPS: dict[str, tuple[str, str]] = {
 
 
 def _commands() -> dict[str, tuple[Command, str]]:
+    from infuser.eval.run import evaluate
     from infuser.fit import fit
 
     return {
         "fit": (fit, "Co-train a Generator and a Solver (the INFUSER loop)."),
+        "eval": (evaluate, "Score a model, or saved predictions, on OlympiadBench and SuperGPQA."),
         "list": (list_components, "List installed components of one kind, with their parameters."),
     }
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "your input is wrong" (they name the file, line or key): one line, no traceback."""
+    from infuser.artifacts import CheckpointError
+    from infuser.data.documents import CorpusError
+    from infuser.data.jsonl import JSONLineError
+    from infuser.data.question_sets import QuestionSetError
+    from infuser.eval.data import DatasetError, RowError
+    from infuser.fit import ConfigurationError
+
+    return (registry.RegistryError, ConfigurationError, CorpusError, QuestionSetError, JSONLineError,
+            CheckpointError, DatasetError, RowError)
 
 
 def list_components(kind: str) -> None:
@@ -188,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = {k: v for k, v in dict(arguments).items() if k != "config"}
     try:
         function(**arguments)
-    except registry.RegistryError as error:
+    except _input_errors() as error:
         print(f"infuser: error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
