@@ -97,3 +97,12 @@ def test_input_errors_from_fit_are_one_line(tmp_path, capsys, monkeypatch):
                  f"--target_set.init_args.path={missing}", f"--run_dir={tmp_path / 'run'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("infuser: error:") and "nope.jsonl" in err and "\n" not in err
+
+
+def test_target_set_subcommand_writes_a_loadable_target_set(tmp_path):
+    fixture = Path(__file__).resolve().parent / "eval" / "fixtures" / "supergpqa_mini.jsonl"
+    output = tmp_path / "target.jsonl"
+    assert main(["target-set", f"--path={fixture}", f"--output={output}", "--n=3", "--discipline=null"]) == 0
+    from infuser.data.question_sets import JsonlQuestions
+
+    assert len(JsonlQuestions(str(output)).load()) == 3

@@ -38,11 +38,13 @@ COMMAND_GROUPS: dict[str, tuple[str, str]] = {
 
 def _commands() -> dict[str, tuple[Command, str]]:
     from infuser.eval.run import evaluate
+    from infuser.eval.target_set import build_target_set
     from infuser.fit import fit
 
     return {
         "fit": (fit, "Co-train a Generator and a Solver (the INFUSER loop)."),
         "eval": (evaluate, "Score a model, or saved predictions, on OlympiadBench and SuperGPQA."),
+        "target-set": (build_target_set, "Write a seeded SuperGPQA subset as a target set (JSONL + manifest)."),
         "list": (list_components, "List installed components of one kind, with their parameters."),
     }
 
