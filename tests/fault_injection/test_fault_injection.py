@@ -57,7 +57,10 @@ def refusal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         message = str(error)
     else:
         assert code != 0, "infuser accepted the input"
-        message = capsys.readouterr().err.strip()
+        # stderr may also hold progress bars (weights loading) from before the failure
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("infuser: error:")]
+        assert len(errors) == 1, errors
+        message = errors[0]
     assert message and "\n" not in message
     return message
 
