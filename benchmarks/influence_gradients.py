@@ -86,17 +86,20 @@ class Options:
         self.target = self.flat.of(lambda: solver.surrogate_loss(target)).clone()
         self.estimator = OptimizerAwareInfluence()
         self.estimator.prepare(solver, target)
-        # Per-parameter views of the target side, for the options that work parameter by parameter.
+        # Per-parameter views of the target side, for the options that work parameter by parameter:
+        # v'_hat = v_term + g2_weight * g**2, as in AdamStep.
+        correction = 1.0 - self.adam.beta2**self.adam.next_step
+        self.g2_weight = (1.0 - self.adam.beta2) / correction
+        v_term = self.flat.flatten_state(solver.optimizer_state(), "exp_avg_sq") * (self.adam.beta2 / correction)
         splits = [p.numel() for p in self.params]
         self.target_parts = [t.view_as(p) for t, p in zip(self.target.split(splits), self.params)]
-        v_term = self.adam._v_term.split(splits)
-        self.v_parts = [v.view_as(p) for v, p in zip(v_term, self.params)]
+        self.v_parts = [v.view_as(p) for v, p in zip(v_term.split(splits), self.params)]
         self.by_param = {id(p): i for i, p in enumerate(self.params)}
         self.n = n
 
     def _gamma(self, gradient: Tensor, index: int) -> Tensor:
         """Gamma of one parameter's (possibly batched) gradient."""
-        denominator = gradient.square().mul_(self.adam._g2_weight).add_(self.v_parts[index]).sqrt_().add_(self.adam.eps)
+        denominator = torch.addcmul(self.v_parts[index], gradient, gradient, value=self.g2_weight).sqrt_().add_(self.adam.eps)
         return gradient / denominator
 
     def floor(self) -> None:
@@ -112,7 +115,7 @@ class Options:
         for candidate in self.candidates:
             grads = torch.autograd.grad(self.solver.surrogate_loss(candidate), self.params)
             squares = torch._foreach_mul(grads, grads)
-            torch._foreach_mul_(squares, self.adam._g2_weight)
+            torch._foreach_mul_(squares, self.g2_weight)
             torch._foreach_add_(squares, self.v_parts)
             torch._foreach_sqrt_(squares)
             torch._foreach_add_(squares, self.adam.eps)

@@ -195,7 +195,7 @@ def test_tracin_checkpoint_errors_name_the_key(trained_solver, sides, tmp_path):
     torch.save({"solver": {"model.nothing": torch.zeros(1)}}, tmp_path / "wrong.ckpt")
     with pytest.raises(KeyError, match=r"tracin.checkpoints\[0\].*no entry for parameter"):
         TracInInfluence(checkpoints=[TracInCheckpoint(str(tmp_path / "wrong.ckpt"), lr=1.0)]).prepare(trained_solver, target)
-    # Pickled Python objects (an `infuser fit` checkpoint holds RNG states) need an explicit opt-in.
+    # Pickled Python objects beyond tensors (here a NumPy RNG state) need an explicit opt-in.
     values = _perturbed(trained_solver)
     torch.save({"solver": values, "rng": np.random.get_state()}, tmp_path / "pickled.ckpt")
     with pytest.raises(ValueError, match=r"tracin.checkpoints\[0\].trusted"):

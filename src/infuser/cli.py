@@ -70,6 +70,7 @@ def list_components(kind: str) -> None:
     """
     members = registry.registered(kind)
     print(f"{kind} components (entry-point group {registry.KINDS[kind].group}):")
+    width = max((len(entry.value) for entry in members.values()), default=0)
     for name, entry in sorted(members.items()):
         member = entry.load()
         signature = inspect.signature(member.__init__ if inspect.isclass(member) else member)
@@ -78,7 +79,7 @@ def list_components(kind: str) -> None:
             for p in signature.parameters.values()
             if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         )
-        print(f"  {name:<18} {entry.value:<55} [{registry.origin(entry)}]\n  {'':<18} ({rendered})")
+        print(f"  {name:<18} {entry.value:<{width}}  [{registry.origin(entry)}]\n  {'':<18} ({rendered})")
 
 
 def _short(value: object) -> str:

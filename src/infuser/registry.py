@@ -80,8 +80,9 @@ def registered(kind: str) -> dict[str, EntryPoint]:
     for entry in entry_points(group=KINDS[kind].group):
         if entry.name in found and found[entry.name].value != entry.value:
             raise RegistryError(
-                f"two {kind} plug-ins are registered as {entry.name!r}: {_origin(found[entry.name])} and "
-                f"{_origin(entry)}; uninstall one of them (installed {kind} names: {', '.join(sorted(found))})"
+                f"two {kind} plug-ins are registered as {entry.name!r}: {found[entry.name].value} "
+                f"[{origin(found[entry.name])}] and {entry.value} [{origin(entry)}]; uninstall one of them "
+                f"(installed {kind} names: {', '.join(sorted(found))})"
             )
         found[entry.name] = entry
     return found
@@ -108,10 +109,6 @@ def import_all(kind: str) -> list[Any]:
 def origin(entry: EntryPoint) -> str:
     """Which installed distribution provides ``entry``."""
     return f"{entry.dist.name} {entry.dist.version}" if entry.dist is not None else "unknown distribution"
-
-
-def _origin(entry: EntryPoint) -> str:
-    return f"{entry.value} [{origin(entry)}]"
 
 
 # -- registered names -> import paths, guided by type hints ----------------------------------------
@@ -201,7 +198,7 @@ def _expand_member(kind: Kind, value: Any, key: str) -> Any:
         path = class_path(kind, value["class_path"], f"{key}.class_path")
         expanded = {**value, "class_path": path}
         if isinstance(value.get("init_args"), dict) and "." in path:
-            expanded["init_args"] = _expand_fields(value["init_args"], _hints(_import(path).__init__),
+            expanded["init_args"] = _expand_fields(value["init_args"], _hints(_import(path, key).__init__),
                                                    f"{key}.init_args")
         return expanded
     return value
@@ -252,9 +249,9 @@ def _class_names(base: type | None) -> set[str]:
     return names
 
 
-def _import(path: str) -> Any:
+def _import(path: str, key: str) -> Any:
     module, _, attribute = path.rpartition(".")
     try:
         return getattr(import_module(module), attribute)
     except (ImportError, AttributeError) as error:
-        raise RegistryError(f"cannot import {path}: {error}") from None
+        raise RegistryError(f"{key}.class_path: cannot import {path}: {error}") from None

@@ -58,12 +58,13 @@ class LoraGradInfluence(InfluenceEstimator):
         if self._flat is None or self._target is None:
             raise RuntimeError("LoraGradInfluence.score() called before prepare()")
         scores = torch.zeros(len(candidates), dtype=torch.float64)
-        for index, candidate in enumerate(candidates):
-            gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
-            feature = self._adam.direction(gradient) if self._adam is not None else gradient
-            feature = self._sketch(feature) if self._sketch is not None else feature
-            dot = float(feature.dot(self._target))
-            scores[index] = dot / max(float(feature.norm()) * self._target_norm, 1e-30) if self.cosine else dot
+        with self._flat.attached():
+            for index, candidate in enumerate(candidates):
+                gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
+                feature = self._adam.direction(gradient) if self._adam is not None else gradient
+                feature = self._sketch(feature) if self._sketch is not None else feature
+                dot = float(feature.dot(self._target))
+                scores[index] = dot / max(float(feature.norm()) * self._target_norm, 1e-30) if self.cosine else dot
         return scores
 
 

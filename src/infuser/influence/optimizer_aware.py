@@ -71,14 +71,15 @@ class OptimizerAwareInfluence(InfluenceEstimator):
         if self._flat is None or self._target is None:
             raise RuntimeError("OptimizerAwareInfluence.score() called before prepare()")
         scores = torch.zeros(len(candidates), dtype=torch.float64)
-        for index, candidate in enumerate(candidates):
-            gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
-            if self._adam is not None and self.fixed_v:
-                dot = float(gradient.dot(self._target))
-                norm = float(gradient.square().dot(self._inverse_square).sqrt()) if self.cosine else None
-            else:
-                step = self._adam.preconditioned(gradient) if self._adam is not None else gradient
-                dot = float(step.dot(self._target))
-                norm = float(step.norm()) if self.cosine else None
-            scores[index] = dot / max(norm * self._target_norm, 1e-30) if norm is not None else dot
+        with self._flat.attached():
+            for index, candidate in enumerate(candidates):
+                gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
+                if self._adam is not None and self.fixed_v:
+                    dot = float(gradient.dot(self._target))
+                    norm = float(gradient.square().dot(self._inverse_square).sqrt()) if self.cosine else None
+                else:
+                    step = self._adam.preconditioned(gradient) if self._adam is not None else gradient
+                    dot = float(step.dot(self._target))
+                    norm = float(step.norm()) if self.cosine else None
+                scores[index] = dot / max(norm * self._target_norm, 1e-30) if norm is not None else dot
         return scores

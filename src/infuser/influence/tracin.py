@@ -24,8 +24,9 @@ class TracInCheckpoint:
             ``infuser fit`` (its ``solver`` entry is used). Only the Solver's trainable
             parameters are read.
         lr: the learning rate this checkpoint's term is weighted by.
-        trusted: unpickle arbitrary Python objects in a ``torch.save`` file. ``infuser fit``
-            checkpoints need it (they hold RNG states); only for files you wrote yourself.
+        trusted: unpickle arbitrary Python objects in a ``torch.save`` file (one holding, say,
+            NumPy arrays); only for files you wrote yourself. Tensors-only files, ``infuser fit``
+            checkpoints among them, load without it.
     """
 
     path: str
@@ -93,7 +94,7 @@ class TracInInfluence(InfluenceEstimator):
             raise RuntimeError("TracInInfluence.score() called before prepare()")
         scores = torch.zeros(len(candidates), dtype=torch.float64)
         for point in self._points:
-            with _swapped(self._flat.parameters, point.values):
+            with _swapped(self._flat.parameters, point.values), self._flat.attached():
                 for index, candidate in enumerate(candidates):
                     gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
                     term = float(gradient.dot(point.target))
@@ -140,7 +141,7 @@ def _read(checkpoint: TracInCheckpoint, names: list[str], parameters: list[nn.Pa
             state = torch.load(path, map_location="cpu", weights_only=not checkpoint.trusted)
         except Exception as error:  # noqa: BLE001 - torch raises several types for a refused unpickle
             raise ValueError(f"{key}: cannot read {path} as tensors only ({type(error).__name__}); if you "
-                             f"wrote it yourself (e.g. an `infuser fit` checkpoint), set {key}.trusted: true") from None
+                             f"wrote it yourself, set {key}.trusted: true") from None
     if isinstance(state.get("solver"), Mapping):
         state = state["solver"]
     values = []
