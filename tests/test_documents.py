@@ -88,3 +88,16 @@ def test_toy_question_splits_differ():
     target, heldout = ToyQuestions("target", 20).load(), ToyQuestions("heldout", 20).load()
     assert [q.render() for q in target] != [q.render() for q in heldout]
     assert all(q.options[q.answer_index] for q in target)
+
+
+def test_toy_documents_judge_a_drafted_golden_answer():
+    from infuser.data.documents import ToyDocuments
+    from infuser.data.questions import MCQuestion
+
+    source = ToyDocuments()
+    right = MCQuestion(question="What is the product of 7 and 8?", options=("54", "55", "56", "57"), answer_index=2)
+    assert source.golden_is_correct(right) is True
+    assert source.golden_is_correct(right.shuffled(__import__("random").Random(0))) is True
+    assert source.golden_is_correct(MCQuestion(question="What is the difference of 9 and 4?",
+                                               options=("4", "5", "6", "7"), answer_index=0)) is False
+    assert source.golden_is_correct(MCQuestion(question="Who wrote it?", options=("a", "b"), answer_index=0)) is None

@@ -94,3 +94,30 @@ def test_stop_tokens_come_from_tokenizer_model_and_config(tiny_model_dir):
     tokenizer, model = load_tokenizer(config), load_causal_lm(config)
     model.generation_config.eos_token_id = [7, tokenizer.eos_token_id]
     assert _stop_ids(model, tokenizer, SamplingConfig(stop_token_ids=[9])) == {7, 9, tokenizer.eos_token_id}
+
+
+def test_a_rows_sample_depends_on_its_prompt_and_seed_only(tiny_model_dir):
+    """Counter-based noise: a shard sampled with its prompt offset draws what the whole batch drew,
+    whatever the chunking: what lets several processes split a batch of prompts between them."""
+    config = ModelConfig(name_or_path=str(tiny_model_dir))
+    tokenizer, model = load_tokenizer(config), load_causal_lm(config)
+    prompts = PROMPTS * 3
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, batch_size=64)
+    whole = generate(model, tokenizer, prompts, sampling, num_samples=4, generator=torch.Generator().manual_seed(3))
+    shard = generate(model, tokenizer, prompts[2:5], SamplingConfig(temperature=1.0, max_new_tokens=6, batch_size=5),
+                     num_samples=4, generator=torch.Generator().manual_seed(3), prompt_offset=2)
+    assert shard.texts == whole.texts[8:20]
+    other = generate(model, tokenizer, prompts, sampling, num_samples=4, generator=torch.Generator().manual_seed(4))
+    assert other.texts != whole.texts
+
+
+def test_gumbel_noise_samples_the_softmax():
+    from infuser.rollout.engine import _gumbel_noise, row_seeds
+
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    seeds = row_seeds(7, torch.arange(20000), 1)
+    tokens = (probs.log() + _gumbel_noise(seeds, step=3, vocab=4)).argmax(-1)
+    frequencies = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    assert torch.allclose(frequencies, probs, atol=0.015)  # 3 standard errors at n = 20000
+    again = (probs.log() + _gumbel_noise(seeds, step=4, vocab=4)).argmax(-1)
+    assert (again != tokens).float().mean() > 0.3  # steps draw independent noise

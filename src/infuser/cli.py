@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsing_settings
 
 from infuser import registry
 
@@ -126,6 +126,9 @@ def _function_parser(function: Command) -> ArgumentParser:
 
 
 def build_parser() -> ArgumentParser:
+    # A ``class_path`` inside an untyped value (a benchmark arm's overrides) stays data: a
+    # configuration file can instantiate only what a typed argument asks for.
+    set_parsing_settings(instantiate_subclass_spec_in_any=False)
     # Import every registered component so YAML may name them by class name alone.
     for kind in registry.KINDS:
         registry.import_all(kind)

@@ -30,11 +30,13 @@ from infuser.artifacts import CheckpointError, RunDirectory, default_run_dir, wr
 from infuser.data.documents import DocumentSource, ToyDocuments
 from infuser.data.prompts import PromptTemplates
 from infuser.data.question_sets import QuestionSource, ToyQuestions
+from infuser.distributed import Processes
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.loop import Evaluation, InfuserLoop, LoopConfig, LoopState, hold_point
-from infuser.models import load_tokenizer
+from infuser.models import SharedBase, base_differences, load_tokenizer
 from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
+from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
 from infuser.roles.generator import Generator
 from infuser.roles.policy import RoleConfig
 from infuser.roles.solver import Solver
@@ -148,6 +150,50 @@ def _check_resume_arguments(run_dir: str | None, ckpt_path: str | None) -> None:
         raise ConfigurationError(f"ckpt_path: no such checkpoint: {ckpt_path}")
 
 
+# Precisions that leave a 4-bit base alone: the "-true" plugins other than 32-true cast every
+# floating-point parameter (and transformer-engine replaces the linear layers).
+_QUANTIZATION_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16", "16")
+_SHARDING_STRATEGIES = ("fsdp", "deepspeed")
+
+
+def _check_model_arguments(generator: RoleConfig, solver: RoleConfig, trainer: TrainerConfig, share_base: bool) -> None:
+    """Refuse model settings that load but cannot train together, before any weights are read.
+
+    (A 4-bit base without LoRA is refused by ``ModelConfig`` itself; gradient checkpointing
+    turns prompt sharing off by itself.)
+    """
+    models = {"generator": generator.model, "solver": solver.model}
+    sharded = any(name in trainer.strategy for name in _SHARDING_STRATEGIES)
+    for role, model in models.items():
+        if model.quantization is None:
+            continue
+        if trainer.precision not in _QUANTIZATION_PRECISIONS:
+            raise ConfigurationError(
+                f"trainer.precision: {trainer.precision} cannot train a 4-bit base ({role}.model.quantization): it "
+                "casts every floating-point parameter, which undoes the float32 layers and the quantization state "
+                "of the prepared base; use 32-true or bf16-mixed (4-bit layers compute in "
+                "quantization.compute_dtype either way)")
+        if sharded:
+            raise ConfigurationError(
+                f"trainer.strategy: {trainer.strategy} cannot shard a 4-bit base ({role}.model.quantization); use "
+                "ddp (every process loads its own 4-bit copy) or drop the quantization")
+    if not share_base:
+        return
+    missing = [f"{role}.model.lora" for role, model in models.items() if model.lora is None]
+    if missing:
+        raise ConfigurationError(f"share_base: the roles train LoRA adapters on one frozen base; set "
+                                 f"{' and '.join(missing)}")
+    differences = base_differences(generator.model, solver.model)
+    if differences:
+        key = differences[0]
+        raise ConfigurationError(
+            f"share_base: generator.model.{key} ({getattr(generator.model, key)!r}) differs from solver.model.{key} "
+            f"({getattr(solver.model, key)!r}); the roles share one base model, so every model key but lora must match")
+    if sharded:
+        raise ConfigurationError(f"share_base: trainer.strategy {trainer.strategy} shards each role's module on its "
+                                 "own and cannot shard one base shared by both; use ddp or a single device")
+
+
 def fit(
     generator: RoleConfig = RoleConfig(advantage=lazy_instance(DuGRPOAdvantage)),
     solver: RoleConfig = RoleConfig(advantage=lazy_instance(MeanCentredAdvantage)),
@@ -155,9 +201,11 @@ def fit(
     target_set: QuestionSource = lazy_instance(ToyQuestions, split="target", size=64),
     heldout_set: QuestionSource | None = lazy_instance(ToyQuestions, split="heldout", size=200),
     influence: InfluenceEstimator = lazy_instance(OptimizerAwareInfluence),
+    generator_reward: GeneratorReward = lazy_instance(InfluenceReward),
     loop: LoopConfig = LoopConfig(),
     prompts: PromptTemplates = PromptTemplates(),
     trainer: TrainerConfig = TrainerConfig(),
+    share_base: bool = False,
     run_dir: str | None = None,
     ckpt_path: str | None = None,
     seed: int = 42,
@@ -170,15 +218,20 @@ def fit(
         documents: where the Generator's documents come from.
         target_set: the questions whose gradient defines "useful".
         heldout_set: questions from the target distribution, never trained on, for reporting.
-        influence: how a drafted question is scored.
+        influence: the influence estimator (used when the generator reward asks for influence).
+        generator_reward: what the Generator is rewarded for per valid question (INFUSER:
+            influence; baselines: ``spice_variance``, ``rzero_uncertainty``, ``constant``).
         loop: the schedule.
         prompts: prompt templates of both roles.
         trainer: devices, strategy, precision and loggers.
+        share_base: both roles train LoRA adapters on one frozen base model (one copy in memory
+            instead of two); needs ``model.lora`` on both and otherwise identical ``model`` keys.
         run_dir: where everything is written (default: a new ``runs/<timestamp>``).
         ckpt_path: resume from this checkpoint, or ``last`` for the newest one in ``run_dir``.
         seed: seeds model-independent randomness (sampling streams, shuffles).
     """
     _check_resume_arguments(run_dir, ckpt_path)
+    _check_model_arguments(generator, solver, trainer, share_base)
     run = RunDirectory(run_dir or default_run_dir())
     torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
     fabric = L.Fabric(accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
@@ -186,21 +239,28 @@ def fit(
                       loggers=_loggers(trainer.loggers, run.root, resuming=ckpt_path is not None))
     fabric.launch()
     fabric.seed_everything(seed)
+    if fabric.world_size > 1 and Processes.of(fabric).shards_parameters:
+        raise ConfigurationError(f"trainer.strategy: {trainer.strategy} shards parameters across processes, but sampling "
+                                 "and influence run each role's model outside the strategy wrapper and need every "
+                                 "parameter on every process; use ddp (data parallel: each process holds the models)")
     # Every data file is read before any model is loaded: bad input fails in seconds, not after
     # the weights of a large model have been read.
     target = target_set.load()
     heldout = heldout_set.load() if heldout_set is not None else None
     documents.setup(load_tokenizer(generator.model))
     with fabric.init_module():
-        gen = Generator(generator, prompts)
-        sol = Solver(solver, prompts)
+        shared = SharedBase(fabric.device) if share_base else None
+        gen = Generator(generator, prompts, device=fabric.device, shared=shared)
+        sol = Solver(solver, prompts, device=fabric.device, shared=shared)
     modules = {}
     for name, role in (("generator", gen), ("solver", sol)):
+        role.activate()  # a DDP wrapper registers the parameters that require grad now: this role's adapter
         wrapped, optimizer = fabric.setup(role, role.configure_optimizers())
         wrapped.mark_forward_method("training_step")
         role.bind(wrapped)
         modules[name], modules[f"{name}_optimizer"] = wrapped, optimizer
-    infuser_loop = InfuserLoop(fabric, gen, sol, documents, target, heldout, influence, loop, run, seed)
+    infuser_loop = InfuserLoop(fabric, gen, sol, documents, target, heldout, influence, generator_reward, loop,
+                               run, seed)
     if fabric.global_rank == 0:
         run.root.mkdir(parents=True, exist_ok=True)
 

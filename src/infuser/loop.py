@@ -4,12 +4,22 @@ Data flows one way through an iteration::
 
     target set ──► Solver rollouts ──► target gradient (estimator.prepare)
     documents  ──► Generator drafts ──► parse/validate ──► Solver rollouts ──► influence scores
-    influence scores ──► DuGRPO ──► Generator update
+    pass rates (+ influence scores) ──► generator reward ──► DuGRPO ──► Generator update
     Solver rollouts on questions with 0 < pass rate < 1 ──► Dr.GRPO ──► Solver update
+
+A generator reward that reads pass rates only (SPICE, R-Zero) skips the target stage and the
+estimator; with ``solver_data: target`` the Solver trains on the target rollouts instead and the
+Generator is not run.
 
 Each stage hands the next a small typed object (:class:`~infuser.roles.solver.Answers`,
 :class:`~infuser.roles.generator.Drafts`, score tensors); nothing travels in dicts except the
 metrics that go to the loggers.
+
+With several processes (see :mod:`infuser.distributed`) every process runs this loop. Each samples
+and trains on its contiguous shard of the documents, of the generated questions, of the target set
+and of the evaluation questions, and scores the influence of its own questions; texts, rewards and
+scores are gathered, so advantages (whose statistics span the whole batch), records and metrics are
+computed alike on every process, as one process computes them. Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from collections import Counter
 from contextlib import contextmanager
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Literal
 
 import lightning as L
 import torch
@@ -34,12 +45,14 @@ from tqdm.auto import tqdm
 from infuser.artifacts import RunDirectory
 from infuser.data.documents import DocumentSource
 from infuser.data.questions import InvalidQuestion, MCQuestion
+from infuser.distributed import Processes, SplitRollouts
 from infuser.influence.base import InfluenceEstimator, ScoredRollouts
 from infuser.roles.generator import Drafts, Generator
 from infuser.roles.policy import UpdateStats
 from infuser.roles.solver import Answers, Solver
+from infuser.rl.generator_rewards import DraftOutcomes, GeneratorReward
 from infuser.rl.rewards import RewardStats
-from infuser.rollout.engine import CompletionStats, RolloutBatch, SamplingConfig
+from infuser.rollout.engine import SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +88,9 @@ class LoopConfig:
         generator_steps_per_solver_step: Generator rounds (draft, solve, score, update) per
             Solver update; the Solver trains on the last round's questions.
         freeze_generator: never update the Generator (the frozen-generator baseline).
+        solver_data: what the Solver trains on: ``generated`` questions (self-evolution) or the
+            ``target`` set itself (a reference arm that bypasses the Generator: no drafting
+            and no Generator update happen).
         influence_batch_size: candidates scored per call to the estimator.
         eval_every: evaluate target and held-out accuracy every this many iterations (0: only at
             start and end).
@@ -91,6 +107,7 @@ class LoopConfig:
     target_answers_per_question: int = 8
     generator_steps_per_solver_step: int = 1
     freeze_generator: bool = False
+    solver_data: Literal["generated", "target"] = "generated"
     influence_batch_size: int = 8
     eval_every: int = 1
     eval_samples: int = 4
@@ -157,10 +174,12 @@ class InfuserLoop:
 
     def __init__(self, fabric: L.Fabric, generator: Generator, solver: Solver, documents: DocumentSource,
                  target: list[MCQuestion], heldout: list[MCQuestion] | None, influence: InfluenceEstimator,
-                 config: LoopConfig, run: RunDirectory, seed: int) -> None:
+                 reward: GeneratorReward, config: LoopConfig, run: RunDirectory, seed: int) -> None:
         self.fabric, self.generator, self.solver = fabric, generator, solver
         self.documents, self.target, self.heldout = documents, target, heldout
-        self.influence, self.config, self.run, self.seed = influence, config, run, seed
+        self.influence, self.reward = influence, reward
+        self.config, self.run, self.seed = config, run, seed
+        self.processes = Processes.of(fabric)
         self.state = LoopState()
         self._iteration = 0  # the iteration in progress (0: the first evaluation)
         self._timings: dict[str, float] = {}
@@ -193,16 +212,19 @@ class InfuserLoop:
         return Evaluation(target_accuracy=target, heldout_accuracy=heldout)
 
     def target_rollouts(self, sampler: torch.Generator) -> tuple[Answers, ScoredRollouts | None]:
+        """The Solver's answers to the target set, and this process's share of the rows of questions
+        with signal, normalised by the totals of all of them (``None``: no question has signal)."""
         answers = self.solver.answer(self.target, self.config.target_answers_per_question, sampler)
         rows, advantages = self._signal_rows(answers)
         if not rows:
             return answers, None
-        return answers, ScoredRollouts(answers.batch.select(rows), advantages[rows])
+        share = answers.rollouts.scored(rows, advantages)
+        return answers, dataclasses.replace(share, totals=self.solver.shared_totals(share.batch))
 
     def _signal_rows(self, answers: Answers) -> tuple[list[int], Tensor]:
-        """Rows of questions with a pass rate strictly between 0 and 1, and Dr.GRPO advantages."""
-        groups = answers.batch.prompt_index
-        advantages = self.solver.advantages(answers.rewards, groups)
+        """Rows of questions with a pass rate strictly between 0 and 1, and Dr.GRPO advantages
+        (both of every process's rows)."""
+        advantages = self.solver.advantages(answers.rewards, answers.rollouts.groups)
         rates = answers.pass_rates()
         rows = [r for q, rate in enumerate(rates.tolist()) if 0.0 < rate < 1.0 for r in answers.rows_of(q)]
         return rows, advantages
@@ -220,12 +242,14 @@ class InfuserLoop:
             return scores
         n = self.config.answers_per_question
         scored = sorted({r // n for r in rows})
-        candidates = [ScoredRollouts(answers.batch.select(answers.rows_of(q)), advantages[answers.rows_of(q)])
-                      for q in scored]
-        values = []
+        # each process scores the questions it answered; the scores are gathered in question order
+        candidates = [answers.rollouts.scored(answers.rows_of(q), advantages) for q in scored
+                      if q in answers.rollouts.prompts]
+        values: list[float] = []
         for start in range(0, len(candidates), self.config.influence_batch_size):
-            values.append(self.influence.score(self.solver, candidates[start : start + self.config.influence_batch_size]))
-        values_tensor = torch.cat(values).to(torch.float64)
+            batch = candidates[start : start + self.config.influence_batch_size]
+            values += self.influence.score(self.solver, batch).tolist()
+        values_tensor = torch.tensor(self.processes.gather(values), dtype=torch.float64)
         bad = ~torch.isfinite(values_tensor)
         metrics["influence/non_finite"] = float(bad.sum())
         if bool(bad.any()):
@@ -243,24 +267,27 @@ class InfuserLoop:
             documents = self.documents.take(cfg.documents_per_iteration)
             started = time.perf_counter()
             drafts = self.generator.draft(documents, cfg.questions_per_document, rng, sampler)
-            metrics["throughput/generator_tokens_per_s"] = _tokens(drafts.batch) / (time.perf_counter() - started)
+            metrics["throughput/generator_tokens_per_s"] = _tokens(drafts.rollouts) / (time.perf_counter() - started)
         valid_rows = drafts.valid_rows
         questions = [drafts.parsed[r] for r in valid_rows]
         answers = None
-        scores = torch.zeros(0, dtype=torch.float64)
+        scores = None
+        rewards = torch.zeros(len(drafts.rollouts), dtype=torch.float64)
         if questions:
             with self.stage("solve"):
                 started = time.perf_counter()
                 answers = self.solver.answer(questions, cfg.answers_per_question, sampler)
-                metrics["throughput/solver_tokens_per_s"] = _tokens(answers.batch) / (time.perf_counter() - started)
-            with self.stage("influence"):
-                scores = self.score_questions(answers, has_target, metrics)
-        rewards = torch.zeros(len(drafts.batch), dtype=torch.float64)
-        rewards[valid_rows] = scores if valid_rows else rewards[valid_rows]
-        advantages = self.generator.advantages(rewards, drafts.batch.prompt_index)
+                metrics["throughput/solver_tokens_per_s"] = _tokens(answers.rollouts) / (time.perf_counter() - started)
+            if self.reward.needs_influence:
+                with self.stage("influence"):
+                    scores = self.score_questions(answers, has_target, metrics)
+            rewards[valid_rows] = self.reward(DraftOutcomes(pass_rates=answers.pass_rates().to(torch.float64),
+                                                            influence=scores))
+        advantages = self.generator.advantages(rewards, drafts.rollouts.groups)
         if not cfg.freeze_generator:
             with self.stage("generator_update"):
-                stats = self.generator.update(drafts.batch, advantages)
+                own = drafts.rollouts.rows
+                stats = self.generator.update(drafts.batch, advantages[own.start : own.stop])
             metrics.update(stats.as_metrics("generator"))
             self._after_update(stats, "generator", iteration)
         records = self._records(iteration, drafts, answers, scores, rewards, advantages)
@@ -278,7 +305,8 @@ class InfuserLoop:
             log.info("solver update skipped: every question was all right or all wrong")
             return
         with self.stage("solver_update"):
-            stats = self.solver.update(answers.batch.select(rows), advantages[rows])
+            share = answers.rollouts.scored(rows, advantages)
+            stats = self.solver.update(share.batch, share.advantages)
         metrics.update(stats.as_metrics("solver"))
         self._after_update(stats, "solver", self._iteration)
 
@@ -288,23 +316,28 @@ class InfuserLoop:
         self._timings = {}
         metrics: dict[str, float] = {}
         _, sampler = self._generators(iteration, 0)
-        with self.stage("target"):
-            target_answers, target = self.target_rollouts(sampler)
-            if target is not None:
-                self.influence.prepare(self.solver, target)
-            else:
-                log.warning("iteration %d: every target question was all right or all wrong; "
-                            "influence is 0 this iteration", iteration)
-        metrics["solver/target_reward"] = float(target_answers.rewards.mean())
-        metrics["target/signal_fraction"] = float(((target_answers.pass_rates() > 0) & (target_answers.pass_rates() < 1)).float().mean())
+        on_target = self.config.solver_data == "target"
+        target = None
+        if self.reward.needs_influence or on_target:  # rewards of pass rates alone skip this stage
+            with self.stage("target"):
+                target_answers, target = self.target_rollouts(sampler)
+                if target is None:
+                    log.warning("iteration %d: every target question was all right or all wrong; no target "
+                                "gradient this iteration", iteration)
+                elif self.reward.needs_influence:
+                    self.influence.prepare(self.solver, target)
+            rates = target_answers.pass_rates()
+            metrics["solver/target_reward"] = float(target_answers.rewards.mean())
+            metrics["target/signal_fraction"] = float(((rates > 0) & (rates < 1)).float().mean())
         records: list[QuestionRecord] = []
-        answers = None
-        for round_ in range(self.config.generator_steps_per_solver_step):
+        answers = target_answers if on_target else None
+        for round_ in range(0 if on_target else self.config.generator_steps_per_solver_step):
             _, answers, round_records = self.generator_round(iteration, round_, target is not None, metrics)
             records += round_records
         self.solver_update(answers, metrics)
-        self.run.write_questions(iteration, [r.__dict__ for r in records])
-        self.run.write_samples(iteration, self._update_samples)
+        if self.processes.is_main:
+            self.run.write_questions(iteration, [r.__dict__ for r in records])
+            self.run.write_samples(iteration, self._update_samples)
         self._update_samples = []
         if self.config.eval_every and iteration % self.config.eval_every == 0 or iteration == self.config.iterations:
             with self.stage("evaluate"):
@@ -317,14 +350,15 @@ class InfuserLoop:
         return metrics
 
     # -- records and metrics --------------------------------------------------------------------
-    def _records(self, iteration: int, drafts: Drafts, answers: Answers | None, scores: Tensor, rewards: Tensor,
-                 advantages: Tensor) -> list[QuestionRecord]:
+    def _records(self, iteration: int, drafts: Drafts, answers: Answers | None, scores: Tensor | None,
+                 rewards: Tensor, advantages: Tensor) -> list[QuestionRecord]:
         records = []
         position = {row: index for index, row in enumerate(drafts.valid_rows)}
         rates = answers.pass_rates().tolist() if answers is not None else []
         for row, item in enumerate(drafts.parsed):
-            document = drafts.documents[int(drafts.batch.prompt_index[row])]
-            record = QuestionRecord(iteration=iteration, document_id=document.id, text=drafts.batch.texts[row][:2000],
+            document = drafts.documents[row // drafts.rollouts.num_samples]
+            record = QuestionRecord(iteration=iteration, document_id=document.id,
+                                    text=drafts.rollouts.texts[row][:2000],
                                     valid=isinstance(item, MCQuestion), reward=nan_to_none(float(rewards[row])),
                                     advantage=float(advantages[row]))
             if isinstance(item, InvalidQuestion):
@@ -333,19 +367,24 @@ class InfuserLoop:
                 index = position[row]
                 record.question, record.options, record.answer = item.question, item.options, item.answer_letter
                 record.kind = self.documents.kind_of(item)
-                record.pass_rate, record.influence = rates[index], nan_to_none(float(scores[index]))
+                record.pass_rate = rates[index]
+                record.influence = nan_to_none(float(scores[index])) if scores is not None else None
             records.append(record)
         return records
 
-    def _draft_metrics(self, drafts: Drafts, answers: Answers | None, scores: Tensor, rewards: Tensor,
+    def _draft_metrics(self, drafts: Drafts, answers: Answers | None, scores: Tensor | None, rewards: Tensor,
                        metrics: dict[str, float]) -> None:
         total = len(drafts.parsed)
         reasons = Counter(item.reason for item in drafts.parsed if isinstance(item, InvalidQuestion))
         metrics["generator/valid_rate"] = (total - sum(reasons.values())) / max(total, 1)
         for reason, count in reasons.items():
             metrics[f"generator/invalid/{reason}"] = count / max(total, 1)
-        metrics.update(RewardStats.of(rewards, drafts.batch.prompt_index).as_metrics("generator"))
-        metrics.update(CompletionStats.of(drafts.batch).as_metrics("generator"))
+        metrics.update(RewardStats.of(rewards, drafts.rollouts.groups).as_metrics("generator"))
+        metrics.update(drafts.rollouts.completion_stats().as_metrics("generator"))
+        verdicts = [self.documents.golden_is_correct(item) for item in drafts.parsed if isinstance(item, MCQuestion)]
+        checked = [verdict for verdict in verdicts if verdict is not None]
+        if checked:
+            metrics["generator/golden_accuracy"] = sum(checked) / len(checked)
         kinds = Counter(self.documents.kind_of(item) for item in drafts.parsed if isinstance(item, MCQuestion))
         for kind, count in kinds.items():
             if kind:
@@ -354,18 +393,22 @@ class InfuserLoop:
             return
         rates = answers.pass_rates()
         signal = (rates > 0) & (rates < 1)
-        metrics.update(RewardStats.of(answers.rewards, answers.batch.prompt_index).as_metrics("solver"))
+        metrics.update(RewardStats.of(answers.rewards, answers.rollouts.groups).as_metrics("solver"))
         metrics["influence/zero_signal_fraction"] = float((~signal).float().mean())
-        metrics.update(CompletionStats.of(answers.batch).as_metrics("solver"))
+        metrics.update(answers.rollouts.completion_stats().as_metrics("solver"))
+        if scores is None:
+            return
         active = scores[signal & torch.isfinite(scores)]
         if len(active):
             metrics["influence/mean"] = float(active.mean())
             metrics["influence/std"] = float(active.std()) if len(active) > 1 else 0.0
 
     def _after_update(self, stats: UpdateStats, role: str, iteration: int) -> None:
-        """Report a skipped or partial update and keep its completion samples for the samples log."""
+        """Report a skipped or partial update and keep its completion samples (each process's share,
+        gathered) for the samples log."""
         _report_update(stats, role, iteration)
-        self._update_samples += [{"role": role, **dataclasses.asdict(sample)} for sample in stats.samples]
+        samples = self.processes.gather(stats.samples)
+        self._update_samples += [{"role": role, **dataclasses.asdict(sample)} for sample in samples]
 
     # -- the run --------------------------------------------------------------------------------
     def _replay_metrics(self) -> None:
@@ -423,8 +466,9 @@ def _report_update(stats: UpdateStats, role: str, iteration: int) -> None:
         log.info("iteration %d: %s update skipped (%s)", iteration, role, stats.skipped)
 
 
-def _tokens(batch: RolloutBatch) -> int:
-    return int(batch.completion_mask.sum())
+def _tokens(rollouts: SplitRollouts) -> int:
+    """Completion tokens sampled by every process."""
+    return int(rollouts.lengths.sum())
 
 
 def _evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:

@@ -1,21 +1,39 @@
 """Loading the base causal LM (and its tokenizer) that both roles start from.
 
-One function, :func:`load_causal_lm`, takes a :class:`ModelConfig` from YAML. ``builtin:toy``
-names the bundled toy base, which is built and cached on first use and then loaded through the
-same ``from_pretrained`` path as any Hugging Face checkpoint.
+:func:`load_causal_lm` takes a :class:`ModelConfig` from YAML. ``builtin:toy`` names the bundled
+toy base, which is built and cached on first use and then loaded through the same
+``from_pretrained`` path as any Hugging Face checkpoint. With ``quantization`` the frozen base is
+loaded in 4 bits through bitsandbytes and only its LoRA adapter trains (QLoRA).
+:class:`SharedBase` holds one base for several roles, each training its own LoRA adapter on it
+(``infuser fit --share_base true``), so one device holds the base once instead of once per role.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from infuser.toy.base_model import TOY_MODEL_ID, ensure_toy_base
 
+if TYPE_CHECKING:
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel
+    from transformers import BitsAndBytesConfig
+
 DTypeName = Literal["float32", "bfloat16", "float16"]
+
+# ``from_pretrained`` arguments that have a key of their own: passing them through ``extra_kwargs``
+# would bypass it (or clash with what the loader sets).
+_RESERVED_KWARGS = {
+    "trust_remote_code": "set model.trust_remote_code",
+    "quantization_config": "set model.quantization",
+    "device_map": "each process loads onto its own device",
+}
 
 
 @dataclass
@@ -36,19 +54,45 @@ class LoraConfig:
 
 
 @dataclass
+class QuantizationConfig:
+    """A 4-bit frozen base through bitsandbytes (QLoRA); the LoRA adapter trains in full precision.
+
+    Attributes:
+        quant_type: ``nf4`` (QLoRA's normal-float code) or ``fp4``.
+        double_quant: quantize the per-block scales too (about 0.4 bit per weight less).
+        compute_dtype: the dtype 4-bit weights are dequantized to for each matmul.
+    """
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: DTypeName = "bfloat16"
+
+    def bitsandbytes(self) -> BitsAndBytesConfig:
+        """The equivalent ``transformers.BitsAndBytesConfig``."""
+        from transformers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=self.quant_type,
+                                  bnb_4bit_use_double_quant=self.double_quant,
+                                  bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype))
+
+
+@dataclass
 class ModelConfig:
     """Where a role's model comes from and how it is loaded.
 
     Attributes:
         name_or_path: a Hugging Face id, a local directory, or ``builtin:toy``.
         revision: a pinned revision for hub ids.
-        dtype: parameter dtype.
+        dtype: parameter dtype (of the layers that stay unquantized, with ``quantization``).
         attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2``...; ``None`` lets
             transformers choose.
         trust_remote_code: run code shipped with the checkpoint; off unless you trust it.
         lora: wrap the model with a LoRA adapter (only the adapter trains).
+        quantization: load the base in 4 bits (QLoRA); needs ``lora``, since a 4-bit base
+            cannot be trained itself.
         gradient_checkpointing: recompute activations in the backward pass (non-reentrant;
             switched off while sampling).
+        extra_kwargs: further ``from_pretrained`` arguments.
     """
 
     name_or_path: str = TOY_MODEL_ID
@@ -57,14 +101,18 @@ class ModelConfig:
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     lora: LoraConfig | None = None
+    quantization: QuantizationConfig | None = None
     gradient_checkpointing: bool = False
     extra_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Code shipped with a checkpoint runs only when asked for by name, never through a side door.
-        if "trust_remote_code" in self.extra_kwargs:
-            raise ValueError("model.extra_kwargs: set model.trust_remote_code instead of passing trust_remote_code "
-                             "here")
+        for key, instead in _RESERVED_KWARGS.items():
+            if key in self.extra_kwargs:
+                raise ValueError(f"model.extra_kwargs: {instead} instead of passing {key} here")
+        if self.quantization is not None and self.lora is None:
+            raise ValueError("model.quantization: a 4-bit base cannot be trained; set model.lora too (QLoRA trains "
+                             "the adapter only)")
 
 
 def resolve_path(name_or_path: str) -> str:
@@ -83,28 +131,160 @@ def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_causal_lm(config: ModelConfig) -> PreTrainedModel:
-    """The model described by ``config``, LoRA-wrapped when asked, in train mode."""
+def load_causal_lm(config: ModelConfig, device: torch.device | None = None) -> PreTrainedModel:
+    """The model described by ``config``, LoRA-wrapped when asked, in train mode.
+
+    ``device`` is where a 4-bit base is placed (see :func:`load_base_model`); pass the process's
+    own device (``fabric.device``).
+    """
+    model = load_base_model(config, device)
+    if config.lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, _peft_lora(config.lora))
+    model.train()
+    return model
+
+
+def load_base_model(config: ModelConfig, device: torch.device | None = None) -> PreTrainedModel:
+    """The base model of ``config`` without an adapter: checkpointing set up, and 4-bit with
+    ``quantization``.
+
+    bitsandbytes quantizes while the weights load, so a 4-bit base is loaded straight onto
+    ``device`` (default: the current CUDA device, else the CPU); under DDP each process must
+    pass its own. Other models load as transformers places them and Fabric moves them.
+    """
     kwargs = dict(config.extra_kwargs)
     if config.attn_implementation is not None:
         kwargs["attn_implementation"] = config.attn_implementation
+    if config.quantization is not None:
+        kwargs["quantization_config"] = config.quantization.bitsandbytes()
+        kwargs["device_map"] = device_map(device)
     model = AutoModelForCausalLM.from_pretrained(
         resolve_path(config.name_or_path), revision=config.revision, dtype=getattr(torch, config.dtype),
         trust_remote_code=config.trust_remote_code, **kwargs,
     )
-    if config.gradient_checkpointing:
+    if config.quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        _keep_4bit_layout(model)
+        # freezes the base, keeps its unquantized layers in float32 and sets up checkpointing
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif config.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.gradient_checkpointing:
+        # Only the default: the sampler passes use_cache=True and runs in eval mode, where
+        # transformers keeps the cache under checkpointing.
         model.config.use_cache = False
-    if config.lora is not None:
-        from peft import LoraConfig as PeftLoraConfig
-        from peft import get_peft_model
-
-        model = get_peft_model(model, PeftLoraConfig(
-            r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-            target_modules=config.lora.target_modules, task_type="CAUSAL_LM",
-        ))
-    model.train()
     return model
+
+
+def _keep_4bit_layout(model: nn.Module) -> None:
+    """Switch off bitsandbytes' CPU inference path, which repacks 4-bit weights in place.
+
+    On CPUs with AVX512-BF16, a 4-bit layer run in eval mode without grad (the sampler) repacks
+    its weight with the scales in bfloat16, and every ``state_dict()`` call unpacks it again and
+    re-quantizes the scales: the frozen base would drift with each checkpoint (and the repacking
+    fails on layers under 64 inputs wide). Training never takes that path; with it off, sampling
+    runs on exactly the weights training sees. GPUs are unaffected.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def device_map(device: torch.device | None) -> dict[str, int | str]:
+    """A ``from_pretrained`` device map putting the whole model on ``device``."""
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        return {"": device.index if device.index is not None else torch.cuda.current_device()}
+    return {"": str(device)}
+
+
+def base_differences(first: ModelConfig, second: ModelConfig) -> list[str]:
+    """The keys, other than ``lora``, in which two model configurations differ: two roles can
+    share one base only when there are none."""
+    return [f.name for f in dataclasses.fields(ModelConfig)
+            if f.name != "lora" and getattr(first, f.name) != getattr(second, f.name)]
+
+
+class SharedBase:
+    """One frozen base model that several roles train through LoRA adapters of their own.
+
+    Each role attaches its adapter under its own name (:meth:`attach`; the first call loads the
+    base) and activates it (:meth:`activate`) before it samples, scores, updates or exports.
+    peft ties ``requires_grad`` to the active adapter, so at any time exactly the active role's
+    adapter is trainable and the base never is.
+
+    Activation is deliberately not undone at the end of a block: a gradient is often taken after
+    the forward pass that built it has returned (influence estimators call ``backward`` on the
+    Solver's ``surrogate_loss``), and switching adapters in between would switch off
+    ``requires_grad`` of the very parameters the pending backward pass differentiates.
+    """
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.device = device
+        self._model: PeftModel | None = None
+        self._config: ModelConfig | None = None
+
+    @property
+    def model(self) -> PeftModel:
+        """The base with every attached adapter."""
+        if self._model is None:
+            raise RuntimeError("SharedBase.model: no adapter attached yet")
+        return self._model
+
+    def attach(self, name: str, config: ModelConfig) -> PeftModel:
+        """Add adapter ``name`` from ``config.lora``; the first call loads the base from ``config``."""
+        if config.lora is None:
+            raise ValueError(f"share_base: the {name} role needs model.lora (on a shared base, roles train adapters "
+                             "only)")
+        if self._model is None:
+            from peft import get_peft_model
+
+            self._model = get_peft_model(load_base_model(config, self.device), _peft_lora(config.lora),
+                                         adapter_name=name)
+            self._config = config
+        else:
+            differences = base_differences(self._config, config)
+            if differences:
+                raise ValueError(f"share_base: the {name} role's model.{differences[0]} differs from the shared base's")
+            if name in self._model.peft_config:
+                raise ValueError(f"share_base: an adapter named {name!r} is already attached")
+            self._model.add_adapter(name, _peft_lora(config.lora))
+        self._model.train()
+        return self._model
+
+    def activate(self, name: str) -> None:
+        """Make adapter ``name`` the one that runs and trains (until another is activated)."""
+        if self.model.active_adapter != name:
+            self.model.set_adapter(name)
+
+    def adapter_parameters(self, name: str) -> list[nn.Parameter]:
+        """Adapter ``name``'s weights, in module order (the same order on every call)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        found: list[nn.Parameter] = []
+        for module in self.model.modules():
+            if not isinstance(module, BaseTunerLayer):
+                continue
+            for layer_name in module.adapter_layer_names:
+                layers = getattr(module, layer_name)
+                if name in layers:
+                    item = layers[name]
+                    found.extend(item.parameters() if isinstance(item, nn.Module) else [item])
+        if not found:
+            raise ValueError(f"share_base: no adapter named {name!r} is attached")
+        return found
+
+
+def _peft_lora(config: LoraConfig) -> PeftLoraConfig:
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                          target_modules=config.target_modules, task_type="CAUSAL_LM")

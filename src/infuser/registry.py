@@ -61,6 +61,7 @@ KINDS: dict[str, Kind] = {
     for kind in (
         Kind("influence", "infuser.influence", "infuser.influence.base.InfluenceEstimator"),
         Kind("advantage", "infuser.advantage", "infuser.rl.advantages.AdvantageEstimator"),
+        Kind("generator_reward", "infuser.generator_reward", "infuser.rl.generator_rewards.GeneratorReward"),
         Kind("documents", "infuser.documents", "infuser.data.documents.DocumentSource"),
         Kind("questions", "infuser.questions", "infuser.data.question_sets.QuestionSource"),
         Kind("benchmark", "infuser.benchmark", None),

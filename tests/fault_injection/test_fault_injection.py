@@ -324,8 +324,9 @@ SOLVER_OUTPUTS = ["\\boxed{A}", "\\boxed{B}", "\\boxed{C}", "\\boxed{D}", "\\box
 def _scripted(outputs: list[str], truncated_row: int | None = None):
     """A rollout whose completion texts are ``outputs`` (cycled), whatever the model sampled."""
 
-    def rollout(self: PolicyRole, prompts: list[str], num_samples: int, generator=None, sampling=None):
-        batch = PolicyRole.rollout(self, prompts, num_samples, generator, sampling)
+    def rollout(self: PolicyRole, prompts: list[str], num_samples: int, generator=None, sampling=None,
+                prompt_offset=0):
+        batch = PolicyRole.rollout(self, prompts, num_samples, generator, sampling, prompt_offset)
         batch.texts = [outputs[row % len(outputs)] for row in range(len(batch))]
         batch.truncated = torch.tensor([row == truncated_row for row in range(len(batch))])
         return batch

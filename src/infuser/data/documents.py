@@ -55,6 +55,15 @@ class DocumentSource(ABC):
         """A label for the kind of a drafted question, for curriculum reports ("" if unknown)."""
         return ""
 
+    def golden_is_correct(self, question: MCQuestion) -> bool | None:
+        """Whether a drafted question's golden answer is right, when the source can tell (``None``).
+
+        Real corpora cannot; a synthetic world can, and then the loop reports the Generator's
+        golden-answer accuracy (``generator/golden_accuracy``): a Generator whose mix improves
+        while its answers go wrong teaches the Solver wrong things.
+        """
+        return None
+
     @abstractmethod
     def take(self, count: int) -> list[Document]:
         """The next ``count`` documents."""
@@ -89,6 +98,12 @@ class ToyDocuments(DocumentSource):
 
     def kind_of(self, question: MCQuestion) -> str:
         return self.world.kind_of(question.question)
+
+    def golden_is_correct(self, question: MCQuestion) -> bool | None:
+        value = self.world.true_answer(question.question)
+        if value is None:
+            return None
+        return question.options[question.answer_index].strip() == str(value)
 
     def take(self, count: int) -> list[Document]:
         documents = []

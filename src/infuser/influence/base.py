@@ -21,6 +21,15 @@ The contract every estimator keeps (the loop and the benchmark rely on it):
 
 Candidates with no learning signal (all answers right or all wrong) are never passed in: the
 loop gives them 0 itself.
+
+Several processes (data parallel, what the loop runs): ``prepare`` receives this process's share
+of the target rollouts, normalised by the whole set's totals (:attr:`ScoredRollouts.totals`), and
+:func:`~infuser.influence.gradients.target_gradient` sums the shares' gradients over the
+processes, so every process holds the single-process ``g_T``; ``score`` receives this process's
+own candidates and involves no other process (the loop gathers the scores). Every sum over
+parameters (dot products, norms) goes through :func:`~infuser.influence.gradients.complete`: the
+identity while every process holds all parameters, the completing all-reduce in the other layout
+(a strategy that shards the parameters, every process scoring the same rollouts).
 """
 
 from __future__ import annotations
@@ -28,12 +37,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from infuser.rl.loss import BatchTotals
 from infuser.rollout.engine import RolloutBatch
+
+if TYPE_CHECKING:
+    from infuser.distributed import Processes
 
 
 @dataclass
@@ -41,10 +54,15 @@ class ScoredRollouts:
     """Rollouts with one advantage per row: the input of a policy-gradient loss.
 
     As a candidate: the Solver's answers to one question (a contiguous group of rows).
+
+    ``totals``: what the loss of these rows is normalised by. ``None``: these rows alone. Set
+    when they are this process's share of a batch split across processes (the target set): the
+    totals of the whole batch, so the shares' gradients sum to the whole batch's gradient.
     """
 
     batch: RolloutBatch
     advantages: Tensor
+    totals: BatchTotals | None = None
 
 
 class PolicyGradientModel(Protocol):
@@ -63,7 +81,13 @@ class PolicyGradientModel(Protocol):
         ...
 
     def surrogate_loss(self, rollouts: ScoredRollouts) -> Tensor:
-        """The policy-gradient loss the Solver trains on, evaluated on-policy (ratio 1)."""
+        """The policy-gradient loss the Solver trains on, evaluated on-policy (ratio 1), normalised
+        by ``rollouts.totals`` when set."""
+        ...
+
+    @property
+    def processes(self) -> Processes:
+        """The processes of the run: collectives for target gradients and sharded parameters."""
         ...
 
 

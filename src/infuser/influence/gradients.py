@@ -12,15 +12,24 @@ The per-candidate vector work stays in float32 (the precision autograd produced 
 and writes into buffers allocated once: on CPU, float64 copies and fresh model-sized
 allocations made it cost 15x more than the arithmetic itself (15 ms against 1 ms per candidate
 for the toy Solver's 0.8M parameters).
+
+Across processes (see :mod:`infuser.influence.base` and :class:`infuser.distributed.Processes`):
+:func:`target_gradient` sums the processes' shares of ``g_T`` when the target rows are split
+among them, and every sum over parameters an estimator computes (a dot product, a squared norm)
+goes through :func:`complete`, which adds the other processes' parts when a strategy shards the
+parameters; the estimators are written once for both layouts.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+
+from infuser.influence.base import PolicyGradientModel, ScoredRollouts
 
 
 class FlatGradient:
@@ -140,3 +149,30 @@ class AdamStep:
     def fixed_denominator(self) -> Tensor:
         """``sqrt(v / (1 - beta2**t)) + eps``: the preconditioner without any candidate term."""
         return self._v_term.div(self.beta2).sqrt_().add_(self.eps)
+
+
+def target_gradient(flat: FlatGradient, solver: PolicyGradientModel, target: ScoredRollouts) -> Tensor:
+    """``g_T``: the gradient of the Solver's surrogate loss over the whole target set, as a new flat
+    float32 tensor (of this process's parameter shard when a strategy shards the parameters).
+
+    Data parallel: each process differentiates its share of the target rollouts, normalised by the
+    whole set's totals (``target.totals``), and the shares are summed over the processes: every
+    process then holds the single-process gradient. A process whose share is empty adds zeros.
+    """
+    if len(target.batch):
+        local = flat.of(lambda: solver.surrogate_loss(target)).clone()
+    else:
+        local = torch.zeros(flat.numel, device=flat.buffer.device)
+    return solver.processes.sum_row_shares(local)
+
+
+def complete(solver: PolicyGradientModel, *partials: Tensor) -> list[float]:
+    """Sums over parameters (dot products, squared norms) of this process's flat vectors, completed
+    by the other processes' parts when each holds a shard of the parameters; one collective for
+    all of them, none when every process holds every parameter."""
+    return solver.processes.sum_parameter_shards(torch.stack(partials).double()).tolist()
+
+
+def similarity(dot: float, square: float, target_norm: float, cosine: bool) -> float:
+    """The inner product, or the cosine given the candidate side's squared norm and the target's norm."""
+    return dot / max(math.sqrt(square) * target_norm, 1e-30) if cosine else dot

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
-from infuser.influence.gradients import AdamStep, FlatGradient
+from infuser.influence.gradients import AdamStep, FlatGradient, complete, similarity, target_gradient
 from infuser.influence.projection import CountSketch
 
 
@@ -46,13 +46,18 @@ class LoraGradInfluence(InfluenceEstimator):
         self._target_norm = 1.0
 
     def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:
+        if self.projection_dim is not None and solver.processes.shards_parameters:
+            # a sketch of a shard would have to place the shard's coordinates in the whole vector
+            raise NotImplementedError("lora_grad: projection_dim needs every process to hold all LoRA parameters; "
+                                      "set projection_dim: null under a strategy that shards parameters")
         self._flat = FlatGradient(lora_parameters(solver))
-        gradient = self._flat.of(lambda: solver.surrogate_loss(target))
+        gradient = target_gradient(self._flat, solver, target)
         self._adam = AdamStep(solver.optimizer_state(), self._flat, "lora_grad", momentum=True) if self.adam else None
         self._sketch = CountSketch(self._flat.numel, self.projection_dim, self.seed, gradient.device) \
             if self.projection_dim is not None else None
-        self._target = self._sketch(gradient) if self._sketch is not None else gradient.clone()
-        self._target_norm = float(self._target.norm())
+        self._target = self._sketch(gradient) if self._sketch is not None else gradient
+        (square,) = complete(solver, self._target.dot(self._target))
+        self._target_norm = square**0.5
 
     def score(self, solver: PolicyGradientModel, candidates: Sequence[ScoredRollouts]) -> Tensor:
         if self._flat is None or self._target is None:
@@ -63,14 +68,20 @@ class LoraGradInfluence(InfluenceEstimator):
                 gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
                 feature = self._adam.direction(gradient) if self._adam is not None else gradient
                 feature = self._sketch(feature) if self._sketch is not None else feature
-                dot = float(feature.dot(self._target))
-                scores[index] = dot / max(float(feature.norm()) * self._target_norm, 1e-30) if self.cosine else dot
+                dot, square = complete(solver, feature.dot(self._target), feature.dot(feature))
+                scores[index] = similarity(dot, square, self._target_norm, self.cosine)
         return scores
 
 
 def lora_parameters(solver: PolicyGradientModel) -> list[nn.Parameter]:
-    """The trainable LoRA adapter weights of the Solver's model (peft names them ``lora_*``)."""
-    found = [p for name, p in solver.named_parameters() if p.requires_grad and ".lora_" in name]
+    """The LoRA adapter weights among the Solver's trainable parameters (peft names them ``lora_*``).
+
+    Chosen by ``trainable_parameters()``, not ``requires_grad``: on a base shared with the
+    Generator, the Generator's adapter is a LoRA weight of the same model and requires grad
+    whenever the Generator's adapter is the active one.
+    """
+    trainable = {id(p) for p in solver.trainable_parameters()}
+    found = [p for name, p in solver.named_parameters() if id(p) in trainable and ".lora_" in name]
     if not found:
         raise ValueError("lora_grad: the Solver's model has no LoRA adapter (no trainable lora_A/lora_B "
                          "parameters); set solver.model.lora (e.g. `lora: {r: 8}`) or choose another influence "

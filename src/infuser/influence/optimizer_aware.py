@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
-from infuser.influence.gradients import AdamStep, FlatGradient
+from infuser.influence.gradients import AdamStep, FlatGradient, complete, similarity, target_gradient
 
 Mode = Literal["dot", "cosine", "preconditioned_dot", "preconditioned_cosine"]
 MODES: tuple[str, ...] = ("dot", "cosine", "preconditioned_dot", "preconditioned_cosine")
@@ -59,12 +59,13 @@ class OptimizerAwareInfluence(InfluenceEstimator):
 
     def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:
         self._flat = FlatGradient(solver.trainable_parameters())
-        target_gradient = self._flat.of(lambda: solver.surrogate_loss(target)).clone()
-        self._target, self._target_norm = target_gradient, float(target_gradient.norm())
+        gradient = target_gradient(self._flat, solver, target)
+        (square,) = complete(solver, gradient.dot(gradient))
+        self._target, self._target_norm = gradient, square**0.5
         self._adam = AdamStep(solver.optimizer_state(), self._flat, "optimizer_aware") if self.preconditioned else None
         if self._adam is not None and self.fixed_v:
             denominator = self._adam.fixed_denominator()
-            self._target = target_gradient / denominator
+            self._target = gradient / denominator
             self._inverse_square = denominator.square_().reciprocal_()
 
     def score(self, solver: PolicyGradientModel, candidates: Sequence[ScoredRollouts]) -> Tensor:
@@ -75,11 +76,10 @@ class OptimizerAwareInfluence(InfluenceEstimator):
             for index, candidate in enumerate(candidates):
                 gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
                 if self._adam is not None and self.fixed_v:
-                    dot = float(gradient.dot(self._target))
-                    norm = float(gradient.square().dot(self._inverse_square).sqrt()) if self.cosine else None
+                    dot, square = complete(solver, gradient.dot(self._target),
+                                           gradient.square().dot(self._inverse_square))
                 else:
                     step = self._adam.preconditioned(gradient) if self._adam is not None else gradient
-                    dot = float(step.dot(self._target))
-                    norm = float(step.norm()) if self.cosine else None
-                scores[index] = dot / max(norm * self._target_norm, 1e-30) if norm is not None else dot
+                    dot, square = complete(solver, step.dot(self._target), step.dot(step))
+                scores[index] = similarity(dot, square, self._target_norm, self.cosine)
         return scores

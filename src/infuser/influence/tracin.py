@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
-from infuser.influence.gradients import FlatGradient
+from infuser.influence.gradients import FlatGradient, complete, similarity, target_gradient
 
 
 @dataclass
@@ -86,8 +86,9 @@ class TracInInfluence(InfluenceEstimator):
     def _point(self, solver: PolicyGradientModel, target: ScoredRollouts, values: list[Tensor] | None,
                lr: float) -> _Point:
         with _swapped(self._flat.parameters, values):
-            gradient = self._flat.of(lambda: solver.surrogate_loss(target)).clone()
-        return _Point(values=values, lr=lr, target=gradient, target_norm=float(gradient.norm()))
+            gradient = target_gradient(self._flat, solver, target)
+        (square,) = complete(solver, gradient.dot(gradient))
+        return _Point(values=values, lr=lr, target=gradient, target_norm=square**0.5)
 
     def score(self, solver: PolicyGradientModel, candidates: Sequence[ScoredRollouts]) -> Tensor:
         if self._flat is None:
@@ -97,10 +98,8 @@ class TracInInfluence(InfluenceEstimator):
             with _swapped(self._flat.parameters, point.values), self._flat.attached():
                 for index, candidate in enumerate(candidates):
                     gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
-                    term = float(gradient.dot(point.target))
-                    if self.cosine:
-                        term /= max(float(gradient.norm()) * point.target_norm, 1e-30)
-                    scores[index] += point.lr * term
+                    dot, square = complete(solver, gradient.dot(point.target), gradient.dot(gradient))
+                    scores[index] += point.lr * similarity(dot, square, point.target_norm, self.cosine)
         return scores
 
 

@@ -78,14 +78,20 @@ class BatchTotals:
         tokens: loss tokens of the mini-batch on this process.
         max_completion_length: the ``dr_grpo`` constant.
         tokens_per_process: loss tokens of the mini-batch summed over processes, divided by the
-            number of processes: ``dapo``'s normaliser, so that averaging gradients across
-            processes yields the global token-mean. ``None`` on one process (= ``tokens``).
+            number of processes: ``dapo``'s (and the entropy bonus's) normaliser, so that averaging
+            gradients across processes yields the global token-mean. ``None`` on one process
+            (= ``tokens``).
+        sequences_per_process: rows of the mini-batch summed over processes, divided by the
+            number of processes: the ``grpo`` and ``dr_grpo`` normaliser, for the same reason
+            (processes may hold different numbers of rows). ``None`` on one process
+            (= ``sequences``).
     """
 
     sequences: int
     tokens: int
     max_completion_length: int
     tokens_per_process: float | None = None
+    sequences_per_process: float | None = None
 
 
 @dataclass
@@ -145,11 +151,12 @@ def aggregate(per_token_loss: Tensor, mask: Tensor, loss_type: LossType, totals:
     """This micro-batch's share of the mini-batch loss (the shares sum to the mini-batch loss)."""
     mask = mask.to(per_token_loss.dtype)
     masked = per_token_loss * mask
+    sequences = totals.sequences if totals.sequences_per_process is None else totals.sequences_per_process
     if loss_type == "grpo":
         per_sequence = masked.sum(-1) / mask.sum(-1).clamp_min(1)
-        return per_sequence.sum() / max(totals.sequences, 1)
+        return per_sequence.sum() / max(sequences, 1)
     if loss_type == "dr_grpo":
-        return masked.sum() / max(totals.sequences * totals.max_completion_length, 1)
+        return masked.sum() / max(sequences * totals.max_completion_length, 1)
     if loss_type == "dapo" and totals.tokens_per_process is not None:
         return masked.sum() / max(totals.tokens_per_process, 1.0)
     return masked.sum() / max(totals.tokens, 1)
@@ -174,5 +181,6 @@ def policy_loss(
     per_token = per_token_policy_loss(logps, old_logps, advantages, config, sampling_logps, ref_logps)
     loss = aggregate(per_token.loss, mask, config.loss_type, totals)
     if config.entropy_coef != 0.0 and entropy is not None:
-        loss = loss - config.entropy_coef * (entropy * mask.to(entropy.dtype)).sum() / max(totals.tokens, 1)
+        tokens = totals.tokens if totals.tokens_per_process is None else totals.tokens_per_process
+        loss = loss - config.entropy_coef * (entropy * mask.to(entropy.dtype)).sum() / max(tokens, 1)
     return PolicyLossOutput(loss=loss, per_token=per_token)

@@ -10,6 +10,8 @@ import torch
 from infuser.data.documents import Document
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
+from infuser.distributed import SplitRollouts
+from infuser.models import SharedBase
 from infuser.roles.policy import PolicyRole, RoleConfig
 from infuser.rollout.engine import RolloutBatch
 
@@ -18,12 +20,19 @@ from infuser.rollout.engine import RolloutBatch
 class Drafts:
     """The Generator's rollouts for a batch of documents (``k`` rows per document, contiguous).
 
-    ``parsed[i]`` is row ``i``'s question (options shuffled) or the reason it is invalid.
+    ``parsed[i]`` is row ``i``'s question (options shuffled) or the reason it is invalid. Split
+    across processes by document (a document's drafts are never split): ``rollouts.batch`` holds
+    this process's rows; texts and ``parsed`` cover every row of every process.
     """
 
     documents: list[Document]
-    batch: RolloutBatch
+    rollouts: SplitRollouts
     parsed: list[MCQuestion | InvalidQuestion]
+
+    @property
+    def batch(self) -> RolloutBatch:
+        """This process's rows (every row, on one process)."""
+        return self.rollouts.batch
 
     @property
     def valid_rows(self) -> list[int]:
@@ -33,24 +42,30 @@ class Drafts:
 class Generator(PolicyRole):
     """Drafts ``k`` questions per document; trained on influence rewards with DuGRPO advantages."""
 
-    def __init__(self, config: RoleConfig, prompts: PromptTemplates, min_options: int = 4) -> None:
-        super().__init__(config)
+    adapter_name = "generator"
+
+    def __init__(self, config: RoleConfig, prompts: PromptTemplates, min_options: int = 4, *,
+                 device: torch.device | None = None, shared: SharedBase | None = None) -> None:
+        super().__init__(config, device, shared)
         self.prompts = prompts
         self.min_options = min_options
 
     def draft(self, documents: list[Document], questions_per_document: int, rng: random.Random,
               generator: torch.Generator | None = None) -> Drafts:
+        """Draft ``questions_per_document`` questions per document. Every process parses every row
+        (gathered texts) with the same ``rng``, so options are shuffled alike on every process and
+        as one process would shuffle them."""
         prompts = [self.prompts.for_generator(doc.text) for doc in documents]
-        batch = self.rollout(prompts, questions_per_document, generator)
+        rollouts = self.sample(prompts, questions_per_document, generator)
         parsed: list[MCQuestion | InvalidQuestion] = []
-        for row, text in enumerate(batch.texts):
-            if bool(batch.truncated[row]):
+        for row, text in enumerate(rollouts.texts):
+            if bool(rollouts.truncated[row]):
                 parsed.append(InvalidQuestion("truncated", text))
                 continue
             item = parse_question(text, self.min_options)
             if isinstance(item, MCQuestion):
-                document = documents[int(batch.prompt_index[row])]
+                document = documents[row // questions_per_document]
                 item = MCQuestion(question=item.question, options=item.options, answer_index=item.answer_index,
                                   id=f"{document.id}#q{row % questions_per_document}").shuffled(rng)
             parsed.append(item)
-        return Drafts(documents=documents, batch=batch, parsed=parsed)
+        return Drafts(documents=documents, rollouts=rollouts, parsed=parsed)

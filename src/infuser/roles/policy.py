@@ -4,27 +4,34 @@
 performs one RL update from rollouts and rewards that the loop hands it. The forward pass of a
 micro-batch is :meth:`training_step`, which the loop marks as a forward method of the Fabric
 wrapper so that distributed strategies see (and synchronise) every forward/backward pair.
+
+A role either owns its model or trains its LoRA adapter on a :class:`~infuser.models.SharedBase`
+it shares with the other role; the code path is the same, with the role's adapter activated
+(:meth:`PolicyRole.activate`) before each use of the model.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
+from infuser.distributed import Processes, SplitRollouts
 from infuser.influence.base import ScoredRollouts
-from infuser.models import ModelConfig, load_causal_lm, load_tokenizer
+from infuser.models import ModelConfig, SharedBase, load_causal_lm, load_tokenizer
 from infuser.rl.advantages import AdvantageEstimator, MeanCentredAdvantage
 from infuser.rl.loss import BatchTotals, PolicyLossConfig, PolicyLossOutput, policy_loss
-from infuser.rollout.engine import RolloutBatch, SamplingConfig, completion_logps, generate
+from infuser.rollout.engine import RolloutBatch, SamplingConfig, call_seed, completion_logps, generate
 
 
 @dataclass
@@ -154,14 +161,27 @@ class _FixedLogps:
 
 
 class PolicyRole(L.LightningModule):
-    """A causal LM policy with its own AdamW, updated by clipped policy gradient."""
+    """A causal LM policy with its own AdamW, updated by clipped policy gradient.
 
-    def __init__(self, config: RoleConfig) -> None:
+    Args:
+        config: the role's model, optimizer, sampling and update settings.
+        device: where a 4-bit base is loaded (the process's own device, ``fabric.device``).
+        shared: train a LoRA adapter named :attr:`adapter_name` on this shared base instead of
+            loading a model of its own.
+    """
+
+    adapter_name: ClassVar[str] = "policy"  # the role's adapter on a shared base
+    _wrapper: nn.Module | None = None  # the strategy wrapper, once bound
+
+    def __init__(self, config: RoleConfig, device: torch.device | None = None,
+                 shared: SharedBase | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.config = config
         self.tokenizer = load_tokenizer(config.model)
-        self.model = load_causal_lm(config.model)
+        self._shared = shared
+        self.model = (shared.attach(self.adapter_name, config.model) if shared is not None
+                      else load_causal_lm(config.model, device))
         self._micro_batch_forward = self.training_step
         # The KL reference is the base model. With LoRA it is the same weights with the adapter
         # disabled; otherwise a frozen copy, made only when the KL term is on. It is kept out of
@@ -171,18 +191,47 @@ class PolicyRole(L.LightningModule):
         if config.update.loss.beta != 0.0 and not _is_peft(self.model):
             reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         object.__setattr__(self, "_reference", reference)
+        if _is_peft(self.model):
+            self._checkpoint_adapter_only()
 
     # -- wiring ---------------------------------------------------------------------------------
     def bind(self, wrapped: nn.Module) -> None:
-        """Route micro-batch forwards through the strategy wrapper returned by ``fabric.setup``."""
+        """Route the forwards of an update (:meth:`training_step`, :meth:`logps_step`) through the
+        strategy wrapper returned by ``fabric.setup``, and synchronise gradients through it."""
+        wrapped.mark_forward_method("logps_step")
         self._micro_batch_forward = wrapped.training_step
+        object.__setattr__(self, "_wrapper", wrapped)  # not a submodule: the wrapper contains this module
+
+    def activate(self) -> None:
+        """Make this role's adapter the one the shared base runs and trains; no-op on an own model.
+
+        Every method below that runs the model calls it first; it is not undone afterwards (see
+        :class:`~infuser.models.SharedBase`).
+        """
+        if self._shared is not None:
+            self._shared.activate(self.adapter_name)
 
     def export(self, directory: Path) -> None:
-        """Save the model (or its LoRA adapter) and tokenizer with ``save_pretrained``, for ``infuser eval``."""
-        self.model.save_pretrained(directory)
+        """Save the model (or its LoRA adapter) and tokenizer with ``save_pretrained``, for ``infuser eval``.
+
+        On a shared base only this role's adapter is written, in the layout of an unshared one
+        (peft puts a named adapter in a sub-folder of that name; its files are moved up).
+        """
+        self.activate()
+        if self._shared is None:
+            self.model.save_pretrained(directory)
+        else:
+            self.model.save_pretrained(directory, selected_adapters=[self.adapter_name])
+            nested = Path(directory) / self.adapter_name
+            for item in nested.iterdir():
+                item.replace(Path(directory) / item.name)
+            nested.rmdir()
         self.tokenizer.save_pretrained(directory)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
+        """What this role's optimizer updates: its adapter on a shared base, else what requires grad."""
+        if self._shared is not None:
+            return self._shared.adapter_parameters(self.adapter_name)
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -195,10 +244,65 @@ class PolicyRole(L.LightningModule):
         optimizer = self.optimizers()
         return getattr(optimizer, "optimizer", optimizer)
 
+    @property
+    def processes(self) -> Processes:
+        """The processes of the run (one without Fabric): how batches are split and put together."""
+        return Processes.of(self._fabric)
+
+    def _checkpoint_adapter_only(self) -> None:
+        """Make the state dict of a LoRA role its trainable weights only.
+
+        The frozen base is rebuilt from configuration when a run resumes, so saving it is waste:
+        two roles on a shared base would each save (and load) the whole base, and a 4-bit base's
+        state dict (bitsandbytes' quantization state) does not even load back strictly. Loading
+        therefore does not miss the frozen entries either; a missing adapter weight still fails.
+        """
+        trainable = {id(p) for p in self.trainable_parameters()}
+        owned = frozenset(name for name, p in self.named_parameters() if id(p) in trainable)
+
+        def drop_frozen(module: nn.Module, state: dict, prefix: str, local_metadata: dict) -> None:
+            for key in [k for k in state if k.startswith(prefix) and k[len(prefix):] not in owned]:
+                del state[key]
+
+        def forgive_frozen(module: nn.Module, incompatible) -> None:
+            # taken now, not at construction: a shared base gains the other role's adapter later
+            entries = itertools.chain(module.named_parameters(remove_duplicate=False),
+                                      module.named_buffers(remove_duplicate=False))
+            frozen = {name for name, _ in entries} - owned
+            incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if not _names_one_of(k, frozen)]
+
+        self.register_state_dict_post_hook(drop_frozen)
+        self.register_load_state_dict_post_hook(forgive_frozen)
+
     # -- sampling -------------------------------------------------------------------------------
     def rollout(self, prompts: list[str], num_samples: int, generator: torch.Generator | None = None,
-                sampling: SamplingConfig | None = None) -> RolloutBatch:
-        return generate(self.model, self.tokenizer, prompts, sampling or self.config.sampling, num_samples, generator)
+                sampling: SamplingConfig | None = None, prompt_offset: int = 0) -> RolloutBatch:
+        self.activate()
+        return generate(self.model, self.tokenizer, prompts, sampling or self.config.sampling, num_samples, generator,
+                        prompt_offset)
+
+    def sample(self, prompts: list[str], num_samples: int, generator: torch.Generator | None = None,
+               sampling: SamplingConfig | None = None) -> SplitRollouts:
+        """``num_samples`` completions of every prompt, the prompts split across processes.
+
+        This process samples its contiguous shard of ``prompts`` at their global positions, so the
+        processes together draw exactly what one process sampling every prompt draws (see
+        :func:`~infuser.rollout.engine.generate`); every process receives every row's text, length
+        and truncation flag. A process with an empty shard still takes the call's draw from
+        ``generator``, to stay in step with the others.
+        """
+        processes = self.processes
+        shard = processes.shard(len(prompts))
+        if shard:
+            batch = self.rollout(prompts[shard.start : shard.stop], num_samples, generator, sampling, shard.start)
+        else:
+            call_seed(generator)
+            batch = self._placeholder(0)
+        lengths = batch.completion_mask.sum(-1).tolist()
+        rows = processes.gather(list(zip(batch.texts, lengths, batch.truncated.tolist())))
+        return SplitRollouts(batch=batch, prompts=shard, num_samples=num_samples, texts=[text for text, _, _ in rows],
+                             lengths=torch.tensor([length for _, length, _ in rows]),
+                             truncated=torch.tensor([flag for _, _, flag in rows], dtype=torch.bool))
 
     # -- the loss -------------------------------------------------------------------------------
     def loss_mask(self, batch: RolloutBatch) -> Tensor:
@@ -214,6 +318,7 @@ class PolicyRole(L.LightningModule):
 
         ``old_logps`` default to the current log-probs, detached (ratio 1: a single step).
         """
+        self.activate()
         loss_config = self.config.update.loss
         entropy_grad = loss_config.entropy_coef != 0.0
         logps, entropy = self._completion_logps(self.model, rollouts.batch, with_entropy=True,
@@ -225,19 +330,41 @@ class PolicyRole(L.LightningModule):
                           entropy=entropy if entropy_grad else None)
         return MicroBatchOutput(loss=out, mask=mask, entropy=entropy.detach())
 
-    def surrogate_loss(self, rollouts: ScoredRollouts) -> Tensor:
-        """On-policy (ratio 1) policy term over ``rollouts`` alone: the quantity influence differentiates.
+    def logps_step(self, batch: RolloutBatch, reference: bool = False) -> Tensor:
+        """Completion log-probs of ``batch`` under the policy, or with ``reference`` the KL reference:
+        the forward of the passes before an update's first step (called without gradient). A
+        forward method of the strategy wrapper, like :meth:`training_step`: a strategy that
+        gathers sharded parameters in its forward sees it, and every process calls it as often as
+        the others (see :meth:`update`)."""
+        self.activate()
+        with self._reference_policy() if reference else nullcontext(self.model) as model:
+            return self._completion_logps(model, batch)[0]
 
-        Only the policy-gradient term: no KL, entropy bonus or importance weight, which are
-        regularisers of the update rather than the signal of the rollouts.
+    def surrogate_loss(self, rollouts: ScoredRollouts) -> Tensor:
+        """On-policy (ratio 1) policy term over ``rollouts``: the quantity influence differentiates.
+
+        Normalised by ``rollouts.totals`` when set (a share of a batch split across processes, see
+        :meth:`shared_totals`), else by the rows' own totals. Only the policy-gradient term: no KL,
+        entropy bonus or importance weight, which are regularisers of the update rather than the
+        signal of the rollouts.
         """
+        self.activate()
         batch = rollouts.batch
         mask = self.loss_mask(batch)
-        totals = BatchTotals(sequences=len(batch), tokens=int(mask.sum()),
-                             max_completion_length=self._dr_grpo_length(batch))
+        totals = rollouts.totals or BatchTotals(sequences=len(batch), tokens=int(mask.sum()),
+                                                max_completion_length=self._dr_grpo_length(batch))
         logps, _ = self._completion_logps(self.model, batch)
         config = dataclasses.replace(self.config.update.loss, beta=0.0, entropy_coef=0.0)
         return policy_loss(logps, logps.detach(), rollouts.advantages, mask, config, totals).loss
+
+    def shared_totals(self, batch: RolloutBatch) -> BatchTotals:
+        """The totals of the batch whose share on this process is ``batch`` (every process calls this
+        with its own share): shares' losses normalised by them have gradients that sum, over the
+        processes, to the whole batch's gradient. On one process: ``batch``'s own totals."""
+        sizes = self.processes.stack(torch.tensor([len(batch), int(self.loss_mask(batch).sum()),
+                                                   self._dr_grpo_length(batch)]))
+        return BatchTotals(sequences=int(sizes[:, 0].sum()), tokens=int(sizes[:, 1].sum()),
+                           max_completion_length=int(sizes[:, 2].max()))
 
     # -- the update -----------------------------------------------------------------------------
     def advantages(self, rewards: Tensor, groups: Tensor) -> Tensor:
@@ -249,28 +376,41 @@ class PolicyRole(L.LightningModule):
         Mini-batches split all rows, so the normalisers are TRL's; but only rows that can carry a
         gradient are forwarded: with no KL or entropy term, a zero advantage contributes exactly
         zero, so those rows cost nothing. Non-finite advantages count as zero (missing).
+
+        Several processes: ``batch`` is this process's share of the batch (the shares in rank
+        order are the whole batch) and every process calls ``update``. Mini-batches, normalisers
+        and metrics are the whole batch's; every process runs as many forward/backward pairs per
+        optimizer step as the busiest one (padding with placeholder micro-batches that add
+        nothing), and gradients are averaged once per step, in the last backward. The step is
+        the one a single process takes on the whole batch.
         """
+        self.activate()
         settings = self.config.update
+        processes = self.processes
         mask = self.loss_mask(batch)
         # row bookkeeping stays on the CPU; the tensors it indexes may live on the accelerator
         advantages = advantages.detach().float().cpu()
         advantages = torch.where(torch.isfinite(advantages), advantages, torch.zeros_like(advantages))
         regularised = settings.loss.beta != 0.0 or settings.loss.entropy_coef != 0.0
         active = (mask.sum(-1) > 0).cpu() & ((advantages != 0) | regularised)
-        if not bool(active.any()):
+        shares = processes.stack(torch.tensor([len(batch), int(active.sum()), int(mask.sum())]))
+        if int(shares[:, 1].sum()) == 0:
             return UpdateStats(skipped="no rows with a non-zero advantage")
-        rows = len(batch)
+        rows, offset = int(shares[:, 0].sum()), int(shares[: processes.rank, 0].sum())
         mini = min(settings.mini_batch_size or rows, rows)
         steps = settings.ppo_epochs * math.ceil(rows / mini)
         fixed = self._fixed_logps(batch, active.nonzero().squeeze(-1), old=steps > 1)
         optimizer = self.optimizers()
-        stats = UpdateStats(rows=int(active.sum()), samples=self._samples(batch, advantages))
+        stats = UpdateStats(rows=int(shares[:, 1].sum()), samples=self._samples(batch, advantages, offset, rows))
         sums = _Sums()
         for _ in range(settings.ppo_epochs):
             order = torch.randperm(rows) if steps > 1 else torch.arange(rows)
             for start in range(0, rows, mini):
                 mini_rows = order[start : start + mini]
-                self._mini_batch_step(batch, advantages, mask, mini_rows, active, fixed, optimizer, stats, sums)
+                here = mini_rows[(mini_rows >= offset) & (mini_rows < offset + len(batch))] - offset
+                self._mini_batch_step(batch, advantages, mask, here, len(mini_rows), active, fixed, optimizer, stats,
+                                      sums)
+        sums = sums.over(processes)
         stats.loss = sums.loss / max(stats.optimizer_steps, 1)
         stats.grad_norm = sums.grad_norm / stats.optimizer_steps if stats.optimizer_steps else float("nan")
         stats.clip_ratio_low = sums.low / max(sums.tokens, 1)
@@ -278,7 +418,7 @@ class PolicyRole(L.LightningModule):
         stats.clip_ratio_region = stats.clip_ratio_low + stats.clip_ratio_high
         stats.entropy = sums.entropy / max(sums.forwarded_tokens, 1)
         stats.kl = sums.kl / max(sums.forwarded_tokens, 1) if settings.loss.beta != 0.0 else float("nan")
-        stats.tokens = int(mask.sum())
+        stats.tokens = int(shares[:, 2].sum())
         stats.learning_rate = float(self.optimizer_state().param_groups[0]["lr"])
         return stats
 
@@ -294,21 +434,24 @@ class PolicyRole(L.LightningModule):
 
     @torch.no_grad()
     def _fixed_logps(self, batch: RolloutBatch, rows: Tensor, old: bool) -> _FixedLogps:
-        """Old and reference log-probs of ``rows``, in one no-grad pass per micro-batch."""
+        """Old and reference log-probs of ``rows``, in one no-grad pass per micro-batch, through the
+        strategy wrapper; every process runs as many passes as the one with the most rows."""
         beta = self.config.update.loss.beta != 0.0
         if not (old or beta):
             return _FixedLogps(old=None, ref=None)
         result = _FixedLogps(old=torch.zeros_like(batch.sampling_logps) if old else None,
                              ref=torch.zeros_like(batch.sampling_logps) if beta else None)
-        for start in range(0, len(rows), self.config.update.micro_batch_size):
-            chunk = rows[start : start + self.config.update.micro_batch_size]
-            sub = batch.select(chunk)
-            width = sub.completion_ids.size(1)
-            if result.old is not None:
-                result.old[chunk, :width] = self._completion_logps(self.model, sub)[0]
-            if result.ref is not None:
-                with self._reference_policy() as reference:
-                    result.ref[chunk, :width] = self._completion_logps(reference, sub)[0]
+        size = self.config.update.micro_batch_size
+        chunks = [rows[start : start + size] for start in range(0, len(rows), size)]
+        passes = int(self.processes.stack(torch.tensor(len(chunks))).max())
+        forward = (self._wrapper if self._wrapper is not None else self).logps_step
+        for chunk in _padded(chunks, passes):
+            sub = batch.select(chunk) if chunk is not None else self._placeholder(1)
+            for logps, reference in ((result.old, False), (result.ref, True)):
+                if logps is not None:
+                    values = forward(sub, reference)
+                    if chunk is not None:
+                        logps[chunk, : values.size(1)] = values
         return result
 
     @contextmanager
@@ -320,41 +463,62 @@ class PolicyRole(L.LightningModule):
         with self.model.disable_adapter():
             yield self.model
 
-    def _samples(self, batch: RolloutBatch, advantages: Tensor) -> list[CompletionSample]:
-        count = min(self.config.update.completions_to_log, len(batch))
-        rows = torch.linspace(0, len(batch) - 1, count).round().long().unique().tolist() if count else []
+    def _samples(self, batch: RolloutBatch, advantages: Tensor, offset: int, total: int) -> list[CompletionSample]:
+        """This process's share of the completions logged per update: evenly spaced rows of the whole
+        batch (``total`` rows; this process's start at ``offset``)."""
+        count = min(self.config.update.completions_to_log, total)
+        chosen = torch.linspace(0, total - 1, count).round().long().unique().tolist() if count else []
+        rows = [row - offset for row in chosen if offset <= row < offset + len(batch)]
         return [CompletionSample(
             prompt=self.tokenizer.decode(batch.prompt_ids[row][batch.prompt_mask[row].bool()].tolist()),
             completion=batch.texts[row], advantage=float(advantages[row]),
             tokens=int(batch.completion_mask[row].sum()), truncated=bool(batch.truncated[row]),
         ) for row in rows]
 
-    def _totals(self, mask: Tensor, rows: int, length: int) -> BatchTotals:
+    def _placeholder(self, rows: int) -> RolloutBatch:
+        """``rows`` rows of a one-token prompt and a one-token completion outside the loss mask: the
+        empty share of a process without prompts (0 rows), or a micro-batch that runs the model
+        without adding to the loss or its gradient (1 row), for a process with fewer micro-batches
+        than another."""
+        device = next(self.model.parameters()).device
+        ids = torch.full((rows, 1), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
+        return RolloutBatch(prompt_ids=ids, prompt_mask=torch.ones_like(ids), completion_ids=ids.clone(),
+                            completion_mask=torch.zeros_like(ids), sampling_logps=torch.zeros(rows, 1, device=device),
+                            truncated=torch.zeros(rows, dtype=torch.bool),
+                            prompt_index=torch.zeros(rows, dtype=torch.long), texts=[""] * rows)
+
+    def _totals(self, mask: Tensor, rows: int, length: int, forwards: int) -> tuple[BatchTotals, int]:
+        """The normalisers of a mini-batch of ``rows`` rows of the whole batch (``mask``: this
+        process's share; ``length``: its ``dr_grpo`` constant; ``forwards``: its micro-batches),
+        and the most micro-batches any process has for it, which every process then runs."""
+        processes = self.processes
         tokens = int(mask.sum())
-        fabric = self._fabric
-        per_process = None
-        if fabric is not None and fabric.world_size > 1:
-            per_process = float(fabric.all_reduce(torch.tensor(float(tokens), device=fabric.device), reduce_op="mean"))
-        return BatchTotals(sequences=rows, tokens=tokens, max_completion_length=length, tokens_per_process=per_process)
+        shares = processes.stack(torch.tensor([tokens, length, forwards]))
+        world = processes.world_size
+        totals = BatchTotals(sequences=mask.size(0), tokens=tokens, max_completion_length=int(shares[:, 1].max()),
+                             tokens_per_process=float(shares[:, 0].sum()) / world if world > 1 else None,
+                             sequences_per_process=rows / world if world > 1 else None)
+        return totals, int(shares[:, 2].max())
 
     def _mini_batch_step(self, batch: RolloutBatch, advantages: Tensor, mask: Tensor, mini_rows: Tensor,
-                         active: Tensor, fixed: _FixedLogps, optimizer, stats: UpdateStats, sums: _Sums) -> None:
-        settings = self.config.update
-        totals = self._totals(mask[mini_rows], len(mini_rows), self._dr_grpo_length(batch))
-        sums.tokens += totals.tokens
+                         mini_size: int, active: Tensor, fixed: _FixedLogps, optimizer, stats: UpdateStats,
+                         sums: _Sums) -> None:
+        """One optimizer step on a mini-batch of ``mini_size`` rows of the whole batch, of which
+        ``mini_rows`` (indices into ``batch``) are this process's."""
+        size = self.config.update.micro_batch_size
         forward_rows = mini_rows[active[mini_rows]].sort().values  # a prompt's rows together: shared prefill
-        if len(forward_rows) == 0:
+        chunks = [forward_rows[start : start + size] for start in range(0, len(forward_rows), size)]
+        totals, forwards = self._totals(mask[mini_rows], mini_size, self._dr_grpo_length(batch), len(chunks))
+        sums.tokens += totals.tokens
+        if forwards == 0:
             return
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
-        for start in range(0, len(forward_rows), settings.micro_batch_size):
-            chunk = forward_rows[start : start + settings.micro_batch_size]
-            sub = batch.select(chunk)
-            width = sub.completion_ids.size(1)
-            old = fixed.old[chunk, :width] if fixed.old is not None else None
-            ref = fixed.ref[chunk, :width] if fixed.ref is not None else None
-            out = self._micro_batch_forward(ScoredRollouts(sub, advantages[chunk]), totals, old, ref)
-            self.manual_backward(out.loss.loss)
+        for index, chunk in enumerate(_padded(chunks, forwards)):
+            rollouts, old, ref = self._micro_batch(batch, advantages, fixed, chunk)
+            with self._gradient_sync(index == forwards - 1):
+                out = self._micro_batch_forward(rollouts, totals, old, ref)
+                self.manual_backward(out.loss.loss)
             step_loss += float(out.loss.loss.detach())
             used = out.mask.bool()
             per_token = out.loss.per_token
@@ -376,18 +540,37 @@ class PolicyRole(L.LightningModule):
         sums.grad_norm += norm
         sums.loss += step_loss
 
+    def _micro_batch(self, batch: RolloutBatch, advantages: Tensor, fixed: _FixedLogps, chunk: Tensor | None
+                     ) -> tuple[ScoredRollouts, Tensor | None, Tensor | None]:
+        """The inputs of one micro-batch: ``chunk``'s rows with their old and reference log-probs, or
+        for ``None`` a placeholder row (advantage 0, outside the loss mask) that adds nothing."""
+        if chunk is None:
+            placeholder = self._placeholder(1)
+            ref = placeholder.sampling_logps if fixed.ref is not None else None
+            return ScoredRollouts(placeholder, torch.zeros(1)), None, ref
+        sub = batch.select(chunk)
+        width = sub.completion_ids.size(1)
+        old = fixed.old[chunk, :width] if fixed.old is not None else None
+        ref = fixed.ref[chunk, :width] if fixed.ref is not None else None
+        return ScoredRollouts(sub, advantages[chunk]), old, ref
+
+    def _gradient_sync(self, sync: bool) -> AbstractContextManager:
+        """Let the strategy synchronise gradients across processes in this backward (``sync``), or
+        defer that (an accumulating micro-batch); the forward and the backward both run inside."""
+        if self._wrapper is None:
+            return nullcontext()
+        return self._fabric.no_backward_sync(self._wrapper, enabled=not sync)
+
     def _clip_gradients(self, optimizer) -> float:
-        """The global gradient norm before clipping (clipping it when ``grad_clip`` is set)."""
+        """The global gradient norm before clipping, clipping it to ``grad_clip`` when set (unset, the
+        norm is only measured). Through the strategy, so the norm of sharded gradients is the whole's."""
         clip = self.config.optimizer.grad_clip
-        if clip is not None:
-            if self._fabric is not None:
-                # a non-finite norm is reported (and the step skipped), not raised
-                return float(self._fabric.clip_gradients(self, optimizer, max_norm=clip, error_if_nonfinite=False))
-            return float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), clip))
-        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
-        if not grads:
-            return 0.0
-        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        max_norm = math.inf if clip is None else clip
+        if self._wrapper is not None:
+            # a non-finite norm is reported (and the step skipped), not raised
+            return float(self._fabric.clip_gradients(self._wrapper, optimizer, max_norm=max_norm,
+                                                     error_if_nonfinite=False))
+        return float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm))
 
 
 @dataclass
@@ -403,6 +586,31 @@ class _Sums:
     entropy: float = 0.0
     kl: float = 0.0
 
+    def over(self, processes: Processes) -> _Sums:
+        """The totals of every process. The loss is the mean of the processes' shares: the loss whose
+        gradient their averaged gradients are. The gradient norm is already the same on all."""
+        names = [f.name for f in dataclasses.fields(self) if f.name != "grad_norm"]
+        summed = processes.sum(torch.tensor([float(getattr(self, name)) for name in names], dtype=torch.float64))
+        values = {name: type(getattr(self, name))(value) for name, value in zip(names, summed.tolist())}
+        values["loss"] /= processes.world_size
+        return dataclasses.replace(self, **values)
+
+
+def _padded(items: list[Tensor], count: int) -> list[Tensor | None]:
+    """``items`` followed by ``None`` up to ``count`` entries: the placeholders of a process that has
+    fewer micro-batches than the busiest one."""
+    return [*items, *[None] * (count - len(items))]
+
 
 def _is_peft(model: nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def _names_one_of(key: str, names: set[str]) -> bool:
+    """Whether state-dict ``key`` is one of ``names`` (relative to the role), possibly under the
+    prefix of a module the role sits in."""
+    while key not in names:
+        _, dot, key = key.partition(".")
+        if not dot:
+            return False
+    return True

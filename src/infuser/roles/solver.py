@@ -9,41 +9,57 @@ from torch import Tensor
 
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
+from infuser.distributed import SplitRollouts
+from infuser.models import SharedBase
 from infuser.roles.policy import PolicyRole, RoleConfig
 from infuser.rollout.engine import RolloutBatch, SamplingConfig
 
 
 @dataclass
 class Answers:
-    """``n`` answers per question, prompt-major, with their 0/1 rewards."""
+    """``n`` answers per question, prompt-major, with their 0/1 rewards.
+
+    Split across processes by question (a question's answers are never split): ``rollouts.batch``
+    holds this process's rows; texts and ``rewards`` cover every row of every process, so pass
+    rates are the same everywhere.
+    """
 
     questions: list[MCQuestion]
-    batch: RolloutBatch
-    rewards: Tensor  # float, one per row
+    rollouts: SplitRollouts
+    rewards: Tensor  # float, one per row of every process
+
+    @property
+    def batch(self) -> RolloutBatch:
+        """This process's rows (every row, on one process)."""
+        return self.rollouts.batch
 
     def pass_rates(self) -> Tensor:
         """Fraction correct per question."""
-        n = len(self.batch) // max(len(self.questions), 1)
-        return self.rewards.view(len(self.questions), n).mean(-1) if self.questions else torch.zeros(0)
+        return self.rewards.view(len(self.questions), self.rollouts.num_samples).mean(-1) if self.questions \
+            else torch.zeros(0)
 
     def rows_of(self, question_index: int) -> list[int]:
-        n = len(self.batch) // len(self.questions)
+        """The (global) rows of one question's answers."""
+        n = self.rollouts.num_samples
         return list(range(question_index * n, (question_index + 1) * n))
 
 
 class Solver(PolicyRole):
     """Answers questions; trained with Dr.GRPO advantages on questions it sometimes gets right."""
 
-    def __init__(self, config: RoleConfig, prompts: PromptTemplates) -> None:
-        super().__init__(config)
+    adapter_name = "solver"
+
+    def __init__(self, config: RoleConfig, prompts: PromptTemplates, *, device: torch.device | None = None,
+                 shared: SharedBase | None = None) -> None:
+        super().__init__(config, device, shared)
         self.prompts = prompts
 
     def answer(self, questions: list[MCQuestion], num_samples: int, generator: torch.Generator | None = None,
                sampling: SamplingConfig | None = None) -> Answers:
         if not questions:
             raise ValueError("Solver.answer() needs at least one question")
-        batch = self.rollout([self.prompts.for_solver(q) for q in questions], num_samples, generator, sampling)
+        rollouts = self.sample([self.prompts.for_solver(q) for q in questions], num_samples, generator, sampling)
         rewards = torch.tensor(
-            [float(questions[int(batch.prompt_index[row])].is_answered_by(text)) for row, text in enumerate(batch.texts)]
+            [float(questions[row // num_samples].is_answered_by(text)) for row, text in enumerate(rollouts.texts)]
         )
-        return Answers(questions=questions, batch=batch, rewards=rewards)
+        return Answers(questions=questions, rollouts=rollouts, rewards=rewards)

@@ -12,6 +12,13 @@ independently:
 * the loop stops as soon as every row has finished.
 
 Prompts are left-padded so every row's next token sits in the last column.
+
+Sampling noise is counter-based: the token of sample ``j`` of prompt ``p`` at step ``t`` is
+``argmax(log p + Gumbel(u))`` with ``u`` a hash of (call seed, ``prompt_offset + p``, ``j``, ``t``,
+token id). A row's completion therefore depends on its own prompt and seed only, not on which
+other rows share its batch, how the batch is chunked, or which finished rows were dropped. That
+is what lets several processes each sample their shard of the prompts (``prompt_offset``) and
+together draw exactly what one process would have drawn.
 """
 
 from __future__ import annotations
@@ -114,8 +121,12 @@ class CompletionStats:
 
     @classmethod
     def of(cls, batch: RolloutBatch) -> CompletionStats:
-        lengths = batch.completion_mask.sum(-1).float().cpu()
-        truncated = batch.truncated.cpu()
+        return cls.of_lengths(batch.completion_mask.sum(-1), batch.truncated)
+
+    @classmethod
+    def of_lengths(cls, lengths: Tensor, truncated: Tensor) -> CompletionStats:
+        """From each row's completion length and truncation flag (rows gathered from several processes)."""
+        lengths, truncated = lengths.float().cpu(), truncated.bool().cpu()
         terminated = lengths[~truncated]
         return cls(mean_length=float(lengths.mean()), min_length=float(lengths.min()),
                    max_length=float(lengths.max()), clipped_ratio=float(truncated.float().mean()),
@@ -180,10 +191,59 @@ class _Chunk:
     truncated: Tensor
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(value: int) -> int:
+    """A 64-bit constant as the signed integer torch's int64 arithmetic wraps around."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shift_right(x: Tensor, bits: int) -> Tensor:
+    """Logical (zero-filling) shift of int64 values; torch's ``>>`` on int64 is arithmetic."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix64(x: Tensor) -> Tensor:
+    """SplitMix64's finaliser on int64 tensors (multiplication wraps modulo 2**64)."""
+    x = x + _GOLDEN
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    return x ^ _shift_right(x, 31)
+
+
+def row_seeds(seed: int, prompt_index: Tensor, num_samples: int) -> Tensor:
+    """One 64-bit stream per row, from the call seed, the row's global prompt index and sample number."""
+    sample = torch.arange(len(prompt_index)) % num_samples
+    return _mix64(_mix64(torch.full_like(prompt_index, _signed(seed))) ^ (prompt_index * num_samples + sample))
+
+
+def _gumbel_noise(seeds: Tensor, step: int, vocab: int) -> Tensor:
+    """Gumbel(0, 1) noise (rows x vocab) that is a pure function of each row's seed, the step and the token."""
+    key = _mix64(seeds ^ _signed(step * 0x632BE59BD9B4E019))
+    bits = _mix64(key.unsqueeze(-1) + torch.arange(vocab, device=seeds.device) * _GOLDEN)
+    uniform = (_shift_right(bits, 11).double() + 0.5) * 2.0**-53  # in (0, 1), never 0 or 1
+    return -torch.log(-torch.log(uniform)).float()
+
+
+def call_seed(generator: torch.Generator | None) -> int:
+    """The one draw a :func:`generate` call takes from ``generator``: every row's noise derives from it.
+
+    A process whose shard of a batch is empty takes it too, so its stream stays in step with the
+    streams of the processes that sample.
+    """
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
 @torch.no_grad()
 def _sample_chunk(model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, expand: Tensor, eos_ids: set[int],
-                  pad_id: int, sampling: SamplingConfig, generator: torch.Generator | None) -> _Chunk:
-    """Sample one completion per entry of ``expand`` (an index into the distinct ``prompt_ids``)."""
+                  pad_id: int, sampling: SamplingConfig, seeds: Tensor) -> _Chunk:
+    """Sample one completion per entry of ``expand`` (an index into the distinct ``prompt_ids``);
+    ``seeds`` holds each entry's random stream (see :func:`row_seeds`)."""
     device = prompt_ids.device
     cache = DynamicCache(config=model.config)
     keyword = _cache_keyword(model)
@@ -206,7 +266,7 @@ def _sample_chunk(model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tenso
         scaled = logits / sampling.temperature
         if sampling.do_sample:
             log_probs = _filter_logits(scaled, sampling.top_k, sampling.top_p).log_softmax(-1)
-            token = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+            token = (log_probs + _gumbel_noise(seeds[live], step, log_probs.size(-1))).argmax(-1)
         else:
             log_probs = scaled.log_softmax(-1)
             token = log_probs.argmax(-1)
@@ -240,8 +300,14 @@ def generate(
     sampling: SamplingConfig,
     num_samples: int = 1,
     generator: torch.Generator | None = None,
+    prompt_offset: int = 0,
 ) -> RolloutBatch:
-    """Sample ``num_samples`` completions for every prompt; rows are prompt-major."""
+    """Sample ``num_samples`` completions for every prompt; rows are prompt-major.
+
+    One seed is drawn from ``generator`` (the global generator when ``None``) per call; with
+    ``prompt_offset`` the prompts count as those at positions ``prompt_offset, ...`` of a larger
+    batch, so a process sampling a shard draws what one process sampling the whole batch would.
+    """
     if not prompts:
         raise ValueError("generate() needs at least one prompt")
     device = next(model.parameters()).device
@@ -251,13 +317,16 @@ def generate(
     model.eval()
     prompt_ids, prompt_mask = _left_pad(tokenizer(prompts, add_special_tokens=False)["input_ids"], pad_id, device)
     prompt_index = torch.arange(len(prompts)).repeat_interleave(num_samples)
+    seed = call_seed(generator)
+    seeds = row_seeds(seed, prompt_index + prompt_offset, num_samples).to(device)
     parts = []
     for start in range(0, len(prompt_index), sampling.batch_size):
         chunk = prompt_index[start : start + sampling.batch_size].to(device)
         distinct, expand = torch.unique_consecutive(chunk, return_inverse=True)
         ids, mask = prompt_ids[distinct], prompt_mask[distinct]
         trim = int((mask == 0).all(0).sum())  # columns of padding shared by the whole chunk
-        parts.append(_sample_chunk(model, ids[:, trim:], mask[:, trim:], expand, eos_ids, pad_id, sampling, generator))
+        parts.append(_sample_chunk(model, ids[:, trim:], mask[:, trim:], expand, eos_ids, pad_id, sampling,
+                                   seeds[start : start + sampling.batch_size]))
     model.train(was_training)
     width = max(part.tokens.size(1) for part in parts)
     completion_ids = torch.cat([F.pad(part.tokens, (0, width - part.tokens.size(1)), value=pad_id) for part in parts])

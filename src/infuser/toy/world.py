@@ -20,6 +20,7 @@ from infuser.data.questions import MCQuestion
 KINDS = ("sum", "difference", "product")
 _OPERATOR = {"sum": "plus", "difference": "minus", "product": "times"}
 _KIND = re.compile(r"\b(sum|difference|product) of\b")
+_FACT_QUESTION = re.compile(r"\bthe (sum|difference|product) of (\d{1,3}) and (\d{1,3})\?")
 _FILLERS = (
     "The clerk wrote it down.",
     "Nobody checked the ledger twice.",
@@ -139,6 +140,18 @@ class ToyWorld:
         """The kind a question asks about, read from its wording ("" when it fits none)."""
         match = _KIND.search(question_text)
         return match.group(1) if match else ""
+
+    @staticmethod
+    def true_answer(question_text: str) -> int | None:
+        """The right value of a question worded as the toy world words them (``None`` otherwise).
+
+        A drafted question may ask about any numbers, not only the document's; its golden answer
+        is right when it equals this value, whatever the document said.
+        """
+        match = _FACT_QUESTION.search(question_text)
+        if match is None:
+            return None
+        return Fact(match.group(1), int(match.group(2)), int(match.group(3))).value
 
     def question_set(self, split: str, size: int, seed: int) -> list[MCQuestion]:
         """``size`` questions from the target distribution; splits never share a random stream."""

@@ -1,0 +1,164 @@
+"""Several processes as the loop sees them: a contiguous shard of every batch per process, and the
+few collectives that put the shards back together.
+
+infuser is data parallel. Every process holds the whole models and runs the whole loop; only the
+rows of each batch are split: a process samples, scores and trains on its contiguous shard of the
+documents, of the generated questions' answer groups, of the target set and of the evaluation
+questions. What is small and needed everywhere (completion texts, rewards, pass rates, influence
+scores) is gathered, so every process computes the same advantages, records and metrics; what is
+large (token tensors, activations, per-candidate gradients) stays on the process that sampled it.
+
+One code path serves every world size: one process holds the trivial shard (everything) and every
+collective is the identity there, so a single-process run computes what it always did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from infuser.influence.base import ScoredRollouts
+from infuser.rollout.engine import CompletionStats, RolloutBatch
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the processes of a run, and the collectives infuser uses.
+
+    Every collective must be called by every process, in the same order.
+
+    Attributes:
+        rank: this process's global rank.
+        world_size: the number of processes.
+        device: where collectives run (NCCL reduces CUDA tensors only).
+        shards_parameters: the strategy splits every parameter between the processes (FSDP,
+            DeepSpeed ZeRO-3, model parallel): a flat gradient then holds this process's shard
+            of the whole, and sums over parameters need :meth:`sum_parameter_shards`.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    shards_parameters: bool = False
+
+    @classmethod
+    def of(cls, fabric: L.Fabric | None) -> Processes:
+        """The processes of ``fabric`` (launched); one process without it."""
+        if fabric is None:
+            return cls()
+        return cls(rank=fabric.global_rank, world_size=fabric.world_size, device=fabric.device,
+                   shards_parameters=_shards_parameters(fabric.strategy))
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes files."""
+        return self.rank == 0
+
+    def shard(self, count: int) -> range:
+        """This process's contiguous share of ``count`` items, in rank order; shares differ in size
+        by at most one, and are empty when there are fewer items than processes."""
+        return range(self.rank * count // self.world_size, (self.rank + 1) * count // self.world_size)
+
+    def gather(self, items: list[T]) -> list[T]:
+        """Every process's ``items`` (picklable), concatenated in rank order."""
+        if self.world_size == 1:
+            return list(items)
+        parts: list[list[T] | None] = [None] * self.world_size
+        dist.all_gather_object(parts, items)
+        return [item for part in parts for item in part]
+
+    def stack(self, values: Tensor) -> Tensor:
+        """Every process's ``values`` (of one shape on all), stacked along a new first dimension."""
+        if self.world_size == 1:
+            return values.unsqueeze(0)
+        local = values.to(self.device)
+        parts = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(parts, local)
+        return torch.stack(parts).to(values.device)
+
+    def sum(self, values: Tensor) -> Tensor:
+        """The element-wise sum of every process's ``values`` (which may be overwritten with it)."""
+        if self.world_size == 1:
+            return values
+        local = values.to(self.device)
+        dist.all_reduce(local)
+        return local.to(values.device)
+
+    # Two layouts, one reduction each. Data parallel (every process holds every parameter): the rows
+    # are split, so a gradient is the sum of the processes' parts, and sums over parameters are
+    # complete on each process. Sharded parameters: every process works on the same rows and holds
+    # a shard of each gradient, so sums over parameters need the other shards.
+    def sum_row_shares(self, values: Tensor) -> Tensor:
+        """Complete a quantity (a gradient) of which this process computed its rows' part: summed
+        over the processes when the rows are split among them (data parallel); whole already when
+        a strategy shards the parameters and every process works on the same rows."""
+        return values if self.shards_parameters else self.sum(values)
+
+    def sum_parameter_shards(self, partials: Tensor) -> Tensor:
+        """Complete sums over parameters (dot products, squared norms) computed from this process's
+        flat gradients: summed over the processes when each holds a shard of the parameters;
+        complete already when each holds them all."""
+        return self.sum(partials) if self.shards_parameters else partials
+
+
+def _shards_parameters(strategy: object) -> bool:
+    from lightning.fabric.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+
+    if isinstance(strategy, DeepSpeedStrategy):
+        return strategy.zero_stage_3
+    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
+
+
+@dataclass
+class SplitRollouts:
+    """Completions of a batch of prompts, ``num_samples`` per prompt (prompt-major), split across
+    processes by prompt, so a prompt's group of completions is never split.
+
+    ``batch`` holds the tensors of this process's shard; what every process needs to know of every
+    row (its text, length and truncation flag) is gathered, in the global row order.
+
+    Attributes:
+        batch: this process's rows: the completions of the prompts in ``prompts``.
+        prompts: the (global) prompt indices this process sampled.
+        num_samples: completions per prompt.
+        texts: every row's completion text.
+        lengths: every row's completion tokens (EOS included).
+        truncated: every row's truncation flag.
+    """
+
+    batch: RolloutBatch
+    prompts: range
+    num_samples: int
+    texts: list[str]
+    lengths: Tensor
+    truncated: Tensor
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def rows(self) -> range:
+        """The global rows this process holds: ``batch``'s rows, in order."""
+        return range(self.prompts.start * self.num_samples, self.prompts.stop * self.num_samples)
+
+    @property
+    def groups(self) -> Tensor:
+        """Every row's prompt index: the advantage groups."""
+        return torch.arange(len(self) // self.num_samples).repeat_interleave(self.num_samples)
+
+    def scored(self, rows: Sequence[int], advantages: Tensor) -> ScoredRollouts:
+        """This process's share of the global ``rows``, with their entries of the global ``advantages``."""
+        held = [row for row in rows if row in self.rows]
+        return ScoredRollouts(self.batch.select([row - self.rows.start for row in held]), advantages[held])
+
+    def completion_stats(self) -> CompletionStats:
+        """Completion-length metrics of every row."""
+        return CompletionStats.of_lengths(self.lengths, self.truncated)

@@ -1,0 +1,103 @@
+"""What the Generator is rewarded for: one number per valid drafted question.
+
+INFUSER rewards a question by its influence on the target set; self-evolution baselines reward
+it by how uncertain the Solver is about it. Making the reward a registered component (entry-point
+group ``infuser.generator_reward``) turns "INFUSER against SPICE / R-Zero / a frozen generator"
+into a one-line YAML swap, which is what ``infuser bench curriculum`` relies on::
+
+    generator_reward: spice_variance
+
+A reward sees :class:`DraftOutcomes` only (the Solver's pass rates and, when it asks for them,
+influence scores), so a reward cannot reach into the models and the loop computes influence only
+for rewards that use it. Invalid drafts are not shown to a reward: they always get 0.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DraftOutcomes:
+    """What is known about each valid drafted question when the Generator is rewarded.
+
+    Attributes:
+        pass_rates: the Solver's fraction of correct answers per question (float64).
+        influence: the influence score per question (0 without signal, NaN when excluded), or
+            ``None`` when the reward did not ask for influence.
+    """
+
+    pass_rates: Tensor
+    influence: Tensor | None = None
+
+
+class GeneratorReward(ABC):
+    """Maps the outcomes of the valid drafts to one reward each; higher is better.
+
+    ``needs_influence`` tells the loop whether to run the target stage and the influence
+    estimator: rewards that read pass rates only skip both and save their cost.
+    """
+
+    needs_influence: bool = False
+
+    @abstractmethod
+    def __call__(self, outcomes: DraftOutcomes) -> Tensor:
+        """One float64 reward per question of ``outcomes``; NaN marks a missing reward."""
+
+
+class InfluenceReward(GeneratorReward):
+    """INFUSER: the question's influence score under the configured estimator (``influence:``)."""
+
+    needs_influence = True
+
+    def __call__(self, outcomes: DraftOutcomes) -> Tensor:
+        if outcomes.influence is None:
+            raise ValueError("InfluenceReward needs influence scores; the loop computes them when needs_influence")
+        return outcomes.influence.to(torch.float64)
+
+
+class SpiceVarianceReward(GeneratorReward):
+    """SPICE's variance reward ``exp(-(p(1-p) - 1/4)^2 / width)``: highest at a pass rate of 1/2.
+
+    Args:
+        width: the Gaussian's width (SPICE uses 0.02); smaller rewards only near-1/2 pass rates.
+    """
+
+    def __init__(self, width: float = 0.02) -> None:
+        if not width > 0:
+            raise ValueError(f"generator_reward.width must be > 0, got {width}")
+        self.width = width
+
+    def __call__(self, outcomes: DraftOutcomes) -> Tensor:
+        p = outcomes.pass_rates.to(torch.float64)
+        return torch.exp(-((p * (1 - p) - 0.25) ** 2) / self.width)
+
+
+class RZeroUncertaintyReward(GeneratorReward):
+    """R-Zero's uncertainty reward ``1 - 2|p - 1/2|``: 1 at a pass rate of 1/2, 0 at 0 or 1."""
+
+    def __call__(self, outcomes: DraftOutcomes) -> Tensor:
+        p = outcomes.pass_rates.to(torch.float64)
+        return 1 - 2 * (p - 0.5).abs()
+
+
+class ConstantReward(GeneratorReward):
+    """The same reward for every valid question: the Generator learns only to stay valid
+    (invalid drafts get 0), never what to ask. With ``value`` 0 no update has a signal at all.
+
+    Args:
+        value: the reward of every valid question.
+    """
+
+    def __init__(self, value: float = 0.0) -> None:
+        if not math.isfinite(value):
+            raise ValueError(f"generator_reward.value must be finite, got {value}")
+        self.value = value
+
+    def __call__(self, outcomes: DraftOutcomes) -> Tensor:
+        return torch.full_like(outcomes.pass_rates, self.value, dtype=torch.float64)

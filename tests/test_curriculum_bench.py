@@ -1,0 +1,93 @@
+"""``infuser bench curriculum``: equal budgets enforced, runs cached, interrupted runs resumed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infuser.cli import main
+from infuser.curriculum_bench import Arm, ArmRecord, Profile, bench_curriculum, verdict
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"loop": {"iterations": 1, "documents_per_iteration": 3, "questions_per_document": 2,
+                  "answers_per_question": 3, "target_answers_per_question": 2, "eval_samples": 1,
+                  "keep_checkpoints": 1},
+         "target_set": {"class_path": "ToyQuestions", "init_args": {"split": "target", "size": 6}},
+         "heldout_set": {"class_path": "ToyQuestions", "init_args": {"split": "heldout", "size": 6}}}
+
+
+@pytest.mark.parametrize("overrides", [{"loop": {"iterations": 3}}, {"solver": {"optimizer": {"lr": 1.0}}},
+                                       {"seed": 3}, {"heldout_set": {"init_args": {"size": 5}}}])
+def test_an_arm_may_not_change_the_budget(overrides, tmp_path):
+    with pytest.raises(ValueError, match="share the budget"):
+        bench_curriculum([Arm("INFUSER"), Arm("bigger", overrides)], str(REPO / "configs" / "toy.yaml"),
+                         cache_dir=str(tmp_path))
+
+
+def test_a_reference_arm_may(tmp_path):
+    """Refusal happens before anything runs; a reference arm passes the check (and then fails on a missing file)."""
+    with pytest.raises(ValueError, match="base_config"):
+        bench_curriculum([Arm("INFUSER"), Arm("ref", {"loop": {"iterations": 3}}, reference=True)],
+                         str(tmp_path / "missing.yaml"), cache_dir=str(tmp_path))
+
+
+def _record(name: str, gain: float, std: float, reference: bool = False) -> ArmRecord:
+    return ArmRecord(arm=name, seeds=[0, 1, 2], heldout_gain_mean=gain, heldout_gain_std=std, seconds=1.0,
+                     heldout_start_mean=0.5, heldout_end_mean=0.5 + gain, target_gain_mean=gain, reference=reference,
+                     heldout_by_iteration={}, curriculum_by_iteration={}, golden_accuracy_by_iteration={})
+
+
+def test_verdict_ignores_references_and_needs_more_than_noise():
+    records = [_record("INFUSER", 0.15, 0.01), _record("SPICE", 0.10, 0.01), _record("ref", 0.4, 0.0, True)]
+    result = verdict(records, "INFUSER")
+    assert result.baseline == "SPICE" and result.ratio == pytest.approx(1.5) and result.beyond_noise
+    noisy = verdict([_record("INFUSER", 0.15, 0.1), _record("SPICE", 0.10, 0.1)], "INFUSER")
+    assert not noisy.beyond_noise  # ratio 1.5 but the difference is within two standard errors
+    losing = verdict([_record("INFUSER", -0.01, 0.0), _record("SPICE", -0.02, 0.0)], "INFUSER")
+    assert not losing.beyond_noise
+
+
+@pytest.mark.slow
+def test_runs_are_cached_and_resumed(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = {
+        "base_config": "configs/toy.yaml",
+        "quick_profile": {"seeds": [0], "overrides": SMALL},
+        "cache_dir": str(tmp_path / "cache"),
+        "arms": [{"name": "INFUSER"},
+                 {"name": "frozen generator", "overrides": {"loop": {"freeze_generator": True},
+                                                            "generator_reward": "constant"}}],
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps(config))
+    output = tmp_path / "out" / "curriculum.json"
+    argv = ["bench", "curriculum", "--config", str(path), "--quick", "true", "--json", str(output)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "running   INFUSER / seed 0" in first and "held-out accuracy gain" in first
+    records = json.loads(output.read_text())
+    assert [r["arm"] for r in records] == ["INFUSER", "frozen generator"]
+    for record in records:
+        assert {"arm", "seeds", "heldout_gain_mean", "heldout_gain_std", "seconds"} <= set(record)
+        assert record["seeds"] == [0] and set(record["heldout_by_iteration"]) == {"0", "1"}
+    assert (tmp_path / "out" / "curriculum.heldout.png").stat().st_size > 0
+    assert (tmp_path / "out" / "curriculum.curriculum.png").stat().st_size > 0
+
+    # finished runs are read back; an interrupted one (checkpoint, no summary) resumes
+    run = tmp_path / "cache" / "quick" / "frozen-generator" / "seed_0"
+    (run / "summary.json").unlink()
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert "cached    INFUSER / seed 0" in second and "resuming  frozen generator / seed 0" in second
+    def without_seconds(rows):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert without_seconds(json.loads(output.read_text())) == without_seconds(records)
+
+    # a changed configuration starts the affected runs over
+    config["quick_profile"]["overrides"]["loop"]["answers_per_question"] = 2
+    path.write_text(json.dumps(config))
+    assert main(argv) == 0
+    assert "running   INFUSER / seed 0" in capsys.readouterr().out

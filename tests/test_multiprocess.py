@@ -1,0 +1,262 @@
+"""Several processes: shards, an update that keeps every process in step, influence over parameter
+shards, and two DDP processes on CPU that draw, score and train exactly as one process does."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from infuser.cli import main
+from infuser.distributed import Processes
+from infuser.influence.base import InfluenceEstimator, ScoredRollouts
+from infuser.influence.optimizer_aware import OptimizerAwareInfluence
+from infuser.influence.tracin import TracInInfluence
+from infuser.models import ModelConfig
+from infuser.roles.policy import OptimizerConfig, PolicyRole, RoleConfig, UpdateConfig
+from infuser.rollout.engine import RolloutBatch, SamplingConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shards_are_contiguous_balanced_and_cover_every_item():
+    for count in (0, 1, 3, 7, 8):
+        shards = [Processes(rank=rank, world_size=3).shard(count) for rank in range(3)]
+        assert [i for shard in shards for i in shard] == list(range(count))
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert Processes().shard(5) == range(5)  # one process: the trivial shard
+
+
+# -- the update keeps every process in step ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _BesideABusierProcess(Processes):
+    """Rank 1 of two, beside a rank 0 holding three times its rows: every collective answers as if
+    rank 0 had sent three times this process's numbers (rows, tokens, micro-batches)."""
+
+    def stack(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.stack([values * 3, values])
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        return values * 4
+
+
+def test_a_process_with_fewer_rows_runs_as_many_forward_backward_pairs(tiny_model_dir, monkeypatch):
+    """Under DDP every process must run the same number of forward/backward pairs per optimizer
+    step and synchronise gradients in the last one only; a process with fewer rows pads with
+    placeholder micro-batches, which add exactly nothing to the loss or the gradient."""
+    config = RoleConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)),
+                        optimizer=OptimizerConfig(lr=1e-3, grad_clip=None),
+                        sampling=SamplingConfig(max_new_tokens=6), update=UpdateConfig(micro_batch_size=2))
+    torch.manual_seed(0)
+    role = PolicyRole(config)
+    wrapped, _ = L.Fabric(accelerator="cpu", devices=1).setup(role, role.configure_optimizers())
+    role.bind(wrapped)
+    batch = role.rollout(["Question: What is 3 plus 4?\nAnswer:", "Document: 5 times 2 is 10.\n"], 3,
+                         torch.Generator().manual_seed(0))
+    advantages = torch.tensor([1.0, -0.5, 0.3, 0.7, -1.2, 0.2])  # six rows: three micro-batches here
+
+    totals = role._totals(role.loss_mask(batch), len(batch), 6, 1)[0]
+    loss = role.training_step(ScoredRollouts(role._placeholder(1), torch.zeros(1)), totals).loss.loss
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert all(p.grad is not None and not p.grad.any() for p in role.trainable_parameters())
+    role.zero_grad(set_to_none=True)
+
+    monkeypatch.setattr(PolicyRole, "processes", property(lambda self: _BesideABusierProcess(rank=1, world_size=2)))
+    syncs, forwards = [], []
+    role._gradient_sync = lambda sync: (syncs.append(sync), nullcontext())[1]
+    training_step = role._micro_batch_forward
+    role._micro_batch_forward = lambda rollouts, *args: (forwards.append(bool(rollouts.batch.completion_mask.any())),
+                                                        training_step(rollouts, *args))[1]
+    stats = role.update(batch, advantages)
+    assert stats.optimizer_steps == 1 and stats.rows == 4 * 6
+    assert syncs == [False] * 8 + [True]  # the busier process's nine micro-batches, synchronised once
+    assert len(forwards) == 9 and forwards.count(False) == 6  # three of its own, six placeholders
+
+
+# -- influence when every process holds a shard of the parameters --------------------------------------
+
+
+class _Exchange:
+    """The sum of two threads' tensors: the all-reduce of two processes, inside one test process."""
+
+    def __init__(self) -> None:
+        self.barrier = threading.Barrier(2, timeout=60)
+        self.values: list[torch.Tensor | None] = [None, None]
+
+    def sum(self, rank: int, values: torch.Tensor) -> torch.Tensor:
+        self.values[rank] = values.clone()
+        self.barrier.wait()
+        total = self.values[0] + self.values[1]
+        self.barrier.wait()  # nobody overwrites a value before both have read it
+        return total
+
+
+@dataclasses.dataclass(frozen=True)
+class _ThreadProcess(Processes):
+    exchange: _Exchange | None = None
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        return self.exchange.sum(self.rank, values)
+
+
+class _TwoLayerSolver:
+    """A :class:`~infuser.influence.base.PolicyGradientModel` over ``tanh(x W1) W2`` that trains
+    ``parameters``: both layers, or (as one process under a sharding strategy) one of them."""
+
+    def __init__(self, layers: list[nn.Parameter], optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter],
+                 processes: Processes) -> None:
+        self.layers, self.optimizer, self.parameters, self._processes = layers, optimizer, parameters, processes
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.parameters
+
+    def named_parameters(self):
+        return iter([("w1", self.layers[0]), ("w2", self.layers[1])])
+
+    def optimizer_state(self) -> torch.optim.Optimizer:
+        return self.optimizer
+
+    def surrogate_loss(self, rollouts: ScoredRollouts) -> torch.Tensor:
+        out = (torch.tanh(rollouts.batch.sampling_logps @ self.layers[0]) @ self.layers[1]).sum(-1)
+        return (rollouts.advantages * out).mean()
+
+    @property
+    def processes(self) -> Processes:
+        return self._processes
+
+
+def _rows(generator: torch.Generator, count: int) -> ScoredRollouts:
+    features = torch.randn(count, 5, generator=generator)
+    ids = torch.zeros(count, 5, dtype=torch.long)
+    batch = RolloutBatch(prompt_ids=ids[:, :1], prompt_mask=ids[:, :1] + 1, completion_ids=ids, completion_mask=ids + 1,
+                         sampling_logps=features, truncated=torch.zeros(count, dtype=torch.bool),
+                         prompt_index=torch.arange(count), texts=[""] * count)
+    return ScoredRollouts(batch, torch.randn(count, generator=generator))
+
+
+@pytest.mark.parametrize("make", [OptimizerAwareInfluence, lambda: OptimizerAwareInfluence(mode="dot"),
+                                  lambda: OptimizerAwareInfluence(fixed_v=True), lambda: TracInInfluence(cosine=True)],
+                         ids=["preconditioned_cosine", "dot", "fixed_v", "tracin_cosine"])
+def test_influence_over_parameter_shards_equals_influence_over_all(make: Callable[[], InfluenceEstimator]):
+    """Each of two processes holds one layer (its shard) and scores the same rollouts; the
+    partial dot products and norms are summed across them: the scores are those of one process
+    holding both layers. (Two threads stand in for the processes; the sum is their all-reduce.)"""
+    generator = torch.Generator().manual_seed(0)
+    layers = [nn.Parameter(torch.randn(shape, generator=generator)) for shape in ((5, 4), (4, 3))]
+    optimizer = torch.optim.AdamW(layers, lr=1e-2)
+    for _ in range(2):  # populate both Adam moments
+        optimizer.zero_grad()
+        _TwoLayerSolver(layers, optimizer, layers, Processes()).surrogate_loss(_rows(generator, 4)).backward()
+        optimizer.step()
+    target, candidates = _rows(generator, 6), [_rows(generator, 3) for _ in range(4)]
+
+    def scores(solver: _TwoLayerSolver) -> list[float]:
+        estimator = make()
+        estimator.prepare(solver, target)
+        return estimator.score(solver, candidates).tolist()
+
+    whole = scores(_TwoLayerSolver(layers, optimizer, layers, Processes()))
+    exchange, sharded, errors = _Exchange(), [None, None], []
+
+    def run(rank: int) -> None:
+        processes = _ThreadProcess(rank=rank, world_size=2, shards_parameters=True, exchange=exchange)
+        try:
+            sharded[rank] = scores(_TwoLayerSolver(layers, optimizer, [layers[rank]], processes))
+        except BaseException as error:  # noqa: BLE001 - reported below; the other thread must not wait
+            errors.append(error)
+            exchange.barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(rank,), daemon=True) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert sharded[0] == pytest.approx(whole, rel=1e-5) and sharded[1] == sharded[0]
+
+
+# -- two DDP processes on CPU against one ----------------------------------------------------------------
+
+_FIT = ["fit", "--config", str(REPO / "configs" / "toy.yaml"), "--trainer.accelerator=cpu",
+        "--loop.iterations=2", "--loop.documents_per_iteration=4", "--loop.questions_per_document=2",
+        "--loop.answers_per_question=3", "--loop.target_answers_per_question=2", "--loop.eval_samples=1",
+        "--target_set.init_args.size=6", "--heldout_set.init_args.size=4",
+        # two rows per micro-batch: the processes' shards differ in micro-batches, so padding runs
+        "--generator.update.micro_batch_size=2", "--solver.update.micro_batch_size=2"]
+
+# Both runs compute the same quantities from the same rows, but not in the same float32 order: a
+# DDP gradient is the mean of two per-process sums (each normalised by half the total) instead of
+# one sum, the target gradient is the sum of two partial gradients, micro-batch boundaries and the
+# padding widths of the sampling and scoring batches differ. That leaves differences of about 1e-7
+# (relative) in iteration 1, which AdamW's step (g / sqrt(v)) carries into iteration 2's weights
+# at about 1e-6. Sampled tokens are argmax(log p + hashed Gumbel noise), so such differences change
+# a token only at a near-tie (a chance of about 1e-6 per token); the texts are therefore compared
+# exactly. The on-policy losses are sums of advantage-weighted ratios of 1 that cancel to ~1e-8,
+# rounding noise on both sides, hence the absolute part.
+RELATIVE, ABSOLUTE = 1e-4, 1e-6
+_APPROXIMATE = {"influence", "reward", "advantage"}
+
+
+def _records(run_dir: Path, folder: str) -> list[dict]:
+    return [json.loads(line) for path in sorted((run_dir / folder).iterdir()) for line in path.read_text().splitlines()]
+
+
+def _metrics(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "logs" / "metrics.csv") as handle:
+        return [{k: float(v) for k, v in row.items() if v and not k.startswith(("time/", "throughput/"))}
+                for row in csv.DictReader(handle)]
+
+
+def _close(a, b) -> bool:
+    return a == b if a is None or b is None else a == pytest.approx(b, rel=RELATIVE, abs=ABSOLUTE, nan_ok=True)
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_draw_score_and_train_as_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    one, two = tmp_path / "one", tmp_path / "two"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the two processes runs (OMP_NUM_THREADS=1)
+    try:
+        assert main([*_FIT, "--trainer.devices=1", f"--run_dir={one}"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    # the user's command; Fabric starts the second process itself
+    command = [sys.executable, "-m", "infuser.cli", *_FIT, "--trainer.strategy=ddp", "--trainer.devices=2",
+               f"--run_dir={two}"]
+    result = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    expected, actual = _records(one, "questions"), _records(two, "questions")
+    assert len(actual) == len(expected) == 16 and sum(r["valid"] for r in expected) > 0
+    assert any(r["influence"] for r in expected), "no question was scored: the comparison would be vacuous"
+    for want, got in zip(expected, actual):
+        assert {k: v for k, v in got.items() if k not in _APPROXIMATE} == \
+            {k: v for k, v in want.items() if k not in _APPROXIMATE}
+        assert all(_close(got[k], want[k]) for k in _APPROXIMATE), (got, want)
+    samples_one, samples_two = _records(one, "samples"), _records(two, "samples")
+    assert [(s["role"], s["prompt"], s["completion"]) for s in samples_two] == \
+        [(s["role"], s["prompt"], s["completion"]) for s in samples_one]
+    assert all(_close(a["advantage"], b["advantage"]) for a, b in zip(samples_two, samples_one))
+    rows_one, rows_two = _metrics(one), _metrics(two)
+    assert [sorted(row) for row in rows_two] == [sorted(row) for row in rows_one]
+    for want, got in zip(rows_one, rows_two):
+        assert {k: v for k, v in got.items() if not _close(v, want[k])} == {}, want["step"]
+    assert {"generator/loss", "solver/loss", "solver/grad_norm", "influence/mean"} <= set(rows_two[-1])
+    assert json.loads((two / "summary.json").read_text())["iterations"] == 2
