@@ -20,3 +20,13 @@ TINY = ToyBaseConfig(examples=400, epochs=1, hidden_size=32, num_layers=1, num_h
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A barely-trained toy base (1 layer, 32 wide): real files, real tokenizer, seconds to build."""
     return ensure_toy_base(TINY, cache_dir=tmp_path_factory.mktemp("toy-cache"))
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a model is loaded: for configurations that must be refused before that."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded before the configuration was refused")
+
+    monkeypatch.setattr("infuser.roles.policy.load_causal_lm", refuse)
+    monkeypatch.setattr("infuser.models.load_base_model", refuse)

@@ -211,15 +211,6 @@ def test_two_adapters_on_one_4bit_base_train_independently(tiny_model_dir):
 # -- refused before any model loads -------------------------------------------------------------
 
 
-@pytest.fixture
-def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a model was loaded before the configuration was refused")
-
-    monkeypatch.setattr("infuser.roles.policy.load_causal_lm", refuse)
-    monkeypatch.setattr("infuser.models.load_base_model", refuse)
-
-
 def _qlora(model_dir) -> RoleConfig:
     return RoleConfig(model=ModelConfig(name_or_path=str(model_dir), lora=LoraConfig(),
                                         quantization=QuantizationConfig()))

@@ -200,15 +200,6 @@ def test_kl_reference_is_the_base_with_both_adapters_off(tiny_model_dir):
 # -- refused before any model loads -------------------------------------------------------------
 
 
-@pytest.fixture
-def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a model was loaded before the configuration was refused")
-
-    monkeypatch.setattr("infuser.roles.policy.load_causal_lm", refuse)
-    monkeypatch.setattr("infuser.models.load_base_model", refuse)
-
-
 def _role(model_dir: Path, lora: bool = True, **model) -> RoleConfig:
     return RoleConfig(model=ModelConfig(name_or_path=str(model_dir), lora=LoraConfig() if lora else None, **model))
 
