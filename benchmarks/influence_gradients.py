@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from infuser.data.prompts import PromptTemplates
 from infuser.influence.base import ScoredRollouts
-from infuser.influence.gradients import AdamStep, FlatGradient
+from infuser.influence.gradients import AdamStep, FlatGradient, target_gradient
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.models import ModelConfig
 from infuser.roles.policy import OptimizerConfig, RoleConfig
@@ -83,7 +83,7 @@ class Options:
         self.params = solver.trainable_parameters()
         self.flat = FlatGradient(self.params)
         self.adam = AdamStep(solver.optimizer_state(), self.flat, "benchmark")
-        self.target = self.flat.of(lambda: solver.surrogate_loss(target)).clone()
+        self.target = target_gradient(self.flat, solver, target)
         self.estimator = OptimizerAwareInfluence()
         self.estimator.prepare(solver, target)
         # Per-parameter views of the target side, for the options that work parameter by parameter:

@@ -24,18 +24,18 @@ strategy, else 1; P = a role's parameters, T = its trainable parameters):
 * **Update**, the larger role: its gradients (T x dtype / N, freed after each optimizer step) and
   the activations and logits of one micro-batch of ``micro_batch_size`` rows.
 * **Influence** (``OptimizerAwareInfluence``, on the Solver): its flat T-sized buffers (see
-  :func:`influence_buffers`) and one candidate's forward+backward, which runs all
-  ``answers_per_question`` rows of the candidate at once (``surrogate_loss`` does not micro-batch).
-  ``prepare`` runs all of the process's target rows with signal in one pass (each process takes
-  its shard of the target set); that figure is reported on its own.
+  :func:`influence_buffers`) and one forward+backward of ``micro_batch_size`` rows: ``prepare``
+  (the target set) and ``score`` (each candidate's answers) accumulate their gradients over the
+  Solver's micro-batches, like the update.
 * Under FSDP with the strategy given by name (``strategy: fsdp``) no auto-wrap policy is set, so
   the whole model is one FSDP unit: each forward gathers every parameter in the compute dtype
   (2P bytes), each backward also holds the unsharded gradient (another 2P) until it is
   reduce-scattered.
 
 The peak is the persistent part plus the largest stage. ``peak after the fixes`` is the same
-recipe once the influence passes are micro-batched like the update, its buffers sharded like the
-weights, and FSDP wraps each decoder layer as a unit (two layers gathered at a time).
+recipe once the influence buffers are sharded like the weights and FSDP wraps each decoder layer
+as a unit (two layers gathered at a time); neither is built yet (FSDP with more than one process
+is refused, see docs/recipes.md).
 
 Approximations (stated, not measured):
 
@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -146,8 +145,6 @@ class Recipe:
     roles: list[Role]
     eval_rows: int
     eval_tokens: int
-    answers_per_question: int
-    target_answers_per_question: int
     influence_mode: str
     fixed_v: bool
 
@@ -188,8 +185,6 @@ def read_recipe(path: Path) -> Recipe:
         strategy=strategy, precision=precision, share_base=bool(tree.get("share_base", False)), roles=roles,
         eval_rows=_get(tree, "loop.eval_sampling.batch_size", 256),
         eval_tokens=SOLVER_PROMPT_TOKENS + _get(tree, "loop.eval_sampling.max_new_tokens", 16),
-        answers_per_question=_get(tree, "loop.answers_per_question", 8),
-        target_answers_per_question=_get(tree, "loop.target_answers_per_question", 8),
         influence_mode=init_args.get("mode", "preconditioned_cosine"), fixed_v=bool(init_args.get("fixed_v", False)),
     )
 
@@ -264,7 +259,6 @@ class Estimate:
     largest_sampling: str  # whose sampling needs the largest KV cache
     activations_without_checkpointing: int  # the update's micro-batch, for comparison
     activations_with_checkpointing: int
-    influence_target_pass: int  # prepare(): every target row with signal in one forward+backward
     peak: int
     peak_stage: str
     peak_after_fixes: int
@@ -295,15 +289,14 @@ def _stages(recipe: Recipe, fixed: bool) -> tuple[dict[str, int], dict[str, int]
                                                             for role in recipe.roles),
               "gathered parameters + unsharded gradient (FSDP)": 2 * gathered}
     buffers = influence_buffers(recipe.influence_mode, recipe.fixed_v) * solver.trainable * 4
-    rows = solver.micro_batch_size if fixed else recipe.answers_per_question
     influence = {"flat buffers": buffers // n if fixed else buffers,
-                 "activations + logits (one candidate)": configured_pass_bytes(solver, rows),
+                 "activations + logits (one micro-batch)": configured_pass_bytes(solver, solver.micro_batch_size),
                  "gathered parameters + unsharded gradient (FSDP)": 2 * gathered}
     return rollout, update, influence, largest
 
 
-def estimate(recipe: Recipe, target_questions: int = 800, signal_fraction: float = 0.5) -> Estimate:
-    """Per-GPU memory of ``recipe``; ``target_questions`` x ``signal_fraction`` size the target pass."""
+def estimate(recipe: Recipe) -> Estimate:
+    """Per-GPU memory of ``recipe``."""
     n = recipe.gpus
     generator, solver = recipe.roles
     notes = []
@@ -324,12 +317,6 @@ def estimate(recipe: Recipe, target_questions: int = 800, signal_fraction: float
     stages = {"rollout": sum(rollout.values()), "update": sum(update.values()), "influence": sum(influence.values())}
     peak_stage = max(stages, key=stages.get)
     after_fixes = max(sum(stage.values()) for stage in _stages(recipe, fixed=True)[:3])
-    target_rows = math.ceil(target_questions * signal_fraction / recipe.processes) * recipe.target_answers_per_question
-    target_pass = configured_pass_bytes(solver, target_rows)
-    notes.append(f"influence prepare() runs all of a process's target rows with signal in one forward+backward: "
-                 f"{target_rows} rows ({target_questions} questions x signal fraction {signal_fraction} / "
-                 f"{recipe.processes} processes x {recipe.target_answers_per_question} answers) = "
-                 f"{target_pass / GIB:,.0f} GiB; it needs micro-batching before any real model can run it")
     updater = max(recipe.roles, key=lambda role: configured_pass_bytes(role, role.micro_batch_size))
     return Estimate(
         recipe=recipe.path, gpus_per_role=n, strategy=recipe.strategy, precision=recipe.precision,
@@ -337,7 +324,7 @@ def estimate(recipe: Recipe, target_questions: int = 800, signal_fraction: float
         persistent=persistent, rollout=rollout, update=update, influence=influence, largest_sampling=largest,
         activations_without_checkpointing=pass_bytes(updater, updater.micro_batch_size, False),
         activations_with_checkpointing=pass_bytes(updater, updater.micro_batch_size, True),
-        influence_target_pass=target_pass, peak=sum(persistent.values()) + stages[peak_stage],
+        peak=sum(persistent.values()) + stages[peak_stage],
         peak_stage=peak_stage, peak_after_fixes=sum(persistent.values()) + after_fixes, notes=notes,
     )
 
@@ -369,7 +356,6 @@ def table(estimates: list[Estimate], gpu_memory_gib: float) -> str:
     row("(update micro-batch with checkpointing)", [_gib(e.activations_with_checkpointing) for e in estimates])
     row("**peak** (persistent + largest stage)", [f"**{_gib(e.peak)}** ({e.peak_stage})" for e in estimates])
     row(f"fits in {gpu_memory_gib:g} GiB", [fits(e.peak) for e in estimates])
-    row("influence target pass (prepare), as implemented", [_gib(e.influence_target_pass) for e in estimates])
     row("peak after the fixes (docs/recipes.md)", [_gib(e.peak_after_fixes) for e in estimates])
     row(f"fits in {gpu_memory_gib:g} GiB after the fixes", [fits(e.peak_after_fixes) for e in estimates])
     return "\n".join(lines)
@@ -380,13 +366,9 @@ def main(argv: list[str] | None = None) -> list[Estimate]:
     parser.add_argument("recipes", nargs="*", type=Path, default=DEFAULT_RECIPES, help="recipe YAML files")
     parser.add_argument("--gpu_memory_gib", type=float, default=80.0,
                         help="one GPU's memory, for the 'fits' rows (80: the reference's H100; an H200 has ~141)")
-    parser.add_argument("--target_questions", type=int, default=800, help="target-set size (reference: 800)")
-    parser.add_argument("--signal_fraction", type=float, default=0.5,
-                        help="fraction of target questions with 0 < pass rate < 1 (the rows of the target pass)")
     parser.add_argument("--json", type=Path, help="also write the estimates as JSON to this path")
     args = parser.parse_args(argv)
-    estimates = [estimate(read_recipe(path.resolve()), args.target_questions, args.signal_fraction)
-                 for path in args.recipes]
+    estimates = [estimate(read_recipe(path.resolve())) for path in args.recipes]
     print(table(estimates, args.gpu_memory_gib))
     for e in estimates:
         for note in e.notes:

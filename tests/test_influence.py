@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from infuser.data.prompts import PromptTemplates
 from infuser.influence.base import ScoredRollouts
+from infuser.influence.gradients import FlatGradient, policy_gradient
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.influence.projection import CountSketch
@@ -289,3 +290,55 @@ def test_scoring_leaves_the_solver_untouched(make, lora, trained_solver, lora_so
     assert all(torch.equal(p, w) for p, w in zip(params, weights))
     assert all(torch.equal(v, state[k]) for k, v in solver.optimizer_state().state[params[0]].items())
     params[0].grad = None
+
+
+# -- micro-batched gradients: memory bounded by update.micro_batch_size, values unchanged ----------------
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo"])
+def test_micro_batch_losses_add_up_to_the_whole(trained_solver, sides, monkeypatch, loss_type):
+    """Every piece is normalised by the whole's totals, so the pieces' losses (and gradients) sum to
+    the whole's, whatever the aggregation; rows with a zero advantage are left out."""
+    target, _ = sides
+    rollouts = ScoredRollouts(target.batch, target.advantages.clone())
+    rollouts.advantages[[0, 5]] = 0.0
+    monkeypatch.setattr(trained_solver.config.update.loss, "loss_type", loss_type)
+    monkeypatch.setattr(trained_solver.config.update, "micro_batch_size", 4)
+    pieces = trained_solver.micro_batches(rollouts)
+    assert [len(piece.batch) for piece in pieces] == [4, 4, 4, 4]  # 18 rows, 2 without advantage
+    with torch.no_grad():
+        whole = float(trained_solver.surrogate_loss(rollouts))
+        assert sum(float(trained_solver.surrogate_loss(piece)) for piece in pieces) == pytest.approx(whole, rel=1e-5)
+    flat = FlatGradient(trained_solver.trainable_parameters())
+    torch.testing.assert_close(policy_gradient(flat, trained_solver, rollouts).double(),
+                               _flat_grad(trained_solver, rollouts), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize(("make", "lora"), [(OptimizerAwareInfluence, False),
+                                            (lambda: OptimizerAwareInfluence(fixed_v=True), False),
+                                            (lambda: TracInInfluence(cosine=True), False),
+                                            (LoraGradInfluence, True)],
+                         ids=["optimizer_aware", "fixed_v", "tracin", "lora_grad"])
+def test_scores_do_not_depend_on_the_micro_batch_size(make, lora, trained_solver, lora_solver, monkeypatch):
+    """The target set and every candidate are forwarded at most ``micro_batch_size`` rows at a time,
+    and the scores are those of whole-batch passes."""
+    solver = lora_solver if lora else trained_solver
+    target = _rollouts(solver, QUESTIONS[:6], 1)
+    candidates = [_rollouts(solver, QUESTIONS[6 + i : 8 + i], 10 + i) for i in range(3)]  # 6 rows each
+
+    def scores(micro_batch_size: int) -> tuple[list[float], int]:
+        monkeypatch.setattr(solver.config.update, "micro_batch_size", micro_batch_size)
+        widest = []
+        hook = solver.model.register_forward_pre_hook(
+            lambda module, args, kwargs: widest.append(kwargs["input_ids"].size(0)), with_kwargs=True)
+        try:
+            estimator = make()
+            estimator.prepare(solver, target)
+            return estimator.score(solver, candidates).tolist(), max(widest)
+        finally:
+            hook.remove()
+
+    whole, whole_rows = scores(64)
+    pieces, piece_rows = scores(2)
+    assert whole_rows == 18 and piece_rows <= 2
+    assert pieces == pytest.approx(whole, rel=1e-4, abs=1e-7)

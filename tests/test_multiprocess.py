@@ -135,6 +135,9 @@ class _TwoLayerSolver:
         out = (torch.tanh(rollouts.batch.sampling_logps @ self.layers[0]) @ self.layers[1]).sum(-1)
         return (rollouts.advantages * out).mean()
 
+    def micro_batches(self, rollouts: ScoredRollouts) -> list[ScoredRollouts]:
+        return [rollouts]
+
     @property
     def processes(self) -> Processes:
         return self._processes

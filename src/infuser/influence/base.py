@@ -22,6 +22,11 @@ The contract every estimator keeps (the loop and the benchmark rely on it):
 Candidates with no learning signal (all answers right or all wrong) are never passed in: the
 loop gives them 0 itself.
 
+Memory. Gradients are taken over :meth:`PolicyGradientModel.micro_batches` (the Solver's
+``update.micro_batch_size`` rows at a time) and accumulated, so neither the target set nor a
+candidate's answers are ever forwarded in one pass: the influence stage needs the activations
+of one micro-batch, like the update (:func:`~infuser.influence.gradients.policy_gradient`).
+
 Several processes (data parallel, what the loop runs): ``prepare`` receives this process's share
 of the target rollouts, normalised by the whole set's totals (:attr:`ScoredRollouts.totals`), and
 :func:`~infuser.influence.gradients.target_gradient` sums the shares' gradients over the
@@ -83,6 +88,12 @@ class PolicyGradientModel(Protocol):
     def surrogate_loss(self, rollouts: ScoredRollouts) -> Tensor:
         """The policy-gradient loss the Solver trains on, evaluated on-policy (ratio 1), normalised
         by ``rollouts.totals`` when set."""
+        ...
+
+    def micro_batches(self, rollouts: ScoredRollouts) -> list[ScoredRollouts]:
+        """``rollouts`` in pieces small enough for one forward/backward, each normalised by the
+        totals of the whole, so that the pieces' surrogate losses (and gradients) add up to the
+        whole's. Rows that cannot contribute to the gradient may be left out."""
         ...
 
     @property

@@ -23,7 +23,7 @@ parameters; the estimators are written once for both layouts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -72,14 +72,21 @@ class FlatGradient:
             for p, grad in zip(self.parameters, saved):
                 p.grad = grad
 
-    def of(self, loss_fn: Callable[[], Tensor]) -> Tensor:
-        """The flat gradient of ``loss_fn()`` in float32: the shared buffer, overwritten by the next
-        call (cheapest inside :meth:`attached`, which then spans a whole batch of candidates)."""
+    def of(self, losses: Iterable[Tensor]) -> Tensor:
+        """The flat gradient of the sum of ``losses`` in float32: the shared buffer, overwritten by
+        the next call (cheapest inside :meth:`attached`, which then spans a whole batch of
+        candidates).
+
+        Each loss is backpropagated before the next one is drawn, so a generator of micro-batch
+        losses keeps one micro-batch's graph alive at a time; autograd accumulates into the
+        buffer. No losses at all: a zero gradient.
+        """
         if not self._attached:
             with self.attached():
-                return self.of(loss_fn)
+                return self.of(losses)
         self.buffer.zero_()
-        loss_fn().backward(inputs=self.parameters)
+        for loss in losses:
+            loss.backward(inputs=self.parameters)
         return self.buffer if self.buffer.dtype == torch.float32 else self.buffer.float()
 
     def flatten_state(self, optimizer: torch.optim.Optimizer, key: str) -> Tensor:
@@ -151,6 +158,13 @@ class AdamStep:
         return self._v_term.div(self.beta2).sqrt_().add_(self.eps)
 
 
+def policy_gradient(flat: FlatGradient, solver: PolicyGradientModel, rollouts: ScoredRollouts) -> Tensor:
+    """The flat gradient of the Solver's surrogate loss over ``rollouts`` (:meth:`FlatGradient.of`'s
+    shared buffer), accumulated over the Solver's micro-batches: one micro-batch's activations
+    are alive at a time, however many rows ``rollouts`` has."""
+    return flat.of(solver.surrogate_loss(piece) for piece in solver.micro_batches(rollouts))
+
+
 def target_gradient(flat: FlatGradient, solver: PolicyGradientModel, target: ScoredRollouts) -> Tensor:
     """``g_T``: the gradient of the Solver's surrogate loss over the whole target set, as a new flat
     float32 tensor (of this process's parameter shard when a strategy shards the parameters).
@@ -159,11 +173,7 @@ def target_gradient(flat: FlatGradient, solver: PolicyGradientModel, target: Sco
     whole set's totals (``target.totals``), and the shares are summed over the processes: every
     process then holds the single-process gradient. A process whose share is empty adds zeros.
     """
-    if len(target.batch):
-        local = flat.of(lambda: solver.surrogate_loss(target)).clone()
-    else:
-        local = torch.zeros(flat.numel, device=flat.buffer.device)
-    return solver.processes.sum_row_shares(local)
+    return solver.processes.sum_row_shares(policy_gradient(flat, solver, target).clone())
 
 
 def complete(solver: PolicyGradientModel, *partials: Tensor) -> list[float]:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
-from infuser.influence.gradients import AdamStep, FlatGradient, complete, similarity, target_gradient
+from infuser.influence.gradients import AdamStep, FlatGradient, complete, policy_gradient, similarity, target_gradient
 from infuser.influence.projection import CountSketch
 
 
@@ -65,7 +65,7 @@ class LoraGradInfluence(InfluenceEstimator):
         scores = torch.zeros(len(candidates), dtype=torch.float64)
         with self._flat.attached():
             for index, candidate in enumerate(candidates):
-                gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
+                gradient = policy_gradient(self._flat, solver, candidate)
                 feature = self._adam.direction(gradient) if self._adam is not None else gradient
                 feature = self._sketch(feature) if self._sketch is not None else feature
                 dot, square = complete(solver, feature.dot(self._target), feature.dot(feature))

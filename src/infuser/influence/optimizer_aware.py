@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
-from infuser.influence.gradients import AdamStep, FlatGradient, complete, similarity, target_gradient
+from infuser.influence.gradients import AdamStep, FlatGradient, complete, policy_gradient, similarity, target_gradient
 
 Mode = Literal["dot", "cosine", "preconditioned_dot", "preconditioned_cosine"]
 MODES: tuple[str, ...] = ("dot", "cosine", "preconditioned_dot", "preconditioned_cosine")
@@ -74,7 +74,7 @@ class OptimizerAwareInfluence(InfluenceEstimator):
         scores = torch.zeros(len(candidates), dtype=torch.float64)
         with self._flat.attached():
             for index, candidate in enumerate(candidates):
-                gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
+                gradient = policy_gradient(self._flat, solver, candidate)
                 if self._adam is not None and self.fixed_v:
                     dot, square = complete(solver, gradient.dot(self._target),
                                            gradient.square().dot(self._inverse_square))

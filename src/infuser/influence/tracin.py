@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
-from infuser.influence.gradients import FlatGradient, complete, similarity, target_gradient
+from infuser.influence.gradients import FlatGradient, complete, policy_gradient, similarity, target_gradient
 
 
 @dataclass
@@ -97,7 +97,7 @@ class TracInInfluence(InfluenceEstimator):
         for point in self._points:
             with _swapped(self._flat.parameters, point.values), self._flat.attached():
                 for index, candidate in enumerate(candidates):
-                    gradient = self._flat.of(lambda: solver.surrogate_loss(candidate))
+                    gradient = policy_gradient(self._flat, solver, candidate)
                     dot, square = complete(solver, gradient.dot(point.target), gradient.dot(gradient))
                     scores[index] += point.lr * similarity(dot, square, point.target_norm, self.cosine)
         return scores

@@ -350,12 +350,32 @@ class PolicyRole(L.LightningModule):
         """
         self.activate()
         batch = rollouts.batch
-        mask = self.loss_mask(batch)
-        totals = rollouts.totals or BatchTotals(sequences=len(batch), tokens=int(mask.sum()),
-                                                max_completion_length=self._dr_grpo_length(batch))
         logps, _ = self._completion_logps(self.model, batch)
         config = dataclasses.replace(self.config.update.loss, beta=0.0, entropy_coef=0.0)
-        return policy_loss(logps, logps.detach(), rollouts.advantages, mask, config, totals).loss
+        return policy_loss(logps, logps.detach(), rollouts.advantages, self.loss_mask(batch), config,
+                           rollouts.totals or self._own_totals(batch)).loss
+
+    def micro_batches(self, rollouts: ScoredRollouts) -> list[ScoredRollouts]:
+        """``rollouts`` in pieces of at most ``update.micro_batch_size`` rows, each normalised by the
+        totals of the whole: the pieces' :meth:`surrogate_loss` values add up to the whole's, and
+        so do their gradients. This is how influence bounds its memory by the same setting that
+        bounds the update's.
+
+        Rows that add exactly nothing to the policy term are left out, as in :meth:`update`: a zero
+        advantage, or no token in the loss mask. Rows keep their order (a question's answers
+        stay together and share their prompt's prefill).
+        """
+        batch = rollouts.batch
+        totals = rollouts.totals or self._own_totals(batch)
+        contributing = (self.loss_mask(batch).sum(-1) > 0).cpu() & (rollouts.advantages.detach().cpu() != 0)
+        rows = contributing.nonzero().squeeze(-1)
+        return [ScoredRollouts(batch.select(piece), rollouts.advantages[piece], totals)
+                for piece in rows.split(self.config.update.micro_batch_size)]
+
+    def _own_totals(self, batch: RolloutBatch) -> BatchTotals:
+        """The normalisers of ``batch`` taken on its own (not as a share of a larger batch)."""
+        return BatchTotals(sequences=len(batch), tokens=int(self.loss_mask(batch).sum()),
+                           max_completion_length=self._dr_grpo_length(batch))
 
     def shared_totals(self, batch: RolloutBatch) -> BatchTotals:
         """The totals of the batch whose share on this process is ``batch`` (every process calls this
