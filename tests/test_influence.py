@@ -314,6 +314,16 @@ def test_micro_batch_losses_add_up_to_the_whole(trained_solver, sides, monkeypat
                                _flat_grad(trained_solver, rollouts), rtol=1e-4, atol=1e-7)
 
 
+def test_rows_without_a_contribution_give_no_micro_batch_and_a_zero_gradient(trained_solver, sides):
+    """A process's empty share of the target set, or rows whose advantages are all 0, forward nothing."""
+    target, _ = sides
+    flat = FlatGradient(trained_solver.trainable_parameters())
+    for rollouts in (ScoredRollouts(target.batch.select([]), target.advantages[:0]),
+                     ScoredRollouts(target.batch, torch.zeros_like(target.advantages))):
+        assert trained_solver.micro_batches(rollouts) == []
+        assert not policy_gradient(flat, trained_solver, rollouts).any()
+
+
 @pytest.mark.parametrize(("make", "lora"), [(OptimizerAwareInfluence, False),
                                             (lambda: OptimizerAwareInfluence(fixed_v=True), False),
                                             (lambda: TracInInfluence(cosine=True), False),

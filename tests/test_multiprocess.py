@@ -213,10 +213,23 @@ _FIT = ["fit", "--config", str(REPO / "configs" / "toy.yaml"), "--trainer.accele
 # rounding noise on both sides, hence the absolute part.
 RELATIVE, ABSOLUTE = 1e-4, 1e-6
 _APPROXIMATE = {"influence", "reward", "advantage"}
+# From iteration 2 on, the weights differ by ~1e-6 (above), and two quantities amplify that: a
+# cosine influence score near 0 is an absolute ~1e-6 off (seen: 1.5e-6), and DuGRPO divides the
+# rewards' deviations by within-document spreads of ~1e-2, which makes the advantages' error
+# ~100x the scores' (seen: 9e-5 on 0.09).
+_LATER = {"influence": dict(rel=RELATIVE, abs=1e-5), "reward": dict(rel=RELATIVE, abs=1e-5),
+          "advantage": dict(rel=2e-3, abs=1e-4)}
+# and the Generator's update then carries the advantages' error into its metrics (seen: 1.3e-4 on
+# the gradient norm)
+_LATER_METRICS = dict(rel=2e-3, abs=ABSOLUTE)
 
 
 def _records(run_dir: Path, folder: str) -> list[dict]:
     return [json.loads(line) for path in sorted((run_dir / folder).iterdir()) for line in path.read_text().splitlines()]
+
+
+def _records_of(run_dir: Path, folder: str, iteration: int) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / folder / f"iter_{iteration:05d}.jsonl").read_text().splitlines()]
 
 
 def _metrics(run_dir: Path) -> list[dict[str, float]]:
@@ -225,22 +238,29 @@ def _metrics(run_dir: Path) -> list[dict[str, float]]:
                 for row in csv.DictReader(handle)]
 
 
-def _close(a, b) -> bool:
-    return a == b if a is None or b is None else a == pytest.approx(b, rel=RELATIVE, abs=ABSOLUTE, nan_ok=True)
+def _close(a, b, rel: float = RELATIVE, abs: float = ABSOLUTE) -> bool:  # noqa: A002 - pytest.approx's names
+    return a == b if a is None or b is None else a == pytest.approx(b, rel=rel, abs=abs, nan_ok=True)
+
+
+# The Generator and the Solver as two LoRA adapters on one frozen base: DDP wraps the base once per
+# role, each role's adapter registered (activated) before its wrapping.
+_SHARED_BASE = ["--share_base=true", '--generator.model.lora={"r": 4, "alpha": 8}',
+                '--solver.model.lora={"r": 4, "alpha": 8}']
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_draw_score_and_train_as_one(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", [[], _SHARED_BASE], ids=["two_models", "shared_base"])
+def test_two_ddp_processes_draw_score_and_train_as_one(tmp_path, monkeypatch, layout):
     monkeypatch.chdir(REPO)
     one, two = tmp_path / "one", tmp_path / "two"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each of the two processes runs (OMP_NUM_THREADS=1)
     try:
-        assert main([*_FIT, "--trainer.devices=1", f"--run_dir={one}"]) == 0
+        assert main([*_FIT, *layout, "--trainer.devices=1", f"--run_dir={one}"]) == 0
     finally:
         torch.set_num_threads(threads)
     # the user's command; Fabric starts the second process itself
-    command = [sys.executable, "-m", "infuser.cli", *_FIT, "--trainer.strategy=ddp", "--trainer.devices=2",
+    command = [sys.executable, "-m", "infuser.cli", *_FIT, *layout, "--trainer.strategy=ddp", "--trainer.devices=2",
                f"--run_dir={two}"]
     result = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                             text=True, timeout=300)
@@ -252,14 +272,19 @@ def test_two_ddp_processes_draw_score_and_train_as_one(tmp_path, monkeypatch):
     for want, got in zip(expected, actual):
         assert {k: v for k, v in got.items() if k not in _APPROXIMATE} == \
             {k: v for k, v in want.items() if k not in _APPROXIMATE}
-        assert all(_close(got[k], want[k]) for k in _APPROXIMATE), (got, want)
+        tolerance = {k: {} for k in _APPROXIMATE} if want["iteration"] == 1 else _LATER
+        assert all(_close(got[k], want[k], **tolerance[k]) for k in _APPROXIMATE), (got, want)
     samples_one, samples_two = _records(one, "samples"), _records(two, "samples")
     assert [(s["role"], s["prompt"], s["completion"]) for s in samples_two] == \
         [(s["role"], s["prompt"], s["completion"]) for s in samples_one]
-    assert all(_close(a["advantage"], b["advantage"]) for a, b in zip(samples_two, samples_one))
+    for iteration in (1, 2):  # the samples of each update, iteration by iteration
+        got, want = (_records_of(run, "samples", iteration) for run in (two, one))
+        tolerance = {} if iteration == 1 else _LATER["advantage"]
+        assert all(_close(a["advantage"], b["advantage"], **tolerance) for a, b in zip(got, want, strict=True))
     rows_one, rows_two = _metrics(one), _metrics(two)
     assert [sorted(row) for row in rows_two] == [sorted(row) for row in rows_one]
     for want, got in zip(rows_one, rows_two):
-        assert {k: v for k, v in got.items() if not _close(v, want[k])} == {}, want["step"]
+        tolerance = {} if want["step"] == 1 else _LATER_METRICS
+        assert {k: v for k, v in got.items() if not _close(v, want[k], **tolerance)} == {}, want["step"]
     assert {"generator/loss", "solver/loss", "solver/grad_norm", "influence/mean"} <= set(rows_two[-1])
     assert json.loads((two / "summary.json").read_text())["iterations"] == 2

@@ -369,8 +369,8 @@ class PolicyRole(L.LightningModule):
         totals = rollouts.totals or self._own_totals(batch)
         contributing = (self.loss_mask(batch).sum(-1) > 0).cpu() & (rollouts.advantages.detach().cpu() != 0)
         rows = contributing.nonzero().squeeze(-1)
-        return [ScoredRollouts(batch.select(piece), rollouts.advantages[piece], totals)
-                for piece in rows.split(self.config.update.micro_batch_size)]
+        pieces = rows.split(self.config.update.micro_batch_size) if len(rows) else ()  # split() of nothing: [nothing]
+        return [ScoredRollouts(batch.select(piece), rollouts.advantages[piece], totals) for piece in pieces]
 
     def _own_totals(self, batch: RolloutBatch) -> BatchTotals:
         """The normalisers of ``batch`` taken on its own (not as a share of a larger batch)."""
