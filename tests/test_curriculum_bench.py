@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from infuser.cli import main
-from infuser.curriculum_bench import Arm, ArmRecord, Profile, bench_curriculum, verdict
+from infuser.curriculum_bench import Arm, ArmRecord, Profile, bench_curriculum, code_digest, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"loop": {"iterations": 1, "documents_per_iteration": 3, "questions_per_document": 2,
@@ -85,6 +85,13 @@ def test_runs_are_cached_and_resumed(tmp_path, capsys, monkeypatch):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
     assert without_seconds(json.loads(output.read_text())) == without_seconds(records)
+    assert {tuple(r["code"]) for r in records} == {(code_digest(),)} and "versions of infuser" not in second
+
+    # a run made by other code is flagged: the comparison would not be on equal terms
+    (run / "bench_code").write_text("0123456789ab\n")
+    assert main(argv) == 0
+    assert "WARNING: these runs were made by 2 versions of infuser's code" in capsys.readouterr().out
+    assert json.loads(output.read_text())[1]["code"] == ["0123456789ab"]
 
     # a changed configuration starts the affected runs over
     config["quick_profile"]["overrides"]["loop"]["answers_per_question"] = 2

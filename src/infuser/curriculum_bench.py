@@ -12,6 +12,10 @@ configuration is read back, not run again; a run that was interrupted resumes fr
 checkpoint (``--ckpt_path last``); a run whose configuration changed starts over. So an
 interrupted benchmark, run again, continues where it stopped.
 
+The cache is keyed on configuration, not on code: each run records a digest of the infuser
+source it was started (or resumed) with, and the table warns when the runs it reads were made by
+different code, which a comparison of arms must not mix.
+
 The number reported is the held-out accuracy gain over the base (the accuracy of the last
 evaluation minus the first, on questions of the target distribution that no arm trains on),
 mean and std over seeds.
@@ -94,6 +98,7 @@ class ArmRecord:
     heldout_by_iteration: dict[str, list[float]]  # iteration -> accuracy per seed
     curriculum_by_iteration: dict[str, dict[str, float]]  # iteration -> kind -> share (mean over seeds)
     golden_accuracy_by_iteration: dict[str, float]  # iteration -> the Generator's golden-answer accuracy
+    code: list[str] = field(default_factory=list)  # per seed: the code digest(s) its run was made by, "+"-joined
 
 
 @dataclass
@@ -228,6 +233,7 @@ def _state(run: _Run) -> str:
 
 
 def _execute(runs: list[_Run], workers: int, threads: int) -> None:
+    code = code_digest()
     pending = []
     for run in runs:
         state = _state(run)
@@ -244,6 +250,8 @@ def _execute(runs: list[_Run], workers: int, threads: int) -> None:
                 run, state = pending.pop(0)
                 run.root.mkdir(parents=True, exist_ok=True)
                 (run.root / "bench_fingerprint").write_text(run.fingerprint)
+                with open(run.root / "bench_code", "a" if state == "resume" else "w") as record:
+                    record.write(code + "\n")
                 command = run.command + (["--ckpt_path", "last"] if state == "resume" else [])
                 print(f"{'resuming' if state == 'resume' else 'running':<9} {run.label}", flush=True)
                 with open(run.root / "bench_output.log", "a") as output:
@@ -306,8 +314,29 @@ def _record(arm: Arm, runs: list[_Run]) -> ArmRecord:
         heldout_end_mean=statistics.fmean(s["heldout_accuracy_end"] for s in summaries),
         target_gain_mean=statistics.fmean(s["target_accuracy_end"] - s["target_accuracy_start"] for s in summaries),
         reference=arm.reference, heldout_by_iteration=heldout, curriculum_by_iteration=curriculum,
-        golden_accuracy_by_iteration=golden,
+        golden_accuracy_by_iteration=golden, code=[_run_code(run) for run in runs],
     )
+
+
+def code_digest() -> str:
+    """A digest of infuser's source files as installed: which code a run is made by."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _run_code(run: _Run) -> str:
+    """The digests of the code a run was started and resumed with ("unknown": not recorded)."""
+    path = run.root / "bench_code"
+    digests = dict.fromkeys(path.read_text().split()) if path.exists() else {}
+    return "+".join(digests) or "unknown"
+
+
+def code_versions(records: list[ArmRecord]) -> set[str]:
+    """Every code digest behind the records; more than one means the arms were not run alike."""
+    return {digest for record in records for run in record.code for digest in run.split("+")}
 
 
 @dataclass(frozen=True)
@@ -357,6 +386,11 @@ def _print_table(records: list[ArmRecord], headline: str, profile: str, seconds:
         print(f"{headline} / best baseline ({result.baseline}): ratio {result.ratio:.2f}, difference "
               f"{result.headline_gain - result.baseline_gain:+.3f} ± {result.standard_error:.3f} (s.e.) -> "
               f"{'beyond' if result.beyond_noise else 'NOT beyond'} seed noise at ratio >= 1.2")
+    versions = code_versions(records)
+    if len(versions) > 1:
+        print(f"WARNING: these runs were made by {len(versions)} versions of infuser's code "
+              f"({', '.join(sorted(versions))}; per run in the JSON's `code`): the arms are not compared on "
+              f"equal terms. Run again with an empty cache_dir to redo them with the current code.")
     print(f"benchmark wall time {seconds:.0f} s")
 
 
