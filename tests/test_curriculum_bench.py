@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -15,7 +16,9 @@ SMALL = {"loop": {"iterations": 1, "documents_per_iteration": 3, "questions_per_
                   "answers_per_question": 3, "target_answers_per_question": 2, "eval_samples": 1,
                   "keep_checkpoints": 1},
          "target_set": {"class_path": "ToyQuestions", "init_args": {"split": "target", "size": 6}},
-         "heldout_set": {"class_path": "ToyQuestions", "init_args": {"split": "heldout", "size": 6}}}
+         "heldout_set": {"class_path": "ToyQuestions", "init_args": {"split": "heldout", "size": 6}},
+         # several optimizer steps per update, so that each update draws an order of its rows
+         "generator": {"update": {"mini_batch_size": 2}}, "solver": {"update": {"mini_batch_size": 4}}}
 
 
 @pytest.mark.parametrize("overrides", [{"loop": {"iterations": 3}}, {"solver": {"optimizer": {"lr": 1.0}}},
@@ -49,6 +52,15 @@ def test_verdict_ignores_references_and_needs_more_than_noise():
     assert not losing.beyond_noise
 
 
+def _step_one(run: Path) -> dict[str, str]:
+    with open(run / "logs" / "metrics.csv", newline="") as handle:
+        return next(row for row in csv.DictReader(handle) if row["step"] == "1")
+
+
+def _solver_only(row: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in row.items() if key.startswith("solver/")}
+
+
 @pytest.mark.slow
 def test_runs_are_cached_and_resumed(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -58,7 +70,8 @@ def test_runs_are_cached_and_resumed(tmp_path, capsys, monkeypatch):
         "cache_dir": str(tmp_path / "cache"),
         "arms": [{"name": "INFUSER"},
                  {"name": "frozen generator", "overrides": {"loop": {"freeze_generator": True},
-                                                            "generator_reward": "constant"}}],
+                                                            "generator_reward": "constant"}},
+                 {"name": "SPICE", "overrides": {"generator_reward": "spice_variance"}}],
     }
     path = tmp_path / "bench.yaml"
     path.write_text(json.dumps(config))
@@ -68,11 +81,17 @@ def test_runs_are_cached_and_resumed(tmp_path, capsys, monkeypatch):
     first = capsys.readouterr().out
     assert "running   INFUSER / seed 0" in first and "held-out accuracy gain" in first
     records = json.loads(output.read_text())
-    assert [r["arm"] for r in records] == ["INFUSER", "frozen generator"]
+    assert [r["arm"] for r in records] == ["INFUSER", "frozen generator", "SPICE"]
     for record in records:
         assert {"arm", "seeds", "heldout_gain_mean", "heldout_gain_std", "seconds"} <= set(record)
         assert record["seeds"] == [0] and set(record["heldout_by_iteration"]) == {"0", "1"}
     assert (tmp_path / "out" / "curriculum.heldout.png").stat().st_size > 0
+    # same seed, same first drafts and answers: the Solver's first update is the same whether or
+    # not the Generator updated before it (its own stream orders its rows)
+    first_update = [_step_one(tmp_path / "cache" / "quick" / arm / "seed_0") for arm in ("spice", "frozen-generator")]
+    assert first_update[0]["generator/update_skipped"] == "0.0"  # the Generator stepped before the Solver...
+    assert _solver_only(first_update[0]) == _solver_only(first_update[1])  # ...and changed nothing of its update
+    assert first_update[1]["solver/grad_norm"]
     assert (tmp_path / "out" / "curriculum.curriculum.png").stat().st_size > 0
 
     # finished runs are read back; an interrupted one (checkpoint, no summary) resumes

@@ -198,10 +198,16 @@ class InfuserLoop:
         self._timings[name] = self._timings.get(name, 0.0) + elapsed
         self.state.seconds_by_stage[name] = self.state.seconds_by_stage.get(name, 0.0) + elapsed
 
-    def _generators(self, iteration: int, round_: int) -> tuple[random.Random, torch.Generator]:
+    def _generators(self, iteration: int, round_: int | str) -> tuple[random.Random, torch.Generator]:
         """Per-iteration random streams: a resumed run draws exactly what the original drew."""
         key = f"{self.seed}:{iteration}:{round_}"
         return random.Random(key), torch.Generator().manual_seed(hash_seed(key))
+
+    def _update_order(self, iteration: int, update: str) -> torch.Generator:
+        """The stream that orders one update's rows, keyed by the update alone: arms of a benchmark
+        that share a seed and hand an update the same rows get the same steps, whether or not
+        another role updated before it (torch's global stream would differ)."""
+        return self._generators(iteration, update)[1]
 
     # -- stages ---------------------------------------------------------------------------------
     def evaluate(self, iteration: int) -> Evaluation:
@@ -287,7 +293,8 @@ class InfuserLoop:
         if not cfg.freeze_generator:
             with self.stage("generator_update"):
                 own = drafts.rollouts.rows
-                stats = self.generator.update(drafts.batch, advantages[own.start : own.stop])
+                stats = self.generator.update(drafts.batch, advantages[own.start : own.stop],
+                                              self._update_order(iteration, f"generator update {round_}"))
             metrics.update(stats.as_metrics("generator"))
             self._after_update(stats, "generator", iteration)
         records = self._records(iteration, drafts, answers, scores, rewards, advantages)
@@ -306,7 +313,8 @@ class InfuserLoop:
             return
         with self.stage("solver_update"):
             share = answers.rollouts.scored(rows, advantages)
-            stats = self.solver.update(share.batch, share.advantages)
+            order = self._update_order(self._iteration, "solver update")
+            stats = self.solver.update(share.batch, share.advantages, order)
         metrics.update(stats.as_metrics("solver"))
         self._after_update(stats, "solver", self._iteration)
 

@@ -390,8 +390,14 @@ class PolicyRole(L.LightningModule):
     def advantages(self, rewards: Tensor, groups: Tensor) -> Tensor:
         return self.config.advantage(rewards, groups)
 
-    def update(self, batch: RolloutBatch, advantages: Tensor) -> UpdateStats:
+    def update(self, batch: RolloutBatch, advantages: Tensor, generator: torch.Generator | None = None
+               ) -> UpdateStats:
         """One RL update (``ppo_epochs`` x mini-batches) on ``batch`` with per-row ``advantages``.
+
+        ``generator`` draws the order of the rows when the update takes several optimizer steps
+        (``None``: torch's global stream). The loop passes a stream of this update's own, so the
+        order depends on nothing that ran before it: not on whether the other role updated first
+        (a frozen Generator draws nothing), and not on how many draws other code made.
 
         Mini-batches split all rows, so the normalisers are TRL's; but only rows that can carry a
         gradient are forwarded: with no KL or entropy term, a zero advantage contributes exactly
@@ -424,7 +430,7 @@ class PolicyRole(L.LightningModule):
         stats = UpdateStats(rows=int(shares[:, 1].sum()), samples=self._samples(batch, advantages, offset, rows))
         sums = _Sums()
         for _ in range(settings.ppo_epochs):
-            order = torch.randperm(rows) if steps > 1 else torch.arange(rows)
+            order = torch.randperm(rows, generator=generator) if steps > 1 else torch.arange(rows)
             for start in range(0, rows, mini):
                 mini_rows = order[start : start + mini]
                 here = mini_rows[(mini_rows >= offset) & (mini_rows < offset + len(batch))] - offset
