@@ -64,7 +64,8 @@ class UpdateConfig:
             step are computed once and kept as the "old" policy of every step.
         mini_batch_size: rows per optimizer step; ``None`` takes the whole batch in one step.
         micro_batch_size: rows per forward/backward (gradient accumulation); bounds memory only:
-            the accumulated gradient equals the whole mini-batch's.
+            the accumulated gradient equals the whole mini-batch's. The Solver's also bounds the
+            influence passes (:meth:`PolicyRole.micro_batches`).
         mask_truncated_completions: drop rows that hit ``max_new_tokens`` from the loss (they
             still count as sequences in the ``grpo``/``dr_grpo`` normalisers, as in TRL).
         completions_to_log: completions (prompt, text, advantage) returned in
