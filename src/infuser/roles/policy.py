@@ -368,8 +368,7 @@ class PolicyRole(L.LightningModule):
         """
         batch = rollouts.batch
         totals = rollouts.totals or self._own_totals(batch)
-        contributing = (self.loss_mask(batch).sum(-1) > 0).cpu() & (rollouts.advantages.detach().cpu() != 0)
-        rows = contributing.nonzero().squeeze(-1)
+        rows = _carrying_gradient(self.loss_mask(batch), rollouts.advantages.detach().cpu()).nonzero().squeeze(-1)
         pieces = rows.split(self.config.update.micro_batch_size) if len(rows) else ()  # split() of nothing: [nothing]
         return [ScoredRollouts(batch.select(piece), rollouts.advantages[piece], totals) for piece in pieces]
 
@@ -419,7 +418,7 @@ class PolicyRole(L.LightningModule):
         advantages = advantages.detach().float().cpu()
         advantages = torch.where(torch.isfinite(advantages), advantages, torch.zeros_like(advantages))
         regularised = settings.loss.beta != 0.0 or settings.loss.entropy_coef != 0.0
-        active = (mask.sum(-1) > 0).cpu() & ((advantages != 0) | regularised)
+        active = _carrying_gradient(mask, advantages, regularised)
         shares = processes.stack(torch.tensor([len(batch), int(active.sum()), int(mask.sum())]))
         if int(shares[:, 1].sum()) == 0:
             return UpdateStats(skipped="no rows with a non-zero advantage")
@@ -621,6 +620,12 @@ class _Sums:
         values = {name: type(getattr(self, name))(value) for name, value in zip(names, summed.tolist())}
         values["loss"] /= processes.world_size
         return dataclasses.replace(self, **values)
+
+
+def _carrying_gradient(mask: Tensor, advantages: Tensor, regularised: bool = False) -> Tensor:
+    """Rows that can add to a policy-gradient loss's gradient: some token in the loss ``mask``, and a
+    non-zero advantage unless a KL or entropy term (``regularised``) makes every such row count."""
+    return (mask.sum(-1) > 0).cpu() & ((advantages != 0) | regularised)
 
 
 def _padded(items: list[Tensor], count: int) -> list[Tensor | None]:
