@@ -27,15 +27,14 @@ strategy, else 1; P = a role's parameters, T = its trainable parameters):
   :func:`influence_buffers`) and one forward+backward of ``micro_batch_size`` rows: ``prepare``
   (the target set) and ``score`` (each candidate's answers) accumulate their gradients over the
   Solver's micro-batches, like the update.
-* Under FSDP with the strategy given by name (``strategy: fsdp``) no auto-wrap policy is set, so
-  the whole model is one FSDP unit: each forward gathers every parameter in the compute dtype
-  (2P bytes), each backward also holds the unsharded gradient (another 2P) until it is
-  reduce-scattered.
+* Under FSDP (``strategy: fsdp``: FSDP2 with one unit per decoder layer and the rest of the model
+  as the root unit, see ``infuser.sharding``) a forward holds the root unit's parameters
+  (embeddings, output projection, final norm) gathered in the compute dtype, and two decoder
+  layers' (the one in use and the one prefetched); a backward also holds their unsharded
+  gradients until they are reduce-scattered. Sampling gathers the whole model once per call (2P).
+  The influence buffers hold the process's parameter shard (T / N each).
 
-The peak is the persistent part plus the largest stage. ``peak after the fixes`` is the same
-recipe once the influence buffers are sharded like the weights and FSDP wraps each decoder layer
-as a unit (two layers gathered at a time); neither is built yet (FSDP with more than one process
-is refused, see docs/recipes.md).
+The peak is the persistent part plus the largest stage.
 
 Approximations (stated, not measured):
 
@@ -261,20 +260,19 @@ class Estimate:
     activations_with_checkpointing: int
     peak: int
     peak_stage: str
-    peak_after_fixes: int
     notes: list[str] = field(default_factory=list)
 
 
-def _stages(recipe: Recipe, fixed: bool) -> tuple[dict[str, int], dict[str, int], dict[str, int], str]:
-    """Rollout, update and influence transients per GPU, as implemented or with the fixes applied."""
+def _stages(recipe: Recipe) -> tuple[dict[str, int], dict[str, int], dict[str, int], str]:
+    """Rollout, update and influence transients per GPU."""
     n = recipe.gpus
     solver = recipe.roles[1]
-    if "fsdp" not in recipe.strategy:
-        gathered = 0
-    elif fixed:  # one unit per decoder layer: the layer in use and the one prefetched
-        gathered = max(2 * 2 * role.shape.linear_parameters_per_layer for role in recipe.roles)
-    else:
-        gathered = max(2 * role.shape.parameters for role in recipe.roles)
+    gathered = whole = 0
+    if "fsdp" in recipe.strategy:  # in the compute dtype (2 bytes): the root unit and two decoder layers
+        gathered = max(2 * (role.shape.embedding_parameters + role.shape.lm_head_parameters
+                            + 2 * (role.shape.linear_parameters_per_layer + role.shape.norm_parameters_per_layer))
+                       for role in recipe.roles)
+        whole = max(2 * role.shape.parameters for role in recipe.roles)  # sampling gathers the model once
 
     def kv(role: Role, rows: int, tokens: int) -> int:
         return rows * tokens * role.shape.kv_bytes_per_token * role.compute_bytes // 2
@@ -283,13 +281,13 @@ def _stages(recipe: Recipe, fixed: bool) -> tuple[dict[str, int], dict[str, int]
               for role in recipe.roles}
     caches["evaluation sampling"] = kv(solver, recipe.eval_rows, recipe.eval_tokens)
     largest = max(caches, key=caches.get)
-    rollout = {"KV cache": caches[largest], "gathered parameters (FSDP)": gathered}
+    rollout = {"KV cache": caches[largest], "gathered parameters (FSDP)": whole}
     update = {"gradients": max(role.trainable * role.trainable_bytes for role in recipe.roles) // n,
               "activations + logits (one micro-batch)": max(configured_pass_bytes(role, role.micro_batch_size)
                                                             for role in recipe.roles),
               "gathered parameters + unsharded gradient (FSDP)": 2 * gathered}
     buffers = influence_buffers(recipe.influence_mode, recipe.fixed_v) * solver.trainable * 4
-    influence = {"flat buffers": buffers // n if fixed else buffers,
+    influence = {"flat buffers": buffers // n,
                  "activations + logits (one micro-batch)": configured_pass_bytes(solver, solver.micro_batch_size),
                  "gathered parameters + unsharded gradient (FSDP)": 2 * gathered}
     return rollout, update, influence, largest
@@ -313,10 +311,9 @@ def estimate(recipe: Recipe) -> Estimate:
     if any(role.trainable_bytes == 2 for role in recipe.roles):
         notes.append("16-bit trainable weights: there is no float32 master copy, and AdamW steps smaller than the "
                      "weights' bfloat16 spacing are lost")
-    rollout, update, influence, largest = _stages(recipe, fixed=False)
+    rollout, update, influence, largest = _stages(recipe)
     stages = {"rollout": sum(rollout.values()), "update": sum(update.values()), "influence": sum(influence.values())}
     peak_stage = max(stages, key=stages.get)
-    after_fixes = max(sum(stage.values()) for stage in _stages(recipe, fixed=True)[:3])
     updater = max(recipe.roles, key=lambda role: configured_pass_bytes(role, role.micro_batch_size))
     return Estimate(
         recipe=recipe.path, gpus_per_role=n, strategy=recipe.strategy, precision=recipe.precision,
@@ -325,7 +322,7 @@ def estimate(recipe: Recipe) -> Estimate:
         activations_without_checkpointing=pass_bytes(updater, updater.micro_batch_size, False),
         activations_with_checkpointing=pass_bytes(updater, updater.micro_batch_size, True),
         peak=sum(persistent.values()) + stages[peak_stage],
-        peak_stage=peak_stage, peak_after_fixes=sum(persistent.values()) + after_fixes, notes=notes,
+        peak_stage=peak_stage, notes=notes,
     )
 
 
@@ -356,8 +353,6 @@ def table(estimates: list[Estimate], gpu_memory_gib: float) -> str:
     row("(update micro-batch with checkpointing)", [_gib(e.activations_with_checkpointing) for e in estimates])
     row("**peak** (persistent + largest stage)", [f"**{_gib(e.peak)}** ({e.peak_stage})" for e in estimates])
     row(f"fits in {gpu_memory_gib:g} GiB", [fits(e.peak) for e in estimates])
-    row("peak after the fixes (docs/recipes.md)", [_gib(e.peak_after_fixes) for e in estimates])
-    row(f"fits in {gpu_memory_gib:g} GiB after the fixes", [fits(e.peak_after_fixes) for e in estimates])
     return "\n".join(lines)
 
 

@@ -32,9 +32,7 @@ def _solver(model_dir, lora: LoraConfig | None = None) -> Solver:
                         optimizer=OptimizerConfig(lr=1e-3, betas=(0.9, 0.95)),
                         sampling=SamplingConfig(max_new_tokens=8))
     solver = Solver(config, PromptTemplates())
-    wrapped, _ = fabric.setup(solver, solver.configure_optimizers())
-    wrapped.mark_forward_method("training_step")
-    solver.bind(wrapped)
+    solver.set_up(fabric)
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):
         answers = solver.answer(QUESTIONS, 2, generator)

@@ -55,9 +55,7 @@ def _role(model_dir, seed: int = 0, **model) -> tuple[PolicyRole, L.Fabric]:
                         optimizer=OptimizerConfig(lr=5e-2, grad_clip=None),
                         sampling=SamplingConfig(temperature=0.8, max_new_tokens=8))
     role = PolicyRole(config, device=fabric.device)
-    wrapped, _ = fabric.setup(role, role.configure_optimizers())
-    wrapped.mark_forward_method("training_step")
-    role.bind(wrapped)
+    role.set_up(fabric)
     return role, fabric
 
 
@@ -196,10 +194,7 @@ def test_two_adapters_on_one_4bit_base_train_independently(tiny_model_dir):
                         optimizer=OptimizerConfig(lr=5e-2, grad_clip=None), sampling=SamplingConfig(max_new_tokens=8))
     roles = [Generator(config, PromptTemplates(), shared=shared), Solver(config, PromptTemplates(), shared=shared)]
     for role in roles:
-        role.activate()
-        wrapped, _ = fabric.setup(role, role.configure_optimizers())
-        wrapped.mark_forward_method("training_step")
-        role.bind(wrapped)
+        role.set_up(fabric)
     for role in roles:
         before = _snapshot(shared.model)
         assert role.update(role.rollout(PROMPTS, 3, torch.Generator().manual_seed(0)), ADVANTAGES).optimizer_steps == 1
@@ -227,6 +222,16 @@ def test_4bit_base_with_a_precision_or_strategy_that_breaks_it_is_refused(no_mod
     with pytest.raises(ConfigurationError, match=key) as refused:
         fit(solver=_qlora(tiny_model_dir), trainer=trainer, run_dir=str(tmp_path / "run"))
     assert "solver.model.quantization" in str(refused.value)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("strategy", ["fsdp_cpu_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload"])
+def test_strategies_that_gather_parameters_only_inside_their_wrapper_are_refused(no_model_loading, tmp_path,
+                                                                                 strategy):
+    """infuser samples and computes influence by calling each model itself: a sharding strategy
+    must gather parameters in every sharded module (FSDP2, ``strategy: fsdp``), not in a wrapper."""
+    with pytest.raises(ConfigurationError, match=f"trainer.strategy: {strategy}.*use `fsdp`"):
+        fit(trainer=TrainerConfig(accelerator="cpu", strategy=strategy), run_dir=str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 

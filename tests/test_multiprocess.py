@@ -17,6 +17,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from infuser.cli import main
@@ -63,8 +64,7 @@ def test_a_process_with_fewer_rows_runs_as_many_forward_backward_pairs(tiny_mode
                         sampling=SamplingConfig(max_new_tokens=6), update=UpdateConfig(micro_batch_size=2))
     torch.manual_seed(0)
     role = PolicyRole(config)
-    wrapped, _ = L.Fabric(accelerator="cpu", devices=1).setup(role, role.configure_optimizers())
-    role.bind(wrapped)
+    role.set_up(L.Fabric(accelerator="cpu", devices=1))
     batch = role.rollout(["Question: What is 3 plus 4?\nAnswer:", "Document: 5 times 2 is 10.\n"], 3,
                          torch.Generator().manual_seed(0))
     advantages = torch.tensor([1.0, -0.5, 0.3, 0.7, -1.2, 0.2])  # six rows: three micro-batches here
@@ -112,6 +112,9 @@ class _ThreadProcess(Processes):
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         return self.exchange.sum(self.rank, values)
+
+    def undo_strategy_mean(self, gradient: torch.Tensor) -> torch.Tensor:
+        return gradient  # no strategy reduced anything: each thread holds its layer's whole gradient
 
 
 class _TwoLayerSolver:
@@ -244,13 +247,18 @@ def _close(a, b, rel: float = RELATIVE, abs: float = ABSOLUTE) -> bool:  # noqa:
 
 # The Generator and the Solver as two LoRA adapters on one frozen base: DDP wraps the base once per
 # role, each role's adapter registered (activated) before its wrapping.
-_SHARED_BASE = ["--share_base=true", '--generator.model.lora={"r": 4, "alpha": 8}',
-                '--solver.model.lora={"r": 4, "alpha": 8}']
+_LORA = ['--generator.model.lora={"r": 4, "alpha": 8}', '--solver.model.lora={"r": 4, "alpha": 8}']
+_SHARED_BASE = ["--share_base=true", *_LORA]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", [[], _SHARED_BASE], ids=["two_models", "shared_base"])
-def test_two_ddp_processes_draw_score_and_train_as_one(tmp_path, monkeypatch, layout):
+@pytest.mark.parametrize(("strategy", "layout"), [("ddp", []), ("ddp", _SHARED_BASE), ("fsdp", []), ("fsdp", _LORA)],
+                         ids=["ddp", "ddp_shared_base", "fsdp", "fsdp_lora"])
+def test_two_processes_draw_score_and_train_as_one(tmp_path, monkeypatch, strategy, layout):
+    """Two CPU processes (gloo) against one on the same data. DDP: each process holds the models.
+    FSDP (FSDP2 per decoder layer): each holds a shard of every parameter, so sampling runs in
+    lockstep and every process differentiates a share of every influence candidate; with LoRA the
+    frozen base is sharded too and only the adapters train."""
     monkeypatch.chdir(REPO)
     one, two = tmp_path / "one", tmp_path / "two"
     threads = torch.get_num_threads()
@@ -260,7 +268,7 @@ def test_two_ddp_processes_draw_score_and_train_as_one(tmp_path, monkeypatch, la
     finally:
         torch.set_num_threads(threads)
     # the user's command; Fabric starts the second process itself
-    command = [sys.executable, "-m", "infuser.cli", *_FIT, *layout, "--trainer.strategy=ddp", "--trainer.devices=2",
+    command = [sys.executable, "-m", "infuser.cli", *_FIT, *layout, f"--trainer.strategy={strategy}", "--trainer.devices=2",
                f"--run_dir={two}"]
     result = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                             text=True, timeout=300)
@@ -288,3 +296,18 @@ def test_two_ddp_processes_draw_score_and_train_as_one(tmp_path, monkeypatch, la
         assert {k: v for k, v in got.items() if not _close(v, want[k], **tolerance)} == {}, want["step"]
     assert {"generator/loss", "solver/loss", "solver/grad_norm", "influence/mean"} <= set(rows_two[-1])
     assert json.loads((two / "summary.json").read_text())["iterations"] == 2
+    last = torch.load(two / "checkpoints" / "iter_00002.ckpt", weights_only=True)
+    for role in ("generator", "solver") if not layout else ():  # exported whole (gathered under FSDP), as checkpointed
+        exported = load_file(two / "final" / role / "model.safetensors")
+        assert sorted(exported) == sorted(load_file(one / "final" / role / "model.safetensors"))
+        assert all(torch.equal(tensor, last[role][f"model.{key}"]) for key, tensor in exported.items()), role
+    if strategy == "fsdp":
+        # the checkpoint of iteration 1 (gathered whole) loads back into the shards: iteration 2 again
+        resumed = tmp_path / "resumed"
+        again = subprocess.run([*command[:-1], f"--run_dir={resumed}",
+                                f"--ckpt_path={two / 'checkpoints' / 'iter_00001.ckpt'}"], cwd=REPO,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-4000:]
+        assert _records_of(resumed, "questions", 2) == _records_of(two, "questions", 2)
+        got, want = _metrics(resumed)[-1], _metrics(two)[-1]
+        assert sorted(got) == sorted(want) and all(_close(got[k], want[k], rel=0, abs=0) for k in want)

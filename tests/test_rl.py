@@ -51,9 +51,7 @@ def _role(model_dir, lora: bool = False, gradient_checkpointing: bool = False, l
     torch.manual_seed(0)
     role = PolicyRole(config)
     fabric = L.Fabric(accelerator="cpu", devices=1)
-    wrapped, _ = fabric.setup(role, role.configure_optimizers())
-    wrapped.mark_forward_method("training_step")
-    role.bind(wrapped)
+    role.set_up(fabric)
     return role
 
 

@@ -2,7 +2,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from infuser.models import ModelConfig, load_causal_lm, load_tokenizer
-from infuser.rollout.engine import SamplingConfig, _stop_ids, completion_logps, generate
+from infuser.rollout.engine import SamplingConfig, _stop_ids, call_seed, completion_logps, generate
 
 PROMPTS = ["Question: What is the sum of 2 and 3?\nA) 4\nB) 5\nC) 6\nD) 7\nAnswer:", "Document: 1 plus 1 is 2.\n"]
 
@@ -121,3 +121,44 @@ def test_gumbel_noise_samples_the_softmax():
     assert torch.allclose(frequencies, probs, atol=0.015)  # 3 standard errors at n = 20000
     again = (probs.log() + _gumbel_noise(seeds, step=4, vocab=4)).argmax(-1)
     assert (again != tokens).float().mean() > 0.3  # steps draw independent noise
+
+
+class _BusierNeighbour:
+    """A :class:`~infuser.rollout.engine.Lockstep` beside another process that makes ``extra`` more
+    forward calls than this one: it reports itself busy for that many of this process's idle turns."""
+
+    def __init__(self, extra: int) -> None:
+        self.extra, self.flags = extra, []
+
+    def any(self, flag: bool) -> bool:
+        self.flags.append(flag)
+        if not flag and self.extra:
+            self.extra -= 1
+            return True
+        return flag
+
+
+def test_lockstep_keeps_forward_calls_in_step_and_changes_nothing_sampled(tiny_model_dir):
+    """Under sharded parameters every forward gathers parameters from every process, so each
+    process announces each call and, once done (or with no prompts at all), runs idle forwards for
+    as long as another process still has real ones. What it samples is unchanged."""
+    config = ModelConfig(name_or_path=str(tiny_model_dir))
+    tokenizer, model = load_tokenizer(config), load_causal_lm(config)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, batch_size=4)
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    alone = generate(model, tokenizer, PROMPTS, sampling, num_samples=3, generator=torch.Generator().manual_seed(5))
+    real_calls, calls[:] = len(calls), []
+    neighbour = _BusierNeighbour(extra=4)
+    stepped = generate(model, tokenizer, PROMPTS, sampling, num_samples=3, generator=torch.Generator().manual_seed(5),
+                       lockstep=neighbour)
+    assert stepped.texts == alone.texts and torch.equal(stepped.sampling_logps, alone.sampling_logps)
+    assert neighbour.flags == [True] * real_calls + [False] * 5  # four idle turns, then all are done
+    assert len(calls) == real_calls + 4
+    calls[:] = []
+    stream = torch.Generator().manual_seed(5)
+    empty = generate(model, tokenizer, [], sampling, num_samples=3, generator=stream, lockstep=_BusierNeighbour(2))
+    assert len(empty) == 0 and len(calls) == 2
+    drawn = torch.Generator().manual_seed(5)
+    call_seed(drawn)  # a process without prompts still takes the call's draw
+    assert torch.equal(stream.get_state(), drawn.get_state())

@@ -60,11 +60,7 @@ def _setup(model_dir: Path, seed: int = 0, beta: float = 0.0) -> Setup:
     solver = Solver(_config(model_dir, beta), PromptTemplates(), device=fabric.device, shared=shared)
     modules = {}
     for name, role in (("generator", generator), ("solver", solver)):
-        role.activate()
-        wrapped, optimizer = fabric.setup(role, role.configure_optimizers())
-        wrapped.mark_forward_method("training_step")
-        role.bind(wrapped)
-        modules[name], modules[f"{name}_optimizer"] = wrapped, optimizer
+        modules[name], modules[f"{name}_optimizer"] = role.set_up(fabric)
     return Setup(shared, generator, solver, fabric, modules)
 
 

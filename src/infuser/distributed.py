@@ -10,6 +10,13 @@ large (token tensors, activations, per-candidate gradients) stays on the process
 
 One code path serves every world size: one process holds the trivial shard (everything) and every
 collective is the identity there, so a single-process run computes what it always did.
+
+Under FSDP the rows are split the same way; each process holds a shard of every parameter, which
+the strategy gathers in each forward and whose gradient it reduces in each backward. Two things
+follow: every process must make the same forward and backward calls (:meth:`Processes.any` keeps
+sampling in step, placeholder micro-batches keep updates and gradients in step), and a gradient
+over rows of several processes is reduced by the strategy, so influence differentiates a share of
+every candidate on every process instead of whole candidates on one.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from infuser.influence.base import ScoredRollouts
-from infuser.rollout.engine import CompletionStats, RolloutBatch
+from infuser.rollout.engine import CompletionStats, Lockstep, RolloutBatch
 
 T = TypeVar("T")
 
@@ -84,6 +91,20 @@ class Processes:
         dist.all_gather(parts, local)
         return torch.stack(parts).to(values.device)
 
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any process."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    @property
+    def lockstep(self) -> Lockstep | None:
+        """What keeps forward calls in step across processes: needed when the strategy gathers sharded
+        parameters in every forward (see :mod:`infuser.rollout.engine`); ``None`` otherwise."""
+        return self if self.shards_parameters and self.world_size > 1 else None
+
     def sum(self, values: Tensor) -> Tensor:
         """The element-wise sum of every process's ``values`` (which may be overwritten with it)."""
         if self.world_size == 1:
@@ -92,15 +113,22 @@ class Processes:
         dist.all_reduce(local)
         return local.to(values.device)
 
-    # Two layouts, one reduction each. Data parallel (every process holds every parameter): the rows
-    # are split, so a gradient is the sum of the processes' parts, and sums over parameters are
-    # complete on each process. Sharded parameters: every process works on the same rows and holds
-    # a shard of each gradient, so sums over parameters need the other shards.
+    # Two layouts, one reduction each. Data parallel (every process holds every parameter): a
+    # gradient of rows split among the processes is the sum of their parts, and sums over
+    # parameters are complete on each process. Sharded parameters: the strategy's backward has
+    # reduced the parts already, and each process holds a shard of it, so sums over parameters
+    # need the other shards.
     def sum_row_shares(self, values: Tensor) -> Tensor:
-        """Complete a quantity (a gradient) of which this process computed its rows' part: summed
-        over the processes when the rows are split among them (data parallel); whole already when
-        a strategy shards the parameters and every process works on the same rows."""
+        """Complete a gradient of which this process computed its rows' part: summed over the
+        processes when each holds every parameter (data parallel); a sharding strategy reduced the
+        parts in the backward already (see :meth:`undo_strategy_mean`)."""
         return values if self.shards_parameters else self.sum(values)
+
+    def undo_strategy_mean(self, gradient: Tensor) -> Tensor:
+        """A sharding strategy's backward reduces the processes' gradients to their mean (as DDP does
+        for an update); times the number of processes (in place), that is the gradient of all their
+        rows together. Without such a strategy nothing was reduced: ``gradient`` as it is."""
+        return gradient.mul_(self.world_size) if self.shards_parameters and self.world_size > 1 else gradient
 
     def sum_parameter_shards(self, partials: Tensor) -> Tensor:
         """Complete sums over parameters (dot products, squared norms) computed from this process's
@@ -158,6 +186,11 @@ class SplitRollouts:
         """This process's share of the global ``rows``, with their entries of the global ``advantages``."""
         held = [row for row in rows if row in self.rows]
         return ScoredRollouts(self.batch.select([row - self.rows.start for row in held]), advantages[held])
+
+    def gathered(self, processes: Processes, pad_id: int, device: torch.device) -> RolloutBatch:
+        """Every process's rows, in global order, on every process (for influence under sharded
+        parameters, where every process differentiates a share of each candidate's rows)."""
+        return RolloutBatch.of_rows(processes.gather(self.batch.unpadded_rows()), pad_id, device)
 
     def completion_stats(self) -> CompletionStats:
         """Completion-length metrics of every row."""

@@ -25,6 +25,7 @@ import lightning as L
 import numpy as np
 import torch
 from jsonargparse import lazy_instance
+from lightning.fabric.strategies import ModelParallelStrategy
 
 from infuser.artifacts import CheckpointError, RunDirectory, default_run_dir, write_json
 from infuser.data.documents import DocumentSource, ToyDocuments
@@ -40,6 +41,7 @@ from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
 from infuser.roles.generator import Generator
 from infuser.roles.policy import RoleConfig
 from infuser.roles.solver import Solver
+from infuser.sharding import FSDP, fsdp_strategy, load_full_checkpoint, save_full_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,24 @@ _QUANTIZATION_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16", "
 _SHARDING_STRATEGIES = ("fsdp", "deepspeed")
 
 
+def _strategy(trainer: TrainerConfig) -> str | ModelParallelStrategy:
+    """What Fabric is given for ``trainer.strategy``: ``fsdp`` is infuser's FSDP2 (see
+    :mod:`infuser.sharding`); any other name goes to Lightning as it is."""
+    if trainer.strategy == FSDP:
+        return fsdp_strategy(trainer.precision)
+    if trainer.strategy.startswith(FSDP):
+        raise ConfigurationError(
+            f"trainer.strategy: {trainer.strategy} is a variant of Lightning's FSDPStrategy (FSDP1), which gathers "
+            "parameters only inside its wrapper's forward, while infuser samples and computes influence by calling "
+            "the model itself; use `fsdp` (FSDP2, sharded per decoder layer)")
+    if "deepspeed" in trainer.strategy and any(stage in trainer.strategy for stage in ("stage_3", "stage3")):
+        raise ConfigurationError(
+            f"trainer.strategy: {trainer.strategy} (ZeRO-3) gathers parameters only inside the DeepSpeed engine's "
+            "forward, while infuser samples and computes influence by calling the model itself; use `fsdp` "
+            "(parameters, gradients and optimizer states sharded) or a DeepSpeed stage below 3")
+    return trainer.strategy
+
+
 def _check_model_arguments(generator: RoleConfig, solver: RoleConfig, trainer: TrainerConfig, share_base: bool) -> None:
     """Refuse model settings that load but cannot train together, before any weights are read.
 
@@ -235,30 +255,25 @@ def fit(
     run = RunDirectory(run_dir or default_run_dir())
     torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
     fabric = L.Fabric(accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
-                      strategy=trainer.strategy, precision=trainer.precision,
+                      strategy=_strategy(trainer), precision=trainer.precision,
                       loggers=_loggers(trainer.loggers, run.root, resuming=ckpt_path is not None))
     fabric.launch()
     fabric.seed_everything(seed)
-    if fabric.world_size > 1 and Processes.of(fabric).shards_parameters:
-        raise ConfigurationError(f"trainer.strategy: {trainer.strategy} shards parameters across processes, but sampling "
-                                 "and influence run each role's model outside the strategy wrapper and need every "
-                                 "parameter on every process; use ddp (data parallel: each process holds the models)")
     # Every data file is read before any model is loaded: bad input fails in seconds, not after
     # the weights of a large model have been read.
     target = target_set.load()
     heldout = heldout_set.load() if heldout_set is not None else None
     documents.setup(load_tokenizer(generator.model))
+    # One role at a time, each handed to the strategy before the next loads: under FSDP a process
+    # then never holds two whole models (an 8B float32 copy is 32 GB of host memory per process).
     with fabric.init_module():
         shared = SharedBase(fabric.device) if share_base else None
         gen = Generator(generator, prompts, device=fabric.device, shared=shared)
-        sol = Solver(solver, prompts, device=fabric.device, shared=shared)
     modules = {}
-    for name, role in (("generator", gen), ("solver", sol)):
-        role.activate()  # a DDP wrapper registers the parameters that require grad now: this role's adapter
-        wrapped, optimizer = fabric.setup(role, role.configure_optimizers())
-        wrapped.mark_forward_method("training_step")
-        role.bind(wrapped)
-        modules[name], modules[f"{name}_optimizer"] = wrapped, optimizer
+    modules["generator"], modules["generator_optimizer"] = gen.set_up(fabric)
+    with fabric.init_module():
+        sol = Solver(solver, prompts, device=fabric.device, shared=shared)
+    modules["solver"], modules["solver_optimizer"] = sol.set_up(fabric)
     infuser_loop = InfuserLoop(fabric, gen, sol, documents, target, heldout, influence, generator_reward, loop,
                                run, seed)
     if fabric.global_rank == 0:
@@ -268,7 +283,7 @@ def fit(
         """Write under a temporary name, record the digest, rename: all or nothing."""
         payload = {**modules, **_state_payload(infuser_loop.state, documents)}
         try:
-            fabric.save(run.partial_checkpoint_path(iteration), payload)
+            _save(fabric, run.partial_checkpoint_path(iteration), payload)
             hold_point("checkpoint_write", iteration)
             if fabric.global_rank == 0:
                 run.commit_checkpoint(iteration)
@@ -297,14 +312,36 @@ def fit(
         heldout_accuracy_end=last.heldout_accuracy, seconds_total=round(state.seconds_total, 2),
         seconds_by_stage={k: round(v, 2) for k, v in state.seconds_by_stage.items()}, run_dir=str(run.root),
     )
+    for name, role in (("generator", gen), ("solver", sol)):
+        role.export(run.root / "final" / name)
     if fabric.global_rank == 0:
-        for name, role in (("generator", gen), ("solver", sol)):
-            role.export(run.root / "final" / name)
         write_json(run.root / "summary.json", dataclasses.asdict(summary))
         _print_summary(summary)
     for logger in fabric.loggers:
         logger.finalize("success")
     return summary
+
+
+def _save(fabric: L.Fabric, path: Path, payload: dict) -> None:
+    """``fabric.save``; under FSDP, :func:`~infuser.sharding.save_full_checkpoint` (Lightning's saves
+    one sharded model per checkpoint, infuser has two)."""
+    if isinstance(fabric.strategy, ModelParallelStrategy):
+        save_full_checkpoint(path, _unwrapped(payload), fabric.global_rank)
+    else:
+        fabric.save(path, payload)
+
+
+def _load(fabric: L.Fabric, path: Path, state: dict) -> dict:
+    """``fabric.load`` with ``weights_only``, or its counterpart of :func:`_save` under FSDP; fills
+    ``state``'s modules and optimizers, returns the checkpoint's other entries."""
+    if isinstance(fabric.strategy, ModelParallelStrategy):
+        return load_full_checkpoint(path, _unwrapped(state))
+    return fabric.load(path, state, weights_only=True)
+
+
+def _unwrapped(state: dict) -> dict:
+    """``state`` with Fabric's module and optimizer wrappers replaced by what they wrap."""
+    return {name: getattr(value, "_original_module", getattr(value, "optimizer", value)) for name, value in state.items()}
 
 
 def _resume(fabric: L.Fabric, run: RunDirectory, ckpt_path: str, modules: dict, loop: InfuserLoop) -> None:
@@ -326,7 +363,7 @@ def _resume(fabric: L.Fabric, run: RunDirectory, ckpt_path: str, modules: dict, 
         if problem is None:
             state = {**modules, "loop": None, "documents": None, "rng": None}
             try:
-                remainder = fabric.load(path, state, weights_only=True)
+                remainder = _load(fabric, path, state)
             except Exception as error:  # noqa: BLE001 - any failure to read means: try the previous one
                 problem = f"cannot be loaded ({type(error).__name__}: {' '.join(str(error).split())[:300]})"
             else:

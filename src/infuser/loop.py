@@ -248,14 +248,14 @@ class InfuserLoop:
             return scores
         n = self.config.answers_per_question
         scored = sorted({r // n for r in rows})
-        # each process scores the questions it answered; the scores are gathered in question order
-        candidates = [answers.rollouts.scored(answers.rows_of(q), advantages) for q in scored
-                      if q in answers.rollouts.prompts]
+        candidates = self._candidates(answers, scored, advantages)
         values: list[float] = []
         for start in range(0, len(candidates), self.config.influence_batch_size):
             batch = candidates[start : start + self.config.influence_batch_size]
             values += self.influence.score(self.solver, batch).tolist()
-        values_tensor = torch.tensor(self.processes.gather(values), dtype=torch.float64)
+        if not self.processes.shards_parameters:
+            values = self.processes.gather(values)
+        values_tensor = torch.tensor(values, dtype=torch.float64)
         bad = ~torch.isfinite(values_tensor)
         metrics["influence/non_finite"] = float(bad.sum())
         if bool(bad.any()):
@@ -264,6 +264,28 @@ class InfuserLoop:
             values_tensor = torch.where(bad, torch.full_like(values_tensor, math.nan), values_tensor)
         scores[torch.tensor(scored)] = values_tensor
         return scores
+
+    def _candidates(self, answers: Answers, questions: list[int], advantages: Tensor) -> list[ScoredRollouts]:
+        """What this process differentiates for each of ``questions`` (in order of ``questions``).
+
+        Data parallel: the questions it answered, whole; the scores are gathered afterwards. Sharded
+        parameters: every backward is a collective that reduces the processes' gradients, so every
+        process takes a share of every question's answers (normalised by the question's totals),
+        and every process ends with every score.
+        """
+        if not self.processes.shards_parameters:
+            return [answers.rollouts.scored(answers.rows_of(q), advantages) for q in questions
+                    if q in answers.rollouts.prompts]
+        solver = self.solver
+        every_row = answers.rollouts.gathered(self.processes, solver.tokenizer.pad_token_id,
+                                              answers.batch.completion_ids.device)
+        candidates = []
+        for question in questions:
+            rows = answers.rows_of(question)
+            share = [rows[i] for i in self.processes.shard(len(rows))]
+            piece = ScoredRollouts(every_row.select(share), advantages[share])
+            candidates.append(dataclasses.replace(piece, totals=solver.shared_totals(piece.batch)))
+        return candidates
 
     def generator_round(self, iteration: int, round_: int, has_target: bool, metrics: dict[str, float]
                         ) -> tuple[Drafts, Answers | None, list[QuestionRecord]]:

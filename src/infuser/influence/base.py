@@ -33,8 +33,13 @@ of the target rollouts, normalised by the whole set's totals (:attr:`ScoredRollo
 processes, so every process holds the single-process ``g_T``; ``score`` receives this process's
 own candidates and involves no other process (the loop gathers the scores). Every sum over
 parameters (dot products, norms) goes through :func:`~infuser.influence.gradients.complete`: the
-identity while every process holds all parameters, the completing all-reduce in the other layout
-(a strategy that shards the parameters, every process scoring the same rollouts).
+identity while every process holds all parameters, the completing all-reduce in the other layout.
+
+Under a strategy that shards the parameters (FSDP) every backward reduces the gradients of every
+process, so a process cannot differentiate its own candidates alone: every process receives a
+share of every candidate's rows (normalised by the candidate's totals), the strategy reduces the
+shares, :func:`~infuser.influence.gradients.policy_gradient` turns their mean into their sum, and
+each process's flat gradients hold its parameter shard.
 """
 
 from __future__ import annotations

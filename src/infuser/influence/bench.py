@@ -183,9 +183,7 @@ class _Plan:
 def _setting(fabric: L.Fabric, config: RoleConfig, world: ToyWorld, plan: _Plan) -> _Setting:
     torch.manual_seed(plan.seed)
     solver = Solver(config, PromptTemplates())
-    wrapped, _ = fabric.setup(solver, solver.configure_optimizers())
-    wrapped.mark_forward_method("training_step")
-    solver.bind(wrapped)
+    solver.set_up(fabric)
     sampler = torch.Generator().manual_seed(plan.seed)
     n = plan.answers_per_question
     for step in range(plan.warmup_steps):

@@ -17,7 +17,9 @@ Across processes (see :mod:`infuser.influence.base` and :class:`infuser.distribu
 :func:`target_gradient` sums the processes' shares of ``g_T`` when the target rows are split
 among them, and every sum over parameters an estimator computes (a dot product, a squared norm)
 goes through :func:`complete`, which adds the other processes' parts when a strategy shards the
-parameters; the estimators are written once for both layouts.
+parameters; the estimators are written once for both layouts. Under FSDP the parameters are
+DTensors: a flat gradient then holds this process's shard (the local tensors), and the strategy's
+backward writes the reduced shard into the buffer's views itself.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from infuser.influence.base import PolicyGradientModel, ScoredRollouts
 
@@ -40,6 +43,11 @@ class FlatGradient:
     flattened gradient. Per candidate that leaves one ``zero_()`` and one ``backward()``: no
     concatenation and no Python loop over the parameters. ``backward(inputs=...)`` restricts the
     pass to these parameters, so other trainable weights cost nothing.
+
+    Sharded parameters (FSDP's DTensors) are flattened by their local shards, and ``.grad`` is a
+    DTensor around the buffer's view, into which the strategy's reduce-scatter accumulates. Their
+    backward cannot be restricted (autograd reaches the gathered copies, not these parameters), so
+    other trainable parameters receive gradients too; the next update's ``zero_grad`` clears them.
     """
 
     def __init__(self, parameters: list[nn.Parameter]) -> None:
@@ -49,13 +57,19 @@ class FlatGradient:
         if len(dtypes) > 1:
             raise TypeError(f"FlatGradient needs parameters of one dtype, got {sorted(map(str, dtypes))}")
         self.parameters = parameters
-        self.numel = sum(p.numel() for p in parameters)
+        self._sharded = isinstance(parameters[0], DTensor)
+        shards = [_local(p) for p in parameters]
+        self.numel = sum(shard.numel() for shard in shards)
         self.buffer = torch.zeros(self.numel, dtype=parameters[0].dtype, device=parameters[0].device)
         self._views = []
         offset = 0
-        for p in parameters:
-            self._views.append(self.buffer[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+        for p, shard in zip(parameters, shards):
+            view = self.buffer[offset : offset + shard.numel()].view_as(shard)
+            if self._sharded:
+                view = DTensor.from_local(view, p.device_mesh, p.placements, run_check=False, shape=p.shape,
+                                          stride=p.stride())
+            self._views.append(view)
+            offset += shard.numel()
         self._attached = False
 
     @contextmanager
@@ -86,7 +100,7 @@ class FlatGradient:
                 return self.of(losses)
         self.buffer.zero_()
         for loss in losses:
-            loss.backward(inputs=self.parameters)
+            loss.backward(**({} if self._sharded else {"inputs": self.parameters}))
         return self.buffer if self.buffer.dtype == torch.float32 else self.buffer.float()
 
     def flatten_state(self, optimizer: torch.optim.Optimizer, key: str) -> Tensor:
@@ -97,8 +111,14 @@ class FlatGradient:
         parts = []
         for p in self.parameters:
             state = optimizer.state.get(p, {})
-            parts.append(state[key].reshape(-1).float() if key in state else torch.zeros(p.numel(), device=p.device))
+            parts.append(_local(state[key]).reshape(-1).float() if key in state
+                         else torch.zeros(_local(p).numel(), device=p.device))
         return torch.cat(parts)
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """This process's shard of a DTensor; any other tensor as it is."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 class AdamStep:
@@ -161,8 +181,13 @@ class AdamStep:
 def policy_gradient(flat: FlatGradient, solver: PolicyGradientModel, rollouts: ScoredRollouts) -> Tensor:
     """The flat gradient of the Solver's surrogate loss over ``rollouts`` (:meth:`FlatGradient.of`'s
     shared buffer), accumulated over the Solver's micro-batches: one micro-batch's activations
-    are alive at a time, however many rows ``rollouts`` has."""
-    return flat.of(solver.surrogate_loss(piece) for piece in solver.micro_batches(rollouts))
+    are alive at a time, however many rows ``rollouts`` has.
+
+    Under a sharding strategy ``rollouts`` is this process's share of rows that every process
+    differentiates together, and the result is the gradient of all of them (this process's
+    parameter shard of it)."""
+    gradient = flat.of(solver.surrogate_loss(piece) for piece in solver.micro_batches(rollouts))
+    return solver.processes.undo_strategy_mean(gradient)
 
 
 def target_gradient(flat: FlatGradient, solver: PolicyGradientModel, target: ScoredRollouts) -> Tensor:

@@ -24,14 +24,17 @@ from typing import ClassVar
 
 import lightning as L
 import torch
+from lightning.fabric.strategies import ModelParallelStrategy
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from infuser.distributed import Processes, SplitRollouts
 from infuser.influence.base import ScoredRollouts
 from infuser.models import ModelConfig, SharedBase, load_causal_lm, load_tokenizer
 from infuser.rl.advantages import AdvantageEstimator, MeanCentredAdvantage
 from infuser.rl.loss import BatchTotals, PolicyLossConfig, PolicyLossOutput, policy_loss
-from infuser.rollout.engine import RolloutBatch, SamplingConfig, call_seed, completion_logps, generate
+from infuser.rollout.engine import Lockstep, RolloutBatch, SamplingConfig, call_seed, completion_logps, generate
+from infuser.sharding import gathered
 
 
 @dataclass
@@ -203,6 +206,25 @@ class PolicyRole(L.LightningModule):
         self._micro_batch_forward = wrapped.training_step
         object.__setattr__(self, "_wrapper", wrapped)  # not a submodule: the wrapper contains this module
 
+    def set_up(self, fabric: L.Fabric) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Hand this role to ``fabric``'s strategy and :meth:`bind` the result; returns the wrapped
+        module and the optimizer.
+
+        Under FSDP (:mod:`infuser.sharding`) the strategy replaces the parameters with shards, so
+        the optimizer is made afterwards, over the shards. A DDP wrapper registers the parameters
+        that require grad when it is made, so the role's adapter is activated first.
+        """
+        self.activate()
+        if isinstance(fabric.strategy, ModelParallelStrategy):
+            wrapped = fabric.setup_module(self)
+            optimizer = fabric.setup_optimizers(self.configure_optimizers())
+            self._fabric_optimizers = [optimizer]  # what LightningModule.optimizers() returns
+        else:
+            wrapped, optimizer = fabric.setup(self, self.configure_optimizers())
+        wrapped.mark_forward_method("training_step")
+        self.bind(wrapped)
+        return wrapped, optimizer
+
     def activate(self) -> None:
         """Make this role's adapter the one the shared base runs and trains; no-op on an own model.
 
@@ -215,12 +237,25 @@ class PolicyRole(L.LightningModule):
     def export(self, directory: Path) -> None:
         """Save the model (or its LoRA adapter) and tokenizer with ``save_pretrained``, for ``infuser eval``.
 
-        On a shared base only this role's adapter is written, in the layout of an unshared one
-        (peft puts a named adapter in a sub-folder of that name; its files are moved up).
+        Every process calls it; rank 0 writes. Sharded parameters are gathered into whole tensors
+        first (a collective), so the files are those of an unsharded model. On a shared base only
+        this role's adapter is written, in the layout of an unshared one (peft puts a named adapter
+        in a sub-folder of that name; its files are moved up).
         """
         self.activate()
+        whole = None
+        if self.processes.shards_parameters:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            whole = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            # gathered, tied weights are separate tensors; save_pretrained would write both
+            base = self.model.get_base_model() if _is_peft(self.model) else self.model
+            tied = getattr(base, "all_tied_weights_keys", None) or {}
+            whole = {k: v for k, v in whole.items() if not any(k == t or k.endswith(f".{t}") for t in tied)}
+        if not self.processes.is_main:
+            return
         if self._shared is None:
-            self.model.save_pretrained(directory)
+            self.model.save_pretrained(directory, state_dict=whole)
         else:
             self.model.save_pretrained(directory, selected_adapters=[self.adapter_name])
             nested = Path(directory) / self.adapter_name
@@ -277,10 +312,11 @@ class PolicyRole(L.LightningModule):
 
     # -- sampling -------------------------------------------------------------------------------
     def rollout(self, prompts: list[str], num_samples: int, generator: torch.Generator | None = None,
-                sampling: SamplingConfig | None = None, prompt_offset: int = 0) -> RolloutBatch:
+                sampling: SamplingConfig | None = None, prompt_offset: int = 0, lockstep: Lockstep | None = None
+                ) -> RolloutBatch:
         self.activate()
         return generate(self.model, self.tokenizer, prompts, sampling or self.config.sampling, num_samples, generator,
-                        prompt_offset)
+                        prompt_offset, lockstep)
 
     def sample(self, prompts: list[str], num_samples: int, generator: torch.Generator | None = None,
                sampling: SamplingConfig | None = None) -> SplitRollouts:
@@ -290,11 +326,17 @@ class PolicyRole(L.LightningModule):
         processes together draw exactly what one process sampling every prompt draws (see
         :func:`~infuser.rollout.engine.generate`); every process receives every row's text, length
         and truncation flag. A process with an empty shard still takes the call's draw from
-        ``generator``, to stay in step with the others.
+        ``generator``, to stay in step with the others. Under sharded parameters each role's model
+        is gathered once for the call (:func:`~infuser.sharding.gathered`) and every process runs
+        it as often as the others, whatever its rows.
         """
         processes = self.processes
         shard = processes.shard(len(prompts))
-        if shard:
+        if processes.lockstep is not None:
+            with gathered(self.model):
+                batch = self.rollout(prompts[shard.start : shard.stop], num_samples, generator, sampling, shard.start,
+                                     processes.lockstep)
+        elif shard:
             batch = self.rollout(prompts[shard.start : shard.stop], num_samples, generator, sampling, shard.start)
         else:
             call_seed(generator)
@@ -360,7 +402,8 @@ class PolicyRole(L.LightningModule):
         """``rollouts`` in pieces of at most ``update.micro_batch_size`` rows, each normalised by the
         totals of the whole: the pieces' :meth:`surrogate_loss` values add up to the whole's, and
         so do their gradients. This is how influence bounds its memory by the same setting that
-        bounds the update's.
+        bounds the update's. Under sharded parameters every process returns as many pieces as the
+        busiest one (placeholders that add nothing), since each backward is a collective there.
 
         Rows that add exactly nothing to the policy term are left out, as in :meth:`update`: a zero
         advantage, or no token in the loss mask. Rows keep their order (a question's answers
@@ -370,7 +413,13 @@ class PolicyRole(L.LightningModule):
         totals = rollouts.totals or self._own_totals(batch)
         rows = _carrying_gradient(self.loss_mask(batch), rollouts.advantages.detach().cpu()).nonzero().squeeze(-1)
         pieces = rows.split(self.config.update.micro_batch_size) if len(rows) else ()  # split() of nothing: [nothing]
-        return [ScoredRollouts(batch.select(piece), rollouts.advantages[piece], totals) for piece in pieces]
+        made = [ScoredRollouts(batch.select(piece), rollouts.advantages[piece], totals) for piece in pieces]
+        if self.processes.lockstep is None:
+            return made
+        # every process differentiates its share of the same rows: as many backwards as the busiest
+        count = int(self.processes.stack(torch.tensor(len(made))).max())
+        placeholder = ScoredRollouts(self._placeholder(1), torch.zeros(1), totals)
+        return made + [placeholder] * (count - len(made))
 
     def _own_totals(self, batch: RolloutBatch) -> BatchTotals:
         """The normalisers of ``batch`` taken on its own (not as a share of a larger batch)."""
@@ -450,9 +499,12 @@ class PolicyRole(L.LightningModule):
 
     def _completion_logps(self, model: nn.Module, batch: RolloutBatch, with_entropy: bool = False,
                           entropy_grad: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Completion log-probs at the sampling temperature; prompts shared unless checkpointing."""
+        """Completion log-probs at the sampling temperature. Prompts are shared unless checkpointing,
+        or unless the parameters are sharded: prompt sharing takes one forward call or two depending
+        on the rows, and every process must make the same calls."""
+        share = not self.config.model.gradient_checkpointing and self.processes.lockstep is None
         return completion_logps(model, batch, self.config.sampling.temperature, with_entropy, entropy_grad,
-                                share_prompts=not self.config.model.gradient_checkpointing)
+                                share_prompts=share)
 
     def _dr_grpo_length(self, batch: RolloutBatch) -> int:
         configured = self.config.update.loss.max_completion_length
@@ -502,16 +554,8 @@ class PolicyRole(L.LightningModule):
         ) for row in rows]
 
     def _placeholder(self, rows: int) -> RolloutBatch:
-        """``rows`` rows of a one-token prompt and a one-token completion outside the loss mask: the
-        empty share of a process without prompts (0 rows), or a micro-batch that runs the model
-        without adding to the loss or its gradient (1 row), for a process with fewer micro-batches
-        than another."""
-        device = next(self.model.parameters()).device
-        ids = torch.full((rows, 1), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
-        return RolloutBatch(prompt_ids=ids, prompt_mask=torch.ones_like(ids), completion_ids=ids.clone(),
-                            completion_mask=torch.zeros_like(ids), sampling_logps=torch.zeros(rows, 1, device=device),
-                            truncated=torch.zeros(rows, dtype=torch.bool),
-                            prompt_index=torch.zeros(rows, dtype=torch.long), texts=[""] * rows)
+        """:meth:`RolloutBatch.placeholder` rows for this role's model."""
+        return RolloutBatch.placeholder(rows, self.tokenizer.pad_token_id, next(self.model.parameters()).device)
 
     def _totals(self, mask: Tensor, rows: int, length: int, forwards: int) -> tuple[BatchTotals, int]:
         """The normalisers of a mini-batch of ``rows`` rows of the whole batch (``mask``: this
@@ -583,9 +627,11 @@ class PolicyRole(L.LightningModule):
     def _gradient_sync(self, sync: bool) -> AbstractContextManager:
         """Let the strategy synchronise gradients across processes in this backward (``sync``), or
         defer that (an accumulating micro-batch); the forward and the backward both run inside."""
-        if self._wrapper is None:
+        if self._wrapper is None or sync:
+            # not no_backward_sync(enabled=False): Lightning's FSDP2 variant turns synchronisation
+            # off on leaving it, which would silence every later backward (influence included)
             return nullcontext()
-        return self._fabric.no_backward_sync(self._wrapper, enabled=not sync)
+        return self._fabric.no_backward_sync(self._wrapper, enabled=True)
 
     def _clip_gradients(self, optimizer) -> float:
         """The global gradient norm before clipping, clipping it to ``grad_clip`` when set (unset, the
@@ -594,8 +640,8 @@ class PolicyRole(L.LightningModule):
         max_norm = math.inf if clip is None else clip
         if self._wrapper is not None:
             # a non-finite norm is reported (and the step skipped), not raised
-            return float(self._fabric.clip_gradients(self._wrapper, optimizer, max_norm=max_norm,
-                                                     error_if_nonfinite=False))
+            norm = self._fabric.clip_gradients(self._wrapper, optimizer, max_norm=max_norm, error_if_nonfinite=False)
+            return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
         return float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm))
 
 

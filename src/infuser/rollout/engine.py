@@ -19,12 +19,19 @@ token id). A row's completion therefore depends on its own prompt and seed only,
 other rows share its batch, how the batch is chunked, or which finished rows were dropped. That
 is what lets several processes each sample their shard of the prompts (``prompt_offset``) and
 together draw exactly what one process would have drawn.
+
+Under a strategy that shards the parameters (FSDP), a forward call may gather parameters from all
+processes (a collective), so every process must make the same number of calls, whatever its rows.
+With a :class:`Lockstep`, each call is preceded by a one-flag agreement, and a process that has
+finished (or has no rows) keeps running a one-token forward until every process has.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +71,18 @@ class SamplingConfig:
             raise ValueError("top_k must be >= 0; max_new_tokens and batch_size >= 1")
 
 
+@dataclass(frozen=True)
+class UnpaddedRow:
+    """One row of a :class:`RolloutBatch` without padding: its prompt and completion tokens only."""
+
+    prompt_ids: Tensor
+    completion_ids: Tensor
+    sampling_logps: Tensor
+    truncated: bool
+    prompt_index: int
+    text: str
+
+
 @dataclass
 class RolloutBatch:
     """Token-level record of sampled completions, ordered prompt-major.
@@ -83,6 +102,47 @@ class RolloutBatch:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @classmethod
+    def placeholder(cls, rows: int, pad_id: int, device: torch.device) -> RolloutBatch:
+        """``rows`` rows of a one-token prompt and a one-token completion outside the loss mask: a
+        process's empty share of a batch (0 rows), or a micro-batch that runs the model without
+        adding to a loss or its gradient (1 row), so that a process with fewer rows makes as many
+        forward calls as the others."""
+        ids = torch.full((rows, 1), pad_id, dtype=torch.long, device=device)
+        return cls(prompt_ids=ids, prompt_mask=torch.ones_like(ids), completion_ids=ids.clone(),
+                   completion_mask=torch.zeros_like(ids), sampling_logps=torch.zeros(rows, 1, device=device),
+                   truncated=torch.zeros(rows, dtype=torch.bool), prompt_index=torch.zeros(rows, dtype=torch.long),
+                   texts=[""] * rows)
+
+    def unpadded_rows(self) -> list[UnpaddedRow]:
+        """Every row without its padding, on the CPU: what travels between processes."""
+        prompt_mask, completion_mask = self.prompt_mask.bool().cpu(), self.completion_mask.bool().cpu()
+        prompt_ids, completion_ids = self.prompt_ids.cpu(), self.completion_ids.cpu()
+        logps = self.sampling_logps.cpu()
+        return [UnpaddedRow(prompt_ids=prompt_ids[row][prompt_mask[row]],
+                            completion_ids=completion_ids[row][completion_mask[row]],
+                            sampling_logps=logps[row][completion_mask[row]], truncated=bool(self.truncated[row]),
+                            prompt_index=int(self.prompt_index[row]), text=self.texts[row])
+                for row in range(len(self))]
+
+    @classmethod
+    def of_rows(cls, rows: list[UnpaddedRow], pad_id: int, device: torch.device) -> RolloutBatch:
+        """The batch of ``rows`` (:meth:`unpadded_rows`), padded again: prompts left, completions right."""
+        prompt_ids, prompt_mask = _left_pad([row.prompt_ids.tolist() for row in rows], pad_id, device)
+        width = max(len(row.completion_ids) for row in rows)
+        completion_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        sampling_logps = torch.zeros((len(rows), width))
+        for index, row in enumerate(rows):
+            length = len(row.completion_ids)
+            completion_ids[index, :length], completion_mask[index, :length] = row.completion_ids, 1
+            sampling_logps[index, :length] = row.sampling_logps
+        return cls(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids.to(device),
+                   completion_mask=completion_mask.to(device), sampling_logps=sampling_logps.to(device),
+                   truncated=torch.tensor([row.truncated for row in rows], dtype=torch.bool),
+                   prompt_index=torch.tensor([row.prompt_index for row in rows], dtype=torch.long),
+                   texts=[row.text for row in rows])
 
     def select(self, rows: Tensor | list[int]) -> RolloutBatch:
         """A sub-batch of the given rows (same order), trimmed to its own longest completion."""
@@ -191,6 +251,35 @@ class _Chunk:
     truncated: Tensor
 
 
+class Lockstep(Protocol):
+    """The agreement that keeps processes' forward calls in step (see the module docstring)."""
+
+    def any(self, flag: bool) -> bool:
+        """Whether any process passed ``True``; every process must call it, in the same order."""
+        ...
+
+
+class _SteppedForward:
+    """``model``'s forward, each call in step with the other processes' calls."""
+
+    def __init__(self, model: torch.nn.Module, lockstep: Lockstep | None, pad_id: int) -> None:
+        self.model, self.lockstep, self.pad_id = model, lockstep, pad_id
+
+    def __call__(self, **inputs: Any) -> Any:
+        if self.lockstep is not None:
+            self.lockstep.any(True)
+        return self.model(**inputs)
+
+    def finish(self) -> None:
+        """Run idle one-token forwards for as long as another process still has real ones."""
+        if self.lockstep is None:
+            return
+        device = next(self.model.parameters()).device
+        idle = torch.full((1, 1), self.pad_id, dtype=torch.long, device=device)
+        while self.lockstep.any(False):
+            self.model(input_ids=idle, use_cache=False, logits_to_keep=1)
+
+
 _MASK64 = (1 << 64) - 1
 
 
@@ -240,15 +329,15 @@ def call_seed(generator: torch.Generator | None) -> int:
 
 
 @torch.no_grad()
-def _sample_chunk(model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, expand: Tensor, eos_ids: set[int],
-                  pad_id: int, sampling: SamplingConfig, seeds: Tensor) -> _Chunk:
+def _sample_chunk(model: PreTrainedModel, forward: Callable[..., Any], prompt_ids: Tensor, prompt_mask: Tensor,
+                  expand: Tensor, eos_ids: set[int], pad_id: int, sampling: SamplingConfig, seeds: Tensor) -> _Chunk:
     """Sample one completion per entry of ``expand`` (an index into the distinct ``prompt_ids``);
-    ``seeds`` holds each entry's random stream (see :func:`row_seeds`)."""
+    ``seeds`` holds each entry's random stream (see :func:`row_seeds`). ``forward`` runs ``model``."""
     device = prompt_ids.device
     cache = DynamicCache(config=model.config)
     keyword = _cache_keyword(model)
     positions = (prompt_mask.cumsum(-1) - 1).clamp_min(0)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
+    out = forward(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
                 logits_to_keep=1, **{keyword: cache})
     cache.batch_select_indices(expand)  # share each prompt's prefill among its samples
     logits = out.logits[expand, -1, :].float()
@@ -285,7 +374,7 @@ def _sample_chunk(model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tenso
             live, token, mask, next_position = live[keep], token[keep], mask[keep], next_position[keep]
             done = done[keep]
         mask = torch.cat([mask, torch.ones((mask.size(0), 1), dtype=mask.dtype, device=device)], dim=-1)
-        out = model(input_ids=token.unsqueeze(-1), attention_mask=mask, position_ids=next_position, use_cache=True,
+        out = forward(input_ids=token.unsqueeze(-1), attention_mask=mask, position_ids=next_position, use_cache=True,
                     **{keyword: cache})
         logits = out.logits[:, -1, :].float()
         next_position = next_position + 1
@@ -301,17 +390,25 @@ def generate(
     num_samples: int = 1,
     generator: torch.Generator | None = None,
     prompt_offset: int = 0,
+    lockstep: Lockstep | None = None,
 ) -> RolloutBatch:
     """Sample ``num_samples`` completions for every prompt; rows are prompt-major.
 
     One seed is drawn from ``generator`` (the global generator when ``None``) per call; with
     ``prompt_offset`` the prompts count as those at positions ``prompt_offset, ...`` of a larger
     batch, so a process sampling a shard draws what one process sampling the whole batch would.
+    With ``lockstep`` (sharded parameters), every process's forward calls stay in step, and
+    ``prompts`` may be empty: the process then only keeps the others company (no rows).
     """
-    if not prompts:
+    if not prompts and lockstep is None:
         raise ValueError("generate() needs at least one prompt")
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    forward = _SteppedForward(model, lockstep, pad_id)
+    if not prompts:
+        call_seed(generator)
+        forward.finish()
+        return RolloutBatch.placeholder(0, pad_id, device)
     eos_ids = _stop_ids(model, tokenizer, sampling)
     was_training = model.training
     model.eval()
@@ -325,8 +422,9 @@ def generate(
         distinct, expand = torch.unique_consecutive(chunk, return_inverse=True)
         ids, mask = prompt_ids[distinct], prompt_mask[distinct]
         trim = int((mask == 0).all(0).sum())  # columns of padding shared by the whole chunk
-        parts.append(_sample_chunk(model, ids[:, trim:], mask[:, trim:], expand, eos_ids, pad_id, sampling,
+        parts.append(_sample_chunk(model, forward, ids[:, trim:], mask[:, trim:], expand, eos_ids, pad_id, sampling,
                                    seeds[start : start + sampling.batch_size]))
+    forward.finish()
     model.train(was_training)
     width = max(part.tokens.size(1) for part in parts)
     completion_ids = torch.cat([F.pad(part.tokens, (0, width - part.tokens.size(1)), value=pad_id) for part in parts])
