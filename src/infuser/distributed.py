@@ -187,10 +187,12 @@ class SplitRollouts:
         held = [row for row in rows if row in self.rows]
         return ScoredRollouts(self.batch.select([row - self.rows.start for row in held]), advantages[held])
 
-    def gathered(self, processes: Processes, pad_id: int, device: torch.device) -> RolloutBatch:
-        """Every process's rows, in global order, on every process (for influence under sharded
-        parameters, where every process differentiates a share of each candidate's rows)."""
-        return RolloutBatch.of_rows(processes.gather(self.batch.unpadded_rows()), pad_id, device)
+    def gathered(self, processes: Processes, rows: Sequence[int], pad_id: int, device: torch.device) -> RolloutBatch:
+        """The global ``rows`` (ascending), whichever process holds them, on every process: row ``i``
+        of the result is ``rows[i]`` (for influence under sharded parameters, where every process
+        differentiates a share of each candidate's rows)."""
+        held = [row - self.rows.start for row in rows if row in self.rows]
+        return RolloutBatch.of_rows(processes.gather(self.batch.select(held).unpadded_rows()), pad_id, device)
 
     def completion_stats(self) -> CompletionStats:
         """Completion-length metrics of every row."""

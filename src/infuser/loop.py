@@ -277,13 +277,16 @@ class InfuserLoop:
             return [answers.rollouts.scored(answers.rows_of(q), advantages) for q in questions
                     if q in answers.rollouts.prompts]
         solver = self.solver
-        every_row = answers.rollouts.gathered(self.processes, solver.tokenizer.pad_token_id,
-                                              answers.batch.completion_ids.device)
+        wanted = [row for question in questions for row in answers.rows_of(question)]
+        batch = answers.rollouts.gathered(self.processes, wanted, solver.tokenizer.pad_token_id,
+                                          answers.batch.completion_ids.device)
         candidates = []
-        for question in questions:
+        for index, question in enumerate(questions):
             rows = answers.rows_of(question)
-            share = [rows[i] for i in self.processes.shard(len(rows))]
-            piece = ScoredRollouts(every_row.select(share), advantages[share])
+            share = self.processes.shard(len(rows))
+            position = index * len(rows)  # the candidate's rows in ``batch``
+            piece = ScoredRollouts(batch.select(list(range(position + share.start, position + share.stop))),
+                                   advantages[[rows[i] for i in share]])
             candidates.append(dataclasses.replace(piece, totals=solver.shared_totals(piece.batch)))
         return candidates
 
