@@ -2,7 +2,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from infuser.models import ModelConfig, load_causal_lm, load_tokenizer
-from infuser.rollout.engine import SamplingConfig, _stop_ids, call_seed, completion_logps, generate
+from infuser.rollout.engine import RolloutBatch, SamplingConfig, _stop_ids, call_seed, completion_logps, generate
 
 PROMPTS = ["Question: What is the sum of 2 and 3?\nA) 4\nB) 5\nC) 6\nD) 7\nAnswer:", "Document: 1 plus 1 is 2.\n"]
 
@@ -162,3 +162,24 @@ def test_lockstep_keeps_forward_calls_in_step_and_changes_nothing_sampled(tiny_m
     drawn = torch.Generator().manual_seed(5)
     call_seed(drawn)  # a process without prompts still takes the call's draw
     assert torch.equal(stream.get_state(), drawn.get_state())
+
+
+def test_rows_travel_without_padding_and_come_back_as_a_batch(tiny_model_dir):
+    """What processes exchange under FSDP (every process differentiates a share of every candidate):
+    rows stripped of padding, padded again on arrival, with the same tokens, masks and log-probs."""
+    config = ModelConfig(name_or_path=str(tiny_model_dir))
+    tokenizer, model = load_tokenizer(config), load_causal_lm(config)
+    batch = generate(model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=6), num_samples=2,
+                     generator=torch.Generator().manual_seed(1))
+    rows = [3, 0, 2]
+    again = RolloutBatch.of_rows(batch.select(rows).unpadded_rows(), tokenizer.pad_token_id, torch.device("cpu"))
+    expected = batch.select(rows)
+    for name in ("prompt_mask", "completion_mask", "truncated", "prompt_index"):
+        assert torch.equal(getattr(again, name), getattr(expected, name)), name
+    assert again.texts == expected.texts
+    for field in ("prompt_ids", "completion_ids", "sampling_logps"):
+        mask = (again.prompt_mask if field == "prompt_ids" else again.completion_mask).bool()
+        assert torch.equal(getattr(again, field)[mask], getattr(expected, field)[mask]), field
+    with torch.no_grad():
+        assert torch.allclose(completion_logps(model, again)[0][again.completion_mask.bool()],
+                              completion_logps(model, expected)[0][expected.completion_mask.bool()], atol=1e-5)
