@@ -31,7 +31,6 @@ from infuser.artifacts import CheckpointError, RunDirectory, default_run_dir, wr
 from infuser.data.documents import DocumentSource, ToyDocuments
 from infuser.data.prompts import PromptTemplates
 from infuser.data.question_sets import QuestionSource, ToyQuestions
-from infuser.distributed import Processes
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.loop import Evaluation, InfuserLoop, LoopConfig, LoopState, hold_point

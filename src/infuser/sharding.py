@@ -104,6 +104,20 @@ def gathered(model: nn.Module) -> Iterator[None]:
             unit.reshard()
 
 
+def whole_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of a sharded ``model`` with whole tensors, on the CPU, for ``save_pretrained``
+    (a collective: every process calls it). Tied weights (an output projection tied to the
+    embeddings) come back from the gathering as separate tensors, which ``save_pretrained`` would
+    write twice; only the embeddings are kept, as for an unsharded model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    tied = getattr(base, "all_tied_weights_keys", None) or {}
+    return {key: value for key, value in whole.items()
+            if not any(key == name or key.endswith(f".{name}") for name in tied)}
+
+
 def save_full_checkpoint(path: Path, state: dict[str, Any], rank: int) -> None:
     """Write ``state`` to ``path`` as one file, every sharded module and its optimizer gathered whole.
 

@@ -34,7 +34,7 @@ from infuser.models import ModelConfig, SharedBase, load_causal_lm, load_tokeniz
 from infuser.rl.advantages import AdvantageEstimator, MeanCentredAdvantage
 from infuser.rl.loss import BatchTotals, PolicyLossConfig, PolicyLossOutput, policy_loss
 from infuser.rollout.engine import Lockstep, RolloutBatch, SamplingConfig, call_seed, completion_logps, generate
-from infuser.sharding import gathered
+from infuser.sharding import gathered, whole_weights
 
 
 @dataclass
@@ -243,15 +243,7 @@ class PolicyRole(L.LightningModule):
         in a sub-folder of that name; its files are moved up).
         """
         self.activate()
-        whole = None
-        if self.processes.shards_parameters:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            whole = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            # gathered, tied weights are separate tensors; save_pretrained would write both
-            base = self.model.get_base_model() if _is_peft(self.model) else self.model
-            tied = getattr(base, "all_tied_weights_keys", None) or {}
-            whole = {k: v for k, v in whole.items() if not any(k == t or k.endswith(f".{t}") for t in tied)}
+        whole = whole_weights(self.model) if self.processes.shards_parameters else None
         if not self.processes.is_main:
             return
         if self._shared is None:
