@@ -57,7 +57,8 @@ class TrainerConfig:
         accelerator: ``cpu``, ``gpu``, ``auto``...
         devices: devices per node (an int, a list of indices, or ``auto``).
         num_nodes: nodes.
-        strategy: any Lightning strategy name (``auto``, ``ddp``, ``fsdp``, ``deepspeed``...).
+        strategy: ``auto``, ``ddp``, ``fsdp`` (infuser's FSDP2, see :mod:`infuser.sharding`) or another
+            Lightning strategy name; Lightning's FSDP1 variants and DeepSpeed ZeRO-3 are refused.
         precision: ``32-true``, ``bf16-mixed``, ``bf16-true``, ``16-mixed``.
         loggers: ``csv`` and/or ``tensorboard``, written under ``run_dir``.
     """
