@@ -11,8 +11,9 @@ which is how it is tested.)
 
 Lightning's checkpointing for this strategy holds one sharded model per file; infuser has two,
 so :func:`save_full_checkpoint` / :func:`load_full_checkpoint` gather each role's whole weights and
-optimizer state (a collective) and rank 0 writes one file, in the layout ``fabric.save`` gives an
-unsharded run's modules.
+optimizer state (a collective) and rank 0 writes one file. Its weights are laid out as
+``fabric.save`` lays out an unsharded run's; its optimizer states are keyed by parameter name (an
+unsharded run's by position), so a run resumes under the strategy that wrote its checkpoint.
 """
 
 from __future__ import annotations
