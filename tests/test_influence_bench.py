@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from infuser import cli
-from infuser.influence import bench
+from infuser.bench import influence as bench
 from infuser.toy.base_model import ToyBaseConfig, ensure_toy_base
 from infuser.toy.world import ToyWorld
 
@@ -72,7 +72,7 @@ def test_bench_cli_writes_table_json_and_plots(small_model_dir, tmp_path, capsys
     assert [r["lora"] is not None for r in records] == [False, False, False, True]
     assert records[3]["trainable_parameters"] < records[0]["trainable_parameters"]
     assert sorted(p.name for p in out.parent.glob("*.png")) == [
-        "influence_lora_grad.png", "influence_optimizer_aware.png", "influence_optimizer_aware__dot.png",
+        "influence_lora-grad.png", "influence_optimizer-aware-dot.png", "influence_optimizer-aware.png",
         "influence_tracin.png"]
     # In the linear regime (a tiny step) the preconditioned dot *is* the first-order effect of the
     # real AdamW step, momentum and weight decay having been subtracted with the null step.

@@ -14,7 +14,7 @@ import pytest
 
 from infuser import cli, registry
 from infuser.fit import fit
-from infuser.influence.bench import bench_influence
+from infuser.bench.influence import bench_influence
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.tracin import TracInInfluence
 from infuser.rl.advantages import DuGRPOAdvantage

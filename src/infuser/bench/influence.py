@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from infuser.artifacts import write_json
+from infuser.bench.common import pyplot, slug
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
 from infuser.influence.base import InfluenceEstimator, ScoredRollouts
@@ -160,7 +161,7 @@ def bench_influence(
         path = Path(json)
         write_json(path, [dataclasses.asdict(record) for record in records])
         for record in records:
-            _scatter(record, path.with_name(f"{path.stem}_{_slug(record.name)}.png"))
+            _scatter(record, path.with_name(f"{path.stem}_{slug(record.name, 'estimator')}.png"))
     return records
 
 
@@ -427,11 +428,9 @@ def _print_table(records: list[BenchRecord], settings: dict[str, _Setting]) -> N
 
 def _scatter(record: BenchRecord, path: Path) -> None:
     """Score against measured effect, one panel per learning rate (the run's first)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
+    if plt is None:
+        return
     panels = [(f"{record.learning_rate:g}", record.effects, record.spearman)]
     panels += [(lr, record.effects_at[lr], record.spearman_at[lr]) for lr in record.effects_at]
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
@@ -445,7 +444,3 @@ def _scatter(record: BenchRecord, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_") or "estimator"

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ from typing import Any
 import yaml
 
 from infuser.artifacts import write_json
+from infuser.bench.common import pyplot, slug
 
 log = logging.getLogger(__name__)
 
@@ -196,13 +196,9 @@ def _flat_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "arm"
-
-
 def _plan(arm: Arm, seed: int, base: Path, profile: Profile, root: Path) -> _Run:
     """The command of one run, with its configuration written next to it (for reproduction)."""
-    run_root = root / _slug(arm.name) / f"seed_{seed}"
+    run_root = root / slug(arm.name, "arm") / f"seed_{seed}"
     layers = [yaml.safe_dump(profile.overrides, sort_keys=True), yaml.safe_dump(arm.overrides, sort_keys=True)]
     digest = hashlib.sha256("\n---\n".join([base.read_text(), *layers, str(seed)]).encode()).hexdigest()
     command = [sys.executable, "-m", "infuser.cli", "fit", "--config", str(base)]
@@ -320,7 +316,7 @@ def _record(arm: Arm, runs: list[_Run]) -> ArmRecord:
 
 def code_digest() -> str:
     """A digest of infuser's source files as installed: which code a run is made by."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
@@ -401,13 +397,8 @@ def _default_curriculum_arms(arms: list[Arm], headline: str) -> list[str]:
 
 def _plot(records: list[ArmRecord], json_path: Path, curriculum_arms: list[str]) -> None:
     """``<json>.heldout.png`` (accuracy against iteration, every arm) and ``<json>.curriculum.png``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib is not installed (pip install 'infuser[bench]'); no plots written")
+    plt = pyplot()
+    if plt is None:
         return
     stem = json_path.with_suffix("")
     figure, axes = plt.subplots(figsize=(8, 5))
