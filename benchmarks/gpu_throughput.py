@@ -54,7 +54,6 @@ from typing import TypeVar
 import lightning as L
 import torch
 import transformers
-
 from model_shapes import SHAPES, ModelShape, qwen3_config
 
 EOS, UNK = "<|endoftext|>", "<|unk|>"
@@ -188,11 +187,11 @@ def _prompt_tokens(batch, rows: torch.Tensor | None = None) -> int:
 
 def measure(shape: ModelShape, settings: Settings) -> Record:
     """Build, load and time one shape (see the module docstring)."""
-    from infuser.influence.base import ScoredRollouts
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
     from infuser.models import ModelConfig
     from infuser.roles.policy import OptimizerConfig, PolicyRole, RoleConfig, UpdateConfig
     from infuser.rollout.engine import SamplingConfig
+    from infuser.rollout.rows import ScoredRollouts
 
     device = torch.device(settings.device)
     dtype = getattr(torch, settings.dtype)

@@ -36,13 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from infuser.data.prompts import PromptTemplates
-from infuser.influence.base import ScoredRollouts
 from infuser.influence.gradients import AdamStep, FlatGradient, target_gradient
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.models import ModelConfig
 from infuser.roles.policy import OptimizerConfig, RoleConfig
-from infuser.roles.solver import Answers, Solver
-from infuser.rollout.engine import RolloutBatch, SamplingConfig, completion_logps
+from infuser.roles.solver import Solver
+from infuser.rollout.engine import SamplingConfig, completion_logps
+from infuser.rollout.rows import Answers, RolloutBatch, ScoredRollouts
 from infuser.toy.world import ToyWorld
 
 

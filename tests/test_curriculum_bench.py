@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from infuser.bench.curriculum import Arm, ArmRecord, bench_curriculum, code_digest, verdict
 from infuser.cli import main
-from infuser.bench.curriculum import Arm, ArmRecord, Profile, bench_curriculum, code_digest, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"loop": {"iterations": 1, "documents_per_iteration": 3, "questions_per_document": 2,

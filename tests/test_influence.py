@@ -9,7 +9,6 @@ import torch
 from safetensors.torch import save_file
 
 from infuser.data.prompts import PromptTemplates
-from infuser.influence.base import ScoredRollouts
 from infuser.influence.gradients import FlatGradient, policy_gradient
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
@@ -19,6 +18,7 @@ from infuser.models import LoraConfig, ModelConfig
 from infuser.roles.policy import OptimizerConfig, RoleConfig
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import SamplingConfig
+from infuser.rollout.rows import ScoredRollouts
 from infuser.toy.world import ToyWorld
 
 QUESTIONS = ToyWorld().question_set("influence-test", 12, seed=0)

@@ -23,13 +23,14 @@ from torch import nn
 
 from infuser.cli import main
 from infuser.distributed import Processes
-from infuser.influence.base import InfluenceEstimator, ScoredRollouts
+from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.influence.tracin import TracInInfluence
 from infuser.models import ModelConfig
 from infuser.rl.advantages import DuGRPOAdvantage
 from infuser.roles.policy import OptimizerConfig, PolicyRole, RoleConfig, UpdateConfig
-from infuser.rollout.engine import RolloutBatch, SamplingConfig
+from infuser.rollout.engine import SamplingConfig
+from infuser.rollout.rows import RolloutBatch, ScoredRollouts
 
 REPO = Path(__file__).resolve().parents[1]
 

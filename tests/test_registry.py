@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from infuser import cli, registry
-from infuser.fit import fit
 from infuser.bench.influence import bench_influence
+from infuser.fit import fit
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.tracin import TracInInfluence
 from infuser.rl.advantages import DuGRPOAdvantage

@@ -8,14 +8,14 @@ import lightning as L
 import pytest
 import torch
 
-from infuser.influence.base import ScoredRollouts
 from infuser.models import LoraConfig, ModelConfig
 from infuser.registry import resolve
 from infuser.rl.advantages import BatchStdAdvantage, DuGRPOAdvantage, GroupStdAdvantage, MeanCentredAdvantage
 from infuser.rl.loss import LOSS_TYPES, BatchTotals, PolicyLossConfig, aggregate, per_token_policy_loss
 from infuser.rl.rewards import RewardColumn, RewardStats, combine_rewards
 from infuser.roles.policy import OptimizerConfig, PolicyRole, RoleConfig, UpdateConfig
-from infuser.rollout.engine import RolloutBatch, SamplingConfig, completion_logps
+from infuser.rollout.engine import SamplingConfig, completion_logps
+from infuser.rollout.rows import RolloutBatch, ScoredRollouts
 
 PROMPTS = ["Question: What is 3 plus 4?\nA) 6\nB) 7\nC) 8\nD) 9\nAnswer:", "Document: 5 times 2 is 10.\n",
            "Question: What is 9 minus 2?\nA) 5\nB) 6\nC) 7\nD) 8\nAnswer:"]

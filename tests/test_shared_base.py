@@ -15,7 +15,6 @@ from peft import PeftModel
 from infuser.cli import main
 from infuser.data.prompts import PromptTemplates
 from infuser.fit import ConfigurationError, TrainerConfig, fit
-from infuser.influence.base import ScoredRollouts
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.models import LoraConfig, ModelConfig, QuantizationConfig, SharedBase, load_causal_lm
@@ -23,7 +22,8 @@ from infuser.rl.loss import PolicyLossConfig
 from infuser.roles.generator import Generator
 from infuser.roles.policy import OptimizerConfig, PolicyRole, RoleConfig, UpdateConfig
 from infuser.roles.solver import Solver
-from infuser.rollout.engine import RolloutBatch, SamplingConfig, completion_logps
+from infuser.rollout.engine import SamplingConfig, completion_logps
+from infuser.rollout.rows import RolloutBatch, ScoredRollouts
 
 PROMPTS = ["Question: What is 3 plus 4?\nA) 6\nB) 7\nC) 8\nD) 9\nAnswer:", "Document: 5 times 2 is 10.\n",
            "Question: What is 9 minus 2?\nA) 5\nB) 6\nC) 7\nD) 8\nAnswer:"]

@@ -34,10 +34,10 @@ import torch
 
 pytest.importorskip("trl")
 from datasets import Dataset  # noqa: E402  (a TRL dependency)
+from test_rl import end_rows_early  # noqa: E402  (pytest puts tests/ on the path)
 from transformers import AutoModelForCausalLM  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from infuser.influence.base import ScoredRollouts  # noqa: E402
 from infuser.models import ModelConfig  # noqa: E402
 from infuser.rl.advantages import GroupStdAdvantage, MeanCentredAdvantage  # noqa: E402
 from infuser.rl.loss import BatchTotals, PolicyLossConfig  # noqa: E402
@@ -50,7 +50,7 @@ from infuser.rollout.engine import (  # noqa: E402
     completion_logps,
     generate,
 )
-from test_rl import end_rows_early  # noqa: E402  (pytest puts tests/ on the path)
+from infuser.rollout.rows import ScoredRollouts  # noqa: E402
 
 TEMPERATURE = 0.7
 MAX_COMPLETION = 12

@@ -21,7 +21,6 @@ every candidate on every process instead of whole candidates on one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -30,8 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from infuser.influence.base import ScoredRollouts
-from infuser.rollout.engine import CompletionStats, Lockstep, RolloutBatch
+from infuser.rollout.engine import Lockstep
 
 T = TypeVar("T")
 
@@ -143,57 +141,3 @@ def _shards_parameters(strategy: object) -> bool:
     if isinstance(strategy, DeepSpeedStrategy):
         return strategy.zero_stage_3
     return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
-
-
-@dataclass
-class SplitRollouts:
-    """Completions of a batch of prompts, ``num_samples`` per prompt (prompt-major), split across
-    processes by prompt, so a prompt's group of completions is never split.
-
-    ``batch`` holds the tensors of this process's shard; what every process needs to know of every
-    row (its text, length and truncation flag) is gathered, in the global row order.
-
-    Attributes:
-        batch: this process's rows: the completions of the prompts in ``prompts``.
-        prompts: the (global) prompt indices this process sampled.
-        num_samples: completions per prompt.
-        texts: every row's completion text.
-        lengths: every row's completion tokens (EOS included).
-        truncated: every row's truncation flag.
-    """
-
-    batch: RolloutBatch
-    prompts: range
-    num_samples: int
-    texts: list[str]
-    lengths: Tensor
-    truncated: Tensor
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    @property
-    def rows(self) -> range:
-        """The global rows this process holds: ``batch``'s rows, in order."""
-        return range(self.prompts.start * self.num_samples, self.prompts.stop * self.num_samples)
-
-    @property
-    def groups(self) -> Tensor:
-        """Every row's prompt index: the advantage groups."""
-        return torch.arange(len(self) // self.num_samples).repeat_interleave(self.num_samples)
-
-    def scored(self, rows: Sequence[int], advantages: Tensor) -> ScoredRollouts:
-        """This process's share of the global ``rows``, with their entries of the global ``advantages``."""
-        held = [row for row in rows if row in self.rows]
-        return ScoredRollouts(self.batch.select([row - self.rows.start for row in held]), advantages[held])
-
-    def gathered(self, processes: Processes, rows: Sequence[int], pad_id: int, device: torch.device) -> RolloutBatch:
-        """The global ``rows`` (ascending), whichever process holds them, on every process: row ``i``
-        of the result is ``rows[i]`` (for influence under sharded parameters, where every process
-        differentiates a share of each candidate's rows)."""
-        held = [row - self.rows.start for row in rows if row in self.rows]
-        return RolloutBatch.of_rows(processes.gather(self.batch.select(held).unpadded_rows()), pad_id, device)
-
-    def completion_stats(self) -> CompletionStats:
-        """Completion-length metrics of every row."""
-        return CompletionStats.of_lengths(self.lengths, self.truncated)

@@ -24,6 +24,7 @@ computed alike on every process, as one process computes them. Only rank 0 write
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -33,7 +34,6 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -45,14 +45,15 @@ from tqdm.auto import tqdm
 from infuser.artifacts import RunDirectory
 from infuser.data.documents import DocumentSource
 from infuser.data.questions import InvalidQuestion, MCQuestion
-from infuser.distributed import Processes, SplitRollouts
-from infuser.influence.base import InfluenceEstimator, ScoredRollouts
-from infuser.roles.generator import Drafts, Generator
-from infuser.roles.policy import UpdateStats
-from infuser.roles.solver import Answers, Solver
+from infuser.distributed import Processes
+from infuser.influence.base import InfluenceEstimator
 from infuser.rl.generator_rewards import DraftOutcomes, GeneratorReward
 from infuser.rl.rewards import RewardStats
+from infuser.roles.generator import Generator
+from infuser.roles.policy import UpdateStats
+from infuser.roles.solver import Solver
 from infuser.rollout.engine import SamplingConfig
+from infuser.rollout.rows import Answers, Drafts, ScoredRollouts, SplitRollouts
 
 log = logging.getLogger(__name__)
 

@@ -46,33 +46,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from infuser.rl.loss import BatchTotals
-from infuser.rollout.engine import RolloutBatch
+from infuser.rollout.rows import ScoredRollouts
 
 if TYPE_CHECKING:
     from infuser.distributed import Processes
-
-
-@dataclass
-class ScoredRollouts:
-    """Rollouts with one advantage per row: the input of a policy-gradient loss.
-
-    As a candidate: the Solver's answers to one question (a contiguous group of rows).
-
-    ``totals``: what the loss of these rows is normalised by. ``None``: these rows alone. Set
-    when they are this process's share of a batch split across processes (the target set): the
-    totals of the whole batch, so the shares' gradients sum to the whole batch's gradient.
-    """
-
-    batch: RolloutBatch
-    advantages: Tensor
-    totals: BatchTotals | None = None
 
 
 class PolicyGradientModel(Protocol):

@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
-from infuser.influence.base import PolicyGradientModel, ScoredRollouts
+from infuser.influence.base import PolicyGradientModel
+from infuser.rollout.rows import ScoredRollouts
 
 
 class FlatGradient:

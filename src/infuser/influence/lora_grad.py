@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
+from infuser.influence.base import InfluenceEstimator, PolicyGradientModel
 from infuser.influence.gradients import AdamStep, FlatGradient, complete, policy_gradient, similarity, target_gradient
 from infuser.influence.projection import CountSketch
+from infuser.rollout.rows import ScoredRollouts
 
 
 class LoraGradInfluence(InfluenceEstimator):

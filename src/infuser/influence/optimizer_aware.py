@@ -8,8 +8,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
+from infuser.influence.base import InfluenceEstimator, PolicyGradientModel
 from infuser.influence.gradients import AdamStep, FlatGradient, complete, policy_gradient, similarity, target_gradient
+from infuser.rollout.rows import ScoredRollouts
 
 Mode = Literal["dot", "cosine", "preconditioned_dot", "preconditioned_cosine"]
 MODES: tuple[str, ...] = ("dot", "cosine", "preconditioned_dot", "preconditioned_cosine")

@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
+from infuser.influence.base import InfluenceEstimator, PolicyGradientModel
 from infuser.influence.gradients import FlatGradient, complete, policy_gradient, similarity, target_gradient
+from infuser.rollout.rows import ScoredRollouts
 
 
 @dataclass

@@ -3,40 +3,15 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import torch
 
 from infuser.data.documents import Document
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
-from infuser.distributed import SplitRollouts
 from infuser.models import SharedBase
 from infuser.roles.policy import PolicyRole, RoleConfig
-from infuser.rollout.engine import RolloutBatch
-
-
-@dataclass
-class Drafts:
-    """The Generator's rollouts for a batch of documents (``k`` rows per document, contiguous).
-
-    ``parsed[i]`` is row ``i``'s question (options shuffled) or the reason it is invalid. Split
-    across processes by document (a document's drafts are never split): ``rollouts.batch`` holds
-    this process's rows; texts and ``parsed`` cover every row of every process.
-    """
-
-    documents: list[Document]
-    rollouts: SplitRollouts
-    parsed: list[MCQuestion | InvalidQuestion]
-
-    @property
-    def batch(self) -> RolloutBatch:
-        """This process's rows (every row, on one process)."""
-        return self.rollouts.batch
-
-    @property
-    def valid_rows(self) -> list[int]:
-        return [i for i, item in enumerate(self.parsed) if isinstance(item, MCQuestion)]
+from infuser.rollout.rows import Drafts
 
 
 class Generator(PolicyRole):

@@ -28,12 +28,12 @@ from lightning.fabric.strategies import ModelParallelStrategy
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
-from infuser.distributed import Processes, SplitRollouts
-from infuser.influence.base import ScoredRollouts
+from infuser.distributed import Processes
 from infuser.models import ModelConfig, SharedBase, load_causal_lm, load_tokenizer
 from infuser.rl.advantages import AdvantageEstimator, MeanCentredAdvantage
 from infuser.rl.loss import BatchTotals, PolicyLossConfig, PolicyLossOutput, policy_loss
-from infuser.rollout.engine import Lockstep, RolloutBatch, SamplingConfig, call_seed, completion_logps, generate
+from infuser.rollout.engine import Lockstep, SamplingConfig, call_seed, completion_logps, generate
+from infuser.rollout.rows import RolloutBatch, ScoredRollouts, SplitRollouts
 from infuser.sharding import gathered, whole_weights
 
 

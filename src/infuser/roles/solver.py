@@ -2,46 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from torch import Tensor
 
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
-from infuser.distributed import SplitRollouts
 from infuser.models import SharedBase
 from infuser.roles.policy import PolicyRole, RoleConfig
-from infuser.rollout.engine import RolloutBatch, SamplingConfig
-
-
-@dataclass
-class Answers:
-    """``n`` answers per question, prompt-major, with their 0/1 rewards.
-
-    Split across processes by question (a question's answers are never split): ``rollouts.batch``
-    holds this process's rows; texts and ``rewards`` cover every row of every process, so pass
-    rates are the same everywhere.
-    """
-
-    questions: list[MCQuestion]
-    rollouts: SplitRollouts
-    rewards: Tensor  # float, one per row of every process
-
-    @property
-    def batch(self) -> RolloutBatch:
-        """This process's rows (every row, on one process)."""
-        return self.rollouts.batch
-
-    def pass_rates(self) -> Tensor:
-        """Fraction correct per question."""
-        return self.rewards.view(len(self.questions), self.rollouts.num_samples).mean(-1) if self.questions \
-            else torch.zeros(0)
-
-    def rows_of(self, question_index: int) -> list[int]:
-        """The (global) rows of one question's answers."""
-        n = self.rollouts.num_samples
-        return list(range(question_index * n, (question_index + 1) * n))
+from infuser.rollout.engine import SamplingConfig
+from infuser.rollout.rows import Answers
 
 
 class Solver(PolicyRole):

@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from infuser.rollout.rows import RolloutBatch, left_pad
 
 
 @dataclass
@@ -71,131 +73,6 @@ class SamplingConfig:
             raise ValueError("top_k must be >= 0; max_new_tokens and batch_size >= 1")
 
 
-@dataclass(frozen=True)
-class UnpaddedRow:
-    """One row of a :class:`RolloutBatch` without padding: its prompt and completion tokens only."""
-
-    prompt_ids: Tensor
-    completion_ids: Tensor
-    sampling_logps: Tensor
-    truncated: bool
-    prompt_index: int
-    text: str
-
-
-@dataclass
-class RolloutBatch:
-    """Token-level record of sampled completions, ordered prompt-major.
-
-    Row ``i`` answers prompt ``prompt_index[i]``; the ``num_samples`` rows of one prompt are
-    contiguous. Prompts are left-padded, completions right-padded.
-    """
-
-    prompt_ids: Tensor
-    prompt_mask: Tensor
-    completion_ids: Tensor
-    completion_mask: Tensor  # 1 for completion tokens up to and including EOS
-    sampling_logps: Tensor  # log-prob of each sampled token under the sampling distribution
-    truncated: Tensor  # bool per row: no EOS within max_new_tokens
-    prompt_index: Tensor
-    texts: list[str]
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    @classmethod
-    def placeholder(cls, rows: int, pad_id: int, device: torch.device) -> RolloutBatch:
-        """``rows`` rows of a one-token prompt and a one-token completion outside the loss mask: a
-        process's empty share of a batch (0 rows), or a micro-batch that runs the model without
-        adding to a loss or its gradient (1 row), so that a process with fewer rows makes as many
-        forward calls as the others."""
-        ids = torch.full((rows, 1), pad_id, dtype=torch.long, device=device)
-        return cls(prompt_ids=ids, prompt_mask=torch.ones_like(ids), completion_ids=ids.clone(),
-                   completion_mask=torch.zeros_like(ids), sampling_logps=torch.zeros(rows, 1, device=device),
-                   truncated=torch.zeros(rows, dtype=torch.bool), prompt_index=torch.zeros(rows, dtype=torch.long),
-                   texts=[""] * rows)
-
-    def unpadded_rows(self) -> list[UnpaddedRow]:
-        """Every row without its padding, on the CPU: what travels between processes."""
-        prompt_mask, completion_mask = self.prompt_mask.bool().cpu(), self.completion_mask.bool().cpu()
-        prompt_ids, completion_ids = self.prompt_ids.cpu(), self.completion_ids.cpu()
-        logps = self.sampling_logps.cpu()
-        return [UnpaddedRow(prompt_ids=prompt_ids[row][prompt_mask[row]],
-                            completion_ids=completion_ids[row][completion_mask[row]],
-                            sampling_logps=logps[row][completion_mask[row]], truncated=bool(self.truncated[row]),
-                            prompt_index=int(self.prompt_index[row]), text=self.texts[row])
-                for row in range(len(self))]
-
-    @classmethod
-    def of_rows(cls, rows: list[UnpaddedRow], pad_id: int, device: torch.device) -> RolloutBatch:
-        """The batch of ``rows`` (:meth:`unpadded_rows`), padded again: prompts left, completions right."""
-        prompt_ids, prompt_mask = _left_pad([row.prompt_ids.tolist() for row in rows], pad_id, device)
-        width = max(len(row.completion_ids) for row in rows)
-        completion_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        sampling_logps = torch.zeros((len(rows), width))
-        for index, row in enumerate(rows):
-            length = len(row.completion_ids)
-            completion_ids[index, :length], completion_mask[index, :length] = row.completion_ids, 1
-            sampling_logps[index, :length] = row.sampling_logps
-        return cls(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids.to(device),
-                   completion_mask=completion_mask.to(device), sampling_logps=sampling_logps.to(device),
-                   truncated=torch.tensor([row.truncated for row in rows], dtype=torch.bool),
-                   prompt_index=torch.tensor([row.prompt_index for row in rows], dtype=torch.long),
-                   texts=[row.text for row in rows])
-
-    def select(self, rows: Tensor | list[int]) -> RolloutBatch:
-        """A sub-batch of the given rows (same order), trimmed to its own longest completion."""
-        rows = torch.as_tensor(rows, dtype=torch.long).cpu()  # CPU indices index tensors on any device
-        completion_mask = self.completion_mask[rows]
-        width = max(int(completion_mask.sum(-1).max().item()) if len(rows) else 0, 1)
-        prompt_mask = self.prompt_mask[rows]
-        pad = int((prompt_mask.sum(-1) == 0).all()) if len(rows) == 0 else int((prompt_mask == 0).all(0).sum())
-        return RolloutBatch(
-            prompt_ids=self.prompt_ids[rows][:, pad:],
-            prompt_mask=prompt_mask[:, pad:],
-            completion_ids=self.completion_ids[rows][:, :width],
-            completion_mask=completion_mask[:, :width],
-            sampling_logps=self.sampling_logps[rows][:, :width],
-            truncated=self.truncated[rows],
-            prompt_index=self.prompt_index[rows],
-            texts=[self.texts[i] for i in rows.tolist()],
-        )
-
-
-@dataclass(frozen=True)
-class CompletionStats:
-    """Completion-length metrics of a batch, under TRL's names (``completions/...``).
-
-    Attributes:
-        mean_length, min_length, max_length: completion tokens per row (EOS included).
-        clipped_ratio: fraction of rows that hit ``max_new_tokens`` without stopping.
-        mean_terminated_length: mean length of the rows that stopped (0 when none did).
-    """
-
-    mean_length: float
-    min_length: float
-    max_length: float
-    clipped_ratio: float
-    mean_terminated_length: float
-
-    @classmethod
-    def of(cls, batch: RolloutBatch) -> CompletionStats:
-        return cls.of_lengths(batch.completion_mask.sum(-1), batch.truncated)
-
-    @classmethod
-    def of_lengths(cls, lengths: Tensor, truncated: Tensor) -> CompletionStats:
-        """From each row's completion length and truncation flag (rows gathered from several processes)."""
-        lengths, truncated = lengths.float().cpu(), truncated.bool().cpu()
-        terminated = lengths[~truncated]
-        return cls(mean_length=float(lengths.mean()), min_length=float(lengths.min()),
-                   max_length=float(lengths.max()), clipped_ratio=float(truncated.float().mean()),
-                   mean_terminated_length=float(terminated.mean()) if terminated.numel() else 0.0)
-
-    def as_metrics(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}/completions/{name}": value for name, value in asdict(self).items()}
-
-
 def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
     if top_k > 0 and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
@@ -207,17 +84,6 @@ def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
-
-
-def _left_pad(sequences: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    width = max(len(tokens) for tokens in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, tokens in enumerate(sequences):
-        if tokens:
-            ids[row, width - len(tokens) :] = torch.tensor(tokens)
-            mask[row, width - len(tokens) :] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _cache_keyword(model: PreTrainedModel) -> str:
@@ -412,7 +278,7 @@ def generate(
     eos_ids = _stop_ids(model, tokenizer, sampling)
     was_training = model.training
     model.eval()
-    prompt_ids, prompt_mask = _left_pad(tokenizer(prompts, add_special_tokens=False)["input_ids"], pad_id, device)
+    prompt_ids, prompt_mask = left_pad(tokenizer(prompts, add_special_tokens=False)["input_ids"], pad_id, device)
     prompt_index = torch.arange(len(prompts)).repeat_interleave(num_samples)
     seed = call_seed(generator)
     seeds = row_seeds(seed, prompt_index + prompt_offset, num_samples).to(device)

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
+from infuser.influence.base import InfluenceEstimator, PolicyGradientModel
+from infuser.rollout.rows import ScoredRollouts
 
 
 class RandomInfluence(InfluenceEstimator):
