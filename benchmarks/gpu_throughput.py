@@ -189,7 +189,9 @@ def measure(shape: ModelShape, settings: Settings) -> Record:
     """Build, load and time one shape (see the module docstring)."""
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
     from infuser.models import ModelConfig
-    from infuser.roles.policy import OptimizerConfig, PolicyRole, RoleConfig, UpdateConfig
+    from infuser.roles.config import OptimizerConfig, RoleConfig
+    from infuser.roles.policy import PolicyRole
+    from infuser.rl.update import UpdateConfig
     from infuser.rollout.engine import SamplingConfig
     from infuser.rollout.rows import ScoredRollouts
 

@@ -39,7 +39,7 @@ from infuser.data.prompts import PromptTemplates
 from infuser.influence.gradients import AdamStep, FlatGradient, target_gradient
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.models import ModelConfig
-from infuser.roles.policy import OptimizerConfig, RoleConfig
+from infuser.roles.config import OptimizerConfig, RoleConfig
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import SamplingConfig, completion_logps
 from infuser.rollout.rows import Answers, RolloutBatch, ScoredRollouts

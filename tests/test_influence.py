@@ -15,7 +15,7 @@ from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.influence.projection import CountSketch
 from infuser.influence.tracin import TracInCheckpoint, TracInInfluence
 from infuser.models import LoraConfig, ModelConfig
-from infuser.roles.policy import OptimizerConfig, RoleConfig
+from infuser.roles.config import OptimizerConfig, RoleConfig
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import SamplingConfig
 from infuser.rollout.rows import ScoredRollouts
@@ -32,11 +32,11 @@ def _solver(model_dir, lora: LoraConfig | None = None) -> Solver:
                         optimizer=OptimizerConfig(lr=1e-3, betas=(0.9, 0.95)),
                         sampling=SamplingConfig(max_new_tokens=8))
     solver = Solver(config, PromptTemplates())
-    solver.set_up(fabric)
+    update = solver.set_up(fabric)
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):
         answers = solver.answer(QUESTIONS, 2, generator)
-        solver.update(answers.batch, torch.randn(len(answers.batch), generator=generator))
+        update(answers.batch, torch.randn(len(answers.batch), generator=generator))
     return solver
 
 

@@ -19,8 +19,10 @@ from infuser.models import (
     load_causal_lm,
     load_tokenizer,
 )
+from infuser.rl.update import PolicyUpdate
+from infuser.roles.config import OptimizerConfig, RoleConfig
 from infuser.roles.generator import Generator
-from infuser.roles.policy import OptimizerConfig, PolicyRole, RoleConfig
+from infuser.roles.policy import PolicyRole
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import SamplingConfig, completion_logps, generate
 
@@ -47,7 +49,7 @@ FOUR_BIT_PROBLEM = _four_bit_problem()
 needs_4bit = pytest.mark.skipif(FOUR_BIT_PROBLEM is not None, reason=FOUR_BIT_PROBLEM or "")
 
 
-def _role(model_dir, seed: int = 0, **model) -> tuple[PolicyRole, L.Fabric]:
+def _role(model_dir, seed: int = 0, **model) -> tuple[PolicyRole, PolicyUpdate, L.Fabric]:
     """A LoRA role set up under Fabric the way ``fit`` does it."""
     torch.manual_seed(seed)
     fabric = L.Fabric(accelerator="cuda" if DEVICE.type == "cuda" else "cpu", devices=1)
@@ -55,8 +57,7 @@ def _role(model_dir, seed: int = 0, **model) -> tuple[PolicyRole, L.Fabric]:
                         optimizer=OptimizerConfig(lr=5e-2, grad_clip=None),
                         sampling=SamplingConfig(temperature=0.8, max_new_tokens=8))
     role = PolicyRole(config, device=fabric.device)
-    role.set_up(fabric)
-    return role, fabric
+    return role, role.set_up(fabric), fabric
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -156,14 +157,14 @@ def test_sampling_under_gradient_checkpointing_keeps_the_kv_cache(tiny_model_dir
 @needs_4bit
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_qlora_trains_the_adapter_and_leaves_the_4bit_base_bit_identical(tiny_model_dir, checkpointing):
-    role, _ = _role(tiny_model_dir, quantization=QuantizationConfig(), gradient_checkpointing=checkpointing)
+    role, update, _ = _role(tiny_model_dir, quantization=QuantizationConfig(), gradient_checkpointing=checkpointing)
     assert _is_4bit(role.model)
     assert any(getattr(m, "gradient_checkpointing", False) for m in role.model.modules()) == checkpointing
     trainable = [name for name, p in role.model.named_parameters() if p.requires_grad]
     assert trainable and all(".lora_" in name for name in trainable)
     before = _snapshot(role.model)
     batch = role.rollout(PROMPTS, 3, torch.Generator().manual_seed(0))
-    assert role.update(batch, ADVANTAGES).optimizer_steps == 1
+    assert update(batch, ADVANTAGES).optimizer_steps == 1
     changed = _changed(before, _snapshot(role.model))
     assert changed and all(".lora_" in key for key in changed)
     assert any(".lora_B." in key for key in changed)
@@ -173,12 +174,12 @@ def test_qlora_trains_the_adapter_and_leaves_the_4bit_base_bit_identical(tiny_mo
 @needs_4bit
 def test_qlora_checkpoint_holds_the_adapter_and_loads_back(tiny_model_dir, tmp_path):
     """A 4-bit base's state dict does not load back strictly; the checkpoint leaves it out."""
-    role, fabric = _role(tiny_model_dir, quantization=QuantizationConfig(compute_dtype="float32"))
-    role.update(role.rollout(PROMPTS, 3, torch.Generator().manual_seed(0)), ADVANTAGES)
+    role, update, fabric = _role(tiny_model_dir, quantization=QuantizationConfig(compute_dtype="float32"))
+    update(role.rollout(PROMPTS, 3, torch.Generator().manual_seed(0)), ADVANTAGES)
     fabric.save(tmp_path / "ckpt", {"solver": role})
     saved = torch.load(tmp_path / "ckpt", weights_only=True)["solver"]
     assert len(saved) == len(role.trainable_parameters()) and all(".lora_" in key for key in saved)
-    fresh, fresh_fabric = _role(tiny_model_dir, seed=1, quantization=QuantizationConfig(compute_dtype="float32"))
+    fresh, _, fresh_fabric = _role(tiny_model_dir, seed=1, quantization=QuantizationConfig(compute_dtype="float32"))
     fresh_fabric.load(tmp_path / "ckpt", {"solver": fresh})
     for ours, theirs in zip(fresh.trainable_parameters(), role.trainable_parameters(), strict=True):
         assert torch.equal(ours, theirs)
@@ -193,11 +194,10 @@ def test_two_adapters_on_one_4bit_base_train_independently(tiny_model_dir):
                                           quantization=QuantizationConfig(compute_dtype="float32")),
                         optimizer=OptimizerConfig(lr=5e-2, grad_clip=None), sampling=SamplingConfig(max_new_tokens=8))
     roles = [Generator(config, PromptTemplates(), shared=shared), Solver(config, PromptTemplates(), shared=shared)]
-    for role in roles:
-        role.set_up(fabric)
-    for role in roles:
+    updates = [role.set_up(fabric) for role in roles]
+    for role, update in zip(roles, updates):
         before = _snapshot(shared.model)
-        assert role.update(role.rollout(PROMPTS, 3, torch.Generator().manual_seed(0)), ADVANTAGES).optimizer_steps == 1
+        assert update(role.rollout(PROMPTS, 3, torch.Generator().manual_seed(0)), ADVANTAGES).optimizer_steps == 1
         changed = _changed(before, _snapshot(shared.model))
         assert changed and all(f".{role.adapter_name}." in key for key in changed)
     assert _is_4bit(shared.model)

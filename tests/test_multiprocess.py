@@ -28,7 +28,9 @@ from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.influence.tracin import TracInInfluence
 from infuser.models import ModelConfig
 from infuser.rl.advantages import DuGRPOAdvantage
-from infuser.roles.policy import OptimizerConfig, PolicyRole, RoleConfig, UpdateConfig
+from infuser.rl.update import UpdateConfig
+from infuser.roles.config import OptimizerConfig, RoleConfig
+from infuser.roles.policy import PolicyRole
 from infuser.rollout.engine import SamplingConfig
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts
 
@@ -67,25 +69,25 @@ def test_a_process_with_fewer_rows_runs_as_many_forward_backward_pairs(tiny_mode
                         sampling=SamplingConfig(max_new_tokens=6), update=UpdateConfig(micro_batch_size=2))
     torch.manual_seed(0)
     role = PolicyRole(config)
-    role.set_up(L.Fabric(accelerator="cpu", devices=1))
+    update = role.set_up(L.Fabric(accelerator="cpu", devices=1))
     batch = role.rollout(["Question: What is 3 plus 4?\nAnswer:", "Document: 5 times 2 is 10.\n"], 3,
                          torch.Generator().manual_seed(0))
     advantages = torch.tensor([1.0, -0.5, 0.3, 0.7, -1.2, 0.2])  # six rows: three micro-batches here
 
-    totals = role._totals(role.loss_mask(batch), len(batch), 6, 1)[0]
-    loss = role.training_step(ScoredRollouts(role._placeholder(1), torch.zeros(1)), totals).loss.loss
+    totals = update._totals(role.loss_mask(batch), len(batch), 6, 1)[0]
+    loss = role.training_step(ScoredRollouts(role.placeholder(1), torch.zeros(1)), totals).loss.loss
     loss.backward()
     assert float(loss.detach()) == 0.0
     assert all(p.grad is not None and not p.grad.any() for p in role.trainable_parameters())
     role.zero_grad(set_to_none=True)
 
-    monkeypatch.setattr(PolicyRole, "processes", property(lambda self: _BesideABusierProcess(rank=1, world_size=2)))
+    update.processes = _BesideABusierProcess(rank=1, world_size=2)
     syncs, forwards = [], []
-    role._gradient_sync = lambda sync: (syncs.append(sync), nullcontext())[1]
-    training_step = role._micro_batch_forward
-    role._micro_batch_forward = lambda rollouts, *args: (forwards.append(bool(rollouts.batch.completion_mask.any())),
-                                                        training_step(rollouts, *args))[1]
-    stats = role.update(batch, advantages)
+    monkeypatch.setattr(update, "_gradient_sync", lambda sync: (syncs.append(sync), nullcontext())[1])
+    training_step = role.training_step
+    role.training_step = lambda rollouts, *args: (forwards.append(bool(rollouts.batch.completion_mask.any())),
+                                                 training_step(rollouts, *args))[1]
+    stats = update(batch, advantages)
     assert stats.optimizer_steps == 1 and stats.rows == 4 * 6
     assert syncs == [False] * 8 + [True]  # the busier process's nine micro-batches, synchronised once
     assert len(forwards) == 9 and forwards.count(False) == 6  # three of its own, six placeholders

@@ -13,7 +13,9 @@ from infuser.registry import resolve
 from infuser.rl.advantages import BatchStdAdvantage, DuGRPOAdvantage, GroupStdAdvantage, MeanCentredAdvantage
 from infuser.rl.loss import LOSS_TYPES, BatchTotals, PolicyLossConfig, aggregate, per_token_policy_loss
 from infuser.rl.rewards import RewardColumn, RewardStats, combine_rewards
-from infuser.roles.policy import OptimizerConfig, PolicyRole, RoleConfig, UpdateConfig
+from infuser.rl.update import PolicyUpdate, UpdateConfig
+from infuser.roles.config import OptimizerConfig, RoleConfig
+from infuser.roles.policy import PolicyRole
 from infuser.rollout.engine import SamplingConfig, completion_logps
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts
 
@@ -39,7 +41,7 @@ def end_rows_early(batch: RolloutBatch, lengths: list[int], eos: int) -> Rollout
 
 
 def _role(model_dir, lora: bool = False, gradient_checkpointing: bool = False, lr: float = 1e-3,
-          **update) -> PolicyRole:
+          **update) -> tuple[PolicyRole, PolicyUpdate]:
     loss = update.pop("loss", PolicyLossConfig())
     config = RoleConfig(
         model=ModelConfig(name_or_path=str(model_dir), gradient_checkpointing=gradient_checkpointing,
@@ -50,9 +52,7 @@ def _role(model_dir, lora: bool = False, gradient_checkpointing: bool = False, l
     )
     torch.manual_seed(0)
     role = PolicyRole(config)
-    fabric = L.Fabric(accelerator="cpu", devices=1)
-    role.set_up(fabric)
-    return role
+    return role, role.set_up(L.Fabric(accelerator="cpu", devices=1))
 
 
 def _batch(role: PolicyRole) -> RolloutBatch:
@@ -132,22 +132,22 @@ def test_micro_batching_gives_the_mini_batch_gradient(tiny_model_dir, loss_type)
     loss = PolicyLossConfig(loss_type=loss_type, entropy_coef=0.01)
     gradients = []
     for micro in (32, 2):
-        role = _role(tiny_model_dir, loss=loss, micro_batch_size=micro)
+        role, update = _role(tiny_model_dir, loss=loss, micro_batch_size=micro)
         steps = _step_gradients(role)
-        role.update(_batch(role), ADVANTAGES)
+        update(_batch(role), ADVANTAGES)
         gradients.append(steps[0])
     _assert_close_lists(gradients[1], gradients[0])
 
 
 def test_zero_advantage_rows_are_skipped_without_changing_the_objective(tiny_model_dir):
     """The update forwards 7 of 9 rows, yet its gradient is that of the loss over all 9."""
-    role = _role(tiny_model_dir)
+    role, update = _role(tiny_model_dir)
     batch = _batch(role)
     steps = _step_gradients(role)
-    stats = role.update(batch, ADVANTAGES)
+    stats = update(batch, ADVANTAGES)
     assert stats.rows == 7 and stats.optimizer_steps == 1
 
-    reference = _role(tiny_model_dir)
+    reference, reference_update = _role(tiny_model_dir)
     mask = reference.loss_mask(batch)
     totals = BatchTotals(sequences=len(batch), tokens=int(mask.sum()), max_completion_length=MAX_NEW)
     reference.training_step(ScoredRollouts(batch, ADVANTAGES), totals).loss.loss.backward()
@@ -155,7 +155,7 @@ def test_zero_advantage_rows_are_skipped_without_changing_the_objective(tiny_mod
 
 
 def test_several_epochs_and_mini_batches_keep_the_old_logps(tiny_model_dir):
-    role = _role(tiny_model_dir, lr=3e-2, ppo_epochs=2, mini_batch_size=5)
+    role, update = _role(tiny_model_dir, lr=3e-2, ppo_epochs=2, mini_batch_size=5)
     batch = _batch(role)
     calls = []
     original = role.training_step
@@ -164,10 +164,10 @@ def test_several_epochs_and_mini_batches_keep_the_old_logps(tiny_model_dir):
         calls.append(old_logps)
         return original(rollouts, totals, old_logps, ref_logps)
 
-    role._micro_batch_forward = spy
-    stats = role.update(batch, ADVANTAGES)
+    role.training_step = spy  # what the update's forwards run, through the strategy wrapper
+    stats = update(batch, ADVANTAGES)
     assert stats.optimizer_steps == 4  # 2 epochs x ceil(9 / 5)
-    assert all(old is not None for old in calls)
+    assert len(calls) == 4 and all(old is not None for old in calls)
     # every step compares against the policy before the first step, so later steps see ratios != 1
     assert stats.clip_ratio_region > 0
     assert math.isfinite(stats.loss) and stats.learning_rate == pytest.approx(3e-2)
@@ -178,36 +178,36 @@ def test_the_order_of_several_steps_comes_from_the_given_stream_only(tiny_model_
     drew before it): two benchmark arms handing the Solver the same rows get the same update."""
     weights = []
     for global_seed in (0, 1):
-        role = _role(tiny_model_dir, lr=3e-2, mini_batch_size=4)
+        role, update = _role(tiny_model_dir, lr=3e-2, mini_batch_size=4)
         batch = _batch(role)
         torch.manual_seed(global_seed)
-        assert role.update(batch, ADVANTAGES, torch.Generator().manual_seed(7)).optimizer_steps == 3
+        assert update(batch, ADVANTAGES, torch.Generator().manual_seed(7)).optimizer_steps == 3
         weights.append([p.detach().clone() for p in role.trainable_parameters()])
     _assert_close_lists(weights[0], weights[1], atol=0.0)
 
 
 def test_kl_reference_is_a_frozen_copy_only_when_needed(tiny_model_dir):
-    plain = _role(tiny_model_dir)
-    assert plain._reference is None
-    role = _role(tiny_model_dir, lr=3e-2, loss=PolicyLossConfig(beta=0.1))
-    assert role._reference is not None
-    assert not any(name.startswith("_reference") for name in role.state_dict())
+    plain, plain_update = _role(tiny_model_dir)
+    assert plain.reference is None
+    role, update = _role(tiny_model_dir, lr=3e-2, loss=PolicyLossConfig(beta=0.1))
+    assert role.reference is not None
+    assert all(name.startswith("model.") for name in role.state_dict())  # the copy is no submodule
     assert len(role.trainable_parameters()) == len(list(role.model.parameters()))
     batch = _batch(role)
-    first = role.update(batch, ADVANTAGES)
+    first = update(batch, ADVANTAGES)
     assert first.kl == pytest.approx(0.0, abs=1e-6)  # the policy starts at the reference
-    second = role.update(batch, ADVANTAGES)
+    second = update(batch, ADVANTAGES)
     assert second.kl > 0 and math.isfinite(second.kl)
 
 
 def test_kl_reference_with_lora_is_the_base_with_the_adapter_disabled(tiny_model_dir):
-    role = _role(tiny_model_dir, lora=True, lr=5e-2, loss=PolicyLossConfig(beta=0.1))
-    assert role._reference is None  # no second copy of the weights
+    role, update = _role(tiny_model_dir, lora=True, lr=5e-2, loss=PolicyLossConfig(beta=0.1))
+    assert role.reference is None  # no second copy of the weights
     batch = _batch(role)
-    role.update(batch, ADVANTAGES)
-    second = role.update(batch, ADVANTAGES)
+    update(batch, ADVANTAGES)
+    second = update(batch, ADVANTAGES)
     assert second.kl > 0
-    base = _role(tiny_model_dir)
+    base, base_update = _role(tiny_model_dir)
     with torch.no_grad(), role._reference_policy() as reference:
         ours, _ = completion_logps(reference, batch, 0.8)
         theirs, _ = completion_logps(base.model, batch, 0.8)
@@ -220,36 +220,36 @@ def test_kl_reference_with_lora_is_the_base_with_the_adapter_disabled(tiny_model
 def test_gradient_checkpointing_changes_memory_not_gradients(tiny_model_dir):
     gradients = []
     for checkpointing in (False, True):
-        role = _role(tiny_model_dir, gradient_checkpointing=checkpointing, micro_batch_size=4)
+        role, update = _role(tiny_model_dir, gradient_checkpointing=checkpointing, micro_batch_size=4)
         assert any(getattr(m, "gradient_checkpointing", False) for m in role.model.modules()) == checkpointing
         steps = _step_gradients(role)
         batch = _batch(role)  # sampling runs in eval mode: checkpointing is off, the KV cache on
         assert role.model.training
-        role.update(batch, ADVANTAGES)
+        update(batch, ADVANTAGES)
         gradients.append(steps[0])
     _assert_close_lists(gradients[1], gradients[0])
 
 
 def test_masked_truncated_rows_carry_no_gradient(tiny_model_dir):
-    role = _role(tiny_model_dir, mask_truncated_completions=True)
+    role, update = _role(tiny_model_dir, mask_truncated_completions=True)
     batch = _batch(role)
     truncated = batch.truncated.nonzero().squeeze(-1).tolist()
     assert truncated == [1, 4]
     steps = _step_gradients(role)
-    stats = role.update(batch, ADVANTAGES)
+    stats = update(batch, ADVANTAGES)
     assert stats.rows == 5  # 9 rows - 2 zero advantages - 2 truncated
     changed = ADVANTAGES.clone()
     changed[truncated] = torch.tensor([5.0, -5.0])
-    again = _role(tiny_model_dir, mask_truncated_completions=True)
+    again, again_update = _role(tiny_model_dir, mask_truncated_completions=True)
     other = _step_gradients(again)
-    again.update(batch, changed)
+    again_update(batch, changed)
     _assert_close_lists(other[0], steps[0])
 
 
 def test_stats_and_samples(tiny_model_dir):
-    role = _role(tiny_model_dir, completions_to_log=3)
+    role, update = _role(tiny_model_dir, completions_to_log=3)
     batch = _batch(role)
-    stats = role.update(batch, ADVANTAGES)
+    stats = update(batch, ADVANTAGES)
     assert not stats.skipped and stats.optimizer_steps == 1
     assert stats.entropy > 0 and math.isnan(stats.kl) and stats.grad_norm > 0
     assert stats.tokens == int(batch.completion_mask.sum())
@@ -259,13 +259,13 @@ def test_stats_and_samples(tiny_model_dir):
     for name in ("loss", "grad_norm", "learning_rate", "clip_ratio/low_mean", "clip_ratio/high_mean",
                  "clip_ratio/region_mean", "kl", "entropy"):
         assert f"solver/{name}" in metrics
-    skipped = role.update(batch, torch.zeros(len(batch)))
+    skipped = update(batch, torch.zeros(len(batch)))
     assert skipped.skipped and skipped.optimizer_steps == 0
 
 
 def test_surrogate_loss_is_the_policy_term_only(tiny_model_dir):
-    role = _role(tiny_model_dir, loss=PolicyLossConfig(beta=0.5, entropy_coef=0.5))
-    plain = _role(tiny_model_dir)
+    role, update = _role(tiny_model_dir, loss=PolicyLossConfig(beta=0.5, entropy_coef=0.5))
+    plain, plain_update = _role(tiny_model_dir)
     batch = _batch(role)
     rollouts = ScoredRollouts(batch, ADVANTAGES)
     torch.testing.assert_close(role.surrogate_loss(rollouts), plain.surrogate_loss(rollouts))

@@ -19,8 +19,10 @@ from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.models import LoraConfig, ModelConfig, QuantizationConfig, SharedBase, load_causal_lm
 from infuser.rl.loss import PolicyLossConfig
+from infuser.rl.update import PolicyUpdate, UpdateConfig
+from infuser.roles.config import OptimizerConfig, RoleConfig
 from infuser.roles.generator import Generator
-from infuser.roles.policy import OptimizerConfig, PolicyRole, RoleConfig, UpdateConfig
+from infuser.roles.policy import PolicyRole
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import SamplingConfig, completion_logps
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts
@@ -38,7 +40,13 @@ class Setup:
     generator: Generator
     solver: Solver
     fabric: L.Fabric
-    modules: dict
+    updates: dict[str, PolicyUpdate]  # by adapter name
+
+    @property
+    def checkpoint(self) -> dict:
+        """What ``fit`` checkpoints of the roles: each role and its optimizer."""
+        return {name: item for role in self.roles
+                for name, item in ((role.adapter_name, role), (f"{role.adapter_name}_optimizer", role.optimizer))}
 
     @property
     def roles(self) -> tuple[Generator, Solver]:
@@ -58,10 +66,8 @@ def _setup(model_dir: Path, seed: int = 0, beta: float = 0.0) -> Setup:
     shared = SharedBase(fabric.device)
     generator = Generator(_config(model_dir, beta), PromptTemplates(), device=fabric.device, shared=shared)
     solver = Solver(_config(model_dir, beta), PromptTemplates(), device=fabric.device, shared=shared)
-    modules = {}
-    for name, role in (("generator", generator), ("solver", solver)):
-        modules[name], modules[f"{name}_optimizer"] = role.set_up(fabric)
-    return Setup(shared, generator, solver, fabric, modules)
+    updates = {role.adapter_name: role.set_up(fabric) for role in (generator, solver)}
+    return Setup(shared, generator, solver, fabric, updates)
 
 
 def _batch(role: PolicyRole, seed: int = 0) -> RolloutBatch:
@@ -93,7 +99,7 @@ def test_each_role_trains_its_own_adapter_and_nothing_else(tiny_model_dir):
     for role in (generator, solver, generator):
         batch = _batch(role)
         before = _snapshot(setup.shared.model)
-        assert role.update(batch, ADVANTAGES).optimizer_steps == 1
+        assert setup.updates[role.adapter_name](batch, ADVANTAGES).optimizer_steps == 1
         changed = _changed(before, _snapshot(setup.shared.model))
         assert any(".lora_B." in key for key in changed)
         assert all(f".{role.adapter_name}." in key for key in changed), "the update moved another role's weights"
@@ -110,7 +116,7 @@ def test_influence_reads_the_solver_adapter_only(tiny_model_dir, estimator):
     setup = _setup(tiny_model_dir)
     generator, solver = setup.roles
     for role in setup.roles:  # both adapters trained, the Solver's AdamW holding moments
-        role.update(_batch(role), ADVANTAGES)
+        setup.updates[role.adapter_name](_batch(role), ADVANTAGES)
     target = ScoredRollouts(_batch(solver, seed=3), ADVANTAGES)
     candidates = _candidates(solver)
     adapter = setup.shared.adapter_parameters("solver")
@@ -137,23 +143,23 @@ def test_influence_reads_the_solver_adapter_only(tiny_model_dir, estimator):
 def test_checkpoint_holds_each_adapter_once_and_resumes_exactly(tiny_model_dir, tmp_path):
     original = _setup(tiny_model_dir)
     for role in original.roles:
-        role.update(_batch(role), ADVANTAGES)
-    original.fabric.save(tmp_path / "ckpt", original.modules)
+        original.updates[role.adapter_name](_batch(role), ADVANTAGES)
+    original.fabric.save(tmp_path / "ckpt", original.checkpoint)
     saved = torch.load(tmp_path / "ckpt", weights_only=True)
     for role in original.roles:
         entries = saved[role.adapter_name]
         assert len(entries) == len(role.trainable_parameters())
         assert all(".lora_" in key and f".{role.adapter_name}." in key for key in entries)
     resumed = _setup(tiny_model_dir, seed=1)  # other adapter initialisations
-    resumed.fabric.load(tmp_path / "ckpt", resumed.modules)
+    resumed.fabric.load(tmp_path / "ckpt", resumed.checkpoint)
     for ours, theirs in zip(resumed.roles, original.roles, strict=True):
         for p, q in zip(ours.trainable_parameters(), theirs.trainable_parameters(), strict=True):
             assert torch.equal(p, q)
     # the next step of each role, optimizer state included, is the one the original would take
     for ours, theirs in zip(resumed.roles, original.roles, strict=True):
         batch = _batch(theirs, seed=5)
-        theirs.update(batch, ADVANTAGES)
-        ours.update(batch, ADVANTAGES)
+        original.updates[theirs.adapter_name](batch, ADVANTAGES)
+        resumed.updates[ours.adapter_name](batch, ADVANTAGES)
     assert not _changed(_snapshot(original.shared.model), _snapshot(resumed.shared.model))
 
 
@@ -161,7 +167,7 @@ def test_export_writes_each_roles_adapter_where_an_unshared_one_goes(tiny_model_
     setup = _setup(tiny_model_dir)
     ids = torch.tensor([[5, 9, 3, 7, 2, 11]])
     for role in setup.roles:
-        role.update(_batch(role), ADVANTAGES)
+        setup.updates[role.adapter_name](_batch(role), ADVANTAGES)
     for role in setup.roles:
         directory = tmp_path / role.adapter_name
         role.export(directory)
@@ -179,7 +185,7 @@ def test_kl_reference_is_the_base_with_both_adapters_off(tiny_model_dir):
     setup = _setup(tiny_model_dir, beta=0.1)
     generator, solver = setup.roles
     for role in (generator, solver, generator, solver):
-        stats = role.update(_batch(role), ADVANTAGES)
+        stats = setup.updates[role.adapter_name](_batch(role), ADVANTAGES)
     assert stats.kl > 0
     batch = _batch(solver, seed=4)
     base = load_causal_lm(ModelConfig(name_or_path=str(tiny_model_dir)))

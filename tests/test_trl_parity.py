@@ -42,15 +42,11 @@ from infuser.models import ModelConfig  # noqa: E402
 from infuser.rl.advantages import GroupStdAdvantage, MeanCentredAdvantage  # noqa: E402
 from infuser.rl.loss import BatchTotals, PolicyLossConfig  # noqa: E402
 from infuser.rl.rewards import RewardColumn, RewardStats, combine_rewards  # noqa: E402
-from infuser.roles.policy import PolicyRole, RoleConfig, UpdateConfig  # noqa: E402
-from infuser.rollout.engine import (  # noqa: E402
-    CompletionStats,
-    RolloutBatch,
-    SamplingConfig,
-    completion_logps,
-    generate,
-)
-from infuser.rollout.rows import ScoredRollouts  # noqa: E402
+from infuser.rl.update import UpdateConfig  # noqa: E402
+from infuser.roles.config import RoleConfig  # noqa: E402
+from infuser.roles.policy import PolicyRole  # noqa: E402
+from infuser.rollout.engine import SamplingConfig, completion_logps, generate  # noqa: E402
+from infuser.rollout.rows import CompletionStats, RolloutBatch, ScoredRollouts  # noqa: E402
 
 TEMPERATURE = 0.7
 MAX_COMPLETION = 12

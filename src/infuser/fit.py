@@ -33,12 +33,13 @@ from infuser.data.prompts import PromptTemplates
 from infuser.data.question_sets import QuestionSource, ToyQuestions
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-from infuser.loop import Evaluation, InfuserLoop, LoopConfig, LoopState, hold_point
+from infuser.loop import InfuserLoop, LoopConfig, LoopState, hold_point
 from infuser.models import SharedBase, base_differences, load_tokenizer
+from infuser.records import Evaluation
 from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
 from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
+from infuser.roles.config import RoleConfig
 from infuser.roles.generator import Generator
-from infuser.roles.policy import RoleConfig
 from infuser.roles.solver import Solver
 from infuser.sharding import FSDP, fsdp_strategy, load_full_checkpoint, save_full_checkpoint
 
@@ -269,13 +270,13 @@ def fit(
     with fabric.init_module():
         shared = SharedBase(fabric.device) if share_base else None
         gen = Generator(generator, prompts, device=fabric.device, shared=shared)
-    modules = {}
-    modules["generator"], modules["generator_optimizer"] = gen.set_up(fabric)
+    generator_update = gen.set_up(fabric)
     with fabric.init_module():
         sol = Solver(solver, prompts, device=fabric.device, shared=shared)
-    modules["solver"], modules["solver_optimizer"] = sol.set_up(fabric)
-    infuser_loop = InfuserLoop(fabric, gen, sol, documents, target, heldout, influence, generator_reward, loop,
-                               run, seed)
+    solver_update = sol.set_up(fabric)
+    modules = {"generator": gen, "generator_optimizer": gen.optimizer, "solver": sol, "solver_optimizer": sol.optimizer}
+    infuser_loop = InfuserLoop(fabric, gen, sol, generator_update, solver_update, documents, target, heldout,
+                               influence, generator_reward, loop, run, seed)
     if fabric.global_rank == 0:
         run.root.mkdir(parents=True, exist_ok=True)
 
@@ -326,7 +327,7 @@ def _save(fabric: L.Fabric, path: Path, payload: dict) -> None:
     """``fabric.save``; under FSDP, :func:`~infuser.sharding.save_full_checkpoint` (Lightning's saves
     one sharded model per checkpoint, infuser has two)."""
     if isinstance(fabric.strategy, ModelParallelStrategy):
-        save_full_checkpoint(path, _unwrapped(payload), fabric.global_rank)
+        save_full_checkpoint(path, payload, fabric.global_rank)
     else:
         fabric.save(path, payload)
 
@@ -335,13 +336,8 @@ def _load(fabric: L.Fabric, path: Path, state: dict) -> dict:
     """``fabric.load`` with ``weights_only``, or its counterpart of :func:`_save` under FSDP; fills
     ``state``'s modules and optimizers, returns the checkpoint's other entries."""
     if isinstance(fabric.strategy, ModelParallelStrategy):
-        return load_full_checkpoint(path, _unwrapped(state))
+        return load_full_checkpoint(path, state)
     return fabric.load(path, state, weights_only=True)
-
-
-def _unwrapped(state: dict) -> dict:
-    """``state`` with Fabric's module and optimizer wrappers replaced by what they wrap."""
-    return {name: getattr(value, "_original_module", getattr(value, "optimizer", value)) for name, value in state.items()}
 
 
 def _resume(fabric: L.Fabric, run: RunDirectory, ckpt_path: str, modules: dict, loop: InfuserLoop) -> None:

@@ -1,19 +1,20 @@
-"""The INFUSER outer loop: six stages per iteration, alternating the Generator and the Solver.
+"""The INFUSER outer loop: eight stages per iteration, alternating the Generator and the Solver.
 
-Data flows one way through an iteration::
+Data flows one way through an iteration; each stage returns a typed result (:mod:`infuser.records`)
+that the next stages read and from which the iteration's records and metrics are derived::
 
-    target set ──► Solver rollouts ──► target gradient (estimator.prepare)
-    documents  ──► Generator drafts ──► parse/validate ──► Solver rollouts ──► influence scores
-    pass rates (+ influence scores) ──► generator reward ──► DuGRPO ──► Generator update
-    Solver rollouts on questions with 0 < pass rate < 1 ──► Dr.GRPO ──► Solver update
+    1 target            target set ──► Solver answers ──► target gradient (estimator.prepare)
+    2 generate          documents ──► Generator drafts ──► parse/validate
+    3 solve             valid drafts ──► Solver answers (n per question) ──► pass rates
+    4 influence         questions with 0 < pass rate < 1 ──► influence scores
+    5 generator_update  pass rates (+ influence) ──► generator reward ──► DuGRPO ──► Generator update
+    6 solver_update     answers to questions with 0 < pass rate < 1 ──► Dr.GRPO ──► Solver update
+    7 evaluate          Solver accuracy on the target and held-out sets
+    8 checkpoint        everything a resumed run needs (by ``fit``'s callback)
 
-A generator reward that reads pass rates only (SPICE, R-Zero) skips the target stage and the
-estimator; with ``solver_data: target`` the Solver trains on the target rollouts instead and the
-Generator is not run.
-
-Each stage hands the next a small typed object (:class:`~infuser.roles.solver.Answers`,
-:class:`~infuser.roles.generator.Drafts`, score tensors); nothing travels in dicts except the
-metrics that go to the loggers.
+Stages 2-5 form one Generator round, repeated ``generator_steps_per_solver_step`` times. A generator
+reward that reads pass rates only (SPICE, R-Zero) skips the target and influence stages; with
+``solver_data: target`` the Solver trains on the target answers instead and the Generator is not run.
 
 With several processes (see :mod:`infuser.distributed`) every process runs this loop. Each samples
 and trains on its contiguous shard of the documents, of the generated questions, of the target set
@@ -24,7 +25,7 @@ computed alike on every process, as one process computes them. Only rank 0 write
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -32,7 +33,7 @@ import random
 import sys
 import threading
 import time
-from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -44,16 +45,16 @@ from tqdm.auto import tqdm
 
 from infuser.artifacts import RunDirectory
 from infuser.data.documents import DocumentSource
-from infuser.data.questions import InvalidQuestion, MCQuestion
+from infuser.data.questions import MCQuestion
 from infuser.distributed import Processes
 from infuser.influence.base import InfluenceEstimator
+from infuser.records import Evaluation, GeneratorRound, InfluenceScores, IterationResult, TargetRollouts, Updated
 from infuser.rl.generator_rewards import DraftOutcomes, GeneratorReward
-from infuser.rl.rewards import RewardStats
+from infuser.rl.update import PolicyUpdate, UpdateStats
 from infuser.roles.generator import Generator
-from infuser.roles.policy import UpdateStats
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import SamplingConfig
-from infuser.rollout.rows import Answers, Drafts, ScoredRollouts, SplitRollouts
+from infuser.rollout.rows import Answers, ScoredRollouts, SplitRollouts
 
 log = logging.getLogger(__name__)
 
@@ -134,31 +135,6 @@ class LoopConfig:
 
 
 @dataclass
-class QuestionRecord:
-    """One drafted question's fate, written to ``questions/iter_*.jsonl``."""
-
-    iteration: int
-    document_id: str
-    text: str
-    valid: bool
-    reason: str = ""
-    question: str = ""
-    options: tuple[str, ...] = ()
-    answer: str = ""
-    kind: str = ""
-    pass_rate: float | None = None
-    influence: float | None = None  # None: no score, or a non-finite one (excluded)
-    reward: float | None = 0.0  # None: excluded (a non-finite influence score)
-    advantage: float = 0.0
-
-
-@dataclass
-class Evaluation:
-    target_accuracy: float
-    heldout_accuracy: float | None
-
-
-@dataclass
 class LoopState:
     """What, beyond weights and optimisers, a resumed run needs to continue exactly."""
 
@@ -170,64 +146,210 @@ class LoopState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-class InfuserLoop:
-    """Runs outer iterations over already-built parts; owns no model-building logic."""
+@dataclass(frozen=True)
+class RandomStreams:
+    """The random streams of one iteration, each seeded by ``(seed, iteration, purpose)``: a resumed
+    run draws exactly what the original drew, and no stage's draws depend on how many another made.
 
-    def __init__(self, fabric: L.Fabric, generator: Generator, solver: Solver, documents: DocumentSource,
-                 target: list[MCQuestion], heldout: list[MCQuestion] | None, influence: InfluenceEstimator,
-                 reward: GeneratorReward, config: LoopConfig, run: RunDirectory, seed: int) -> None:
+    A Generator round's streams are keyed by the round's number (the target stage shares round 0's
+    sampling stream, evaluation has its own); each update orders its rows from a stream keyed by
+    the update alone, so arms of a benchmark that share a seed and hand an update the same rows get
+    the same steps, whether or not the other role updated before it.
+    """
+
+    seed: int
+    iteration: int
+
+    def _key(self, purpose: int | str) -> str:
+        return f"{self.seed}:{self.iteration}:{purpose}"
+
+    def shuffling(self, round_: int) -> random.Random:
+        """Round ``round_``'s stream for parsing drafts (the order of their options)."""
+        return random.Random(self._key(round_))
+
+    def sampling(self, purpose: int) -> torch.Generator:
+        """The sampling stream of Generator round ``purpose`` (0 also serves the target stage; -1:
+        evaluation)."""
+        return torch.Generator().manual_seed(hash_seed(self._key(purpose)))
+
+    def update_order(self, update: str) -> torch.Generator:
+        """The stream that orders the rows of ``update`` (e.g. ``"solver update"``)."""
+        return torch.Generator().manual_seed(hash_seed(self._key(update)))
+
+
+class InfuserLoop:
+    """Runs outer iterations over already-built parts; owns no model-building logic.
+
+    Args:
+        fabric: the run's Fabric (loggers, processes).
+        generator, solver: the two roles.
+        generator_update, solver_update: their updates (:meth:`PolicyRole.set_up`).
+        documents: the Generator's documents.
+        target, heldout: the target set (whose gradient defines "useful") and the held-out set.
+        influence: the influence estimator (used when ``reward.needs_influence``).
+        reward: the Generator's reward per valid draft.
+        config: the schedule.
+        run: the run directory (questions and samples are written there).
+        seed: seeds every random stream (:class:`RandomStreams`).
+    """
+
+    def __init__(self, fabric: L.Fabric, generator: Generator, solver: Solver, generator_update: PolicyUpdate,
+                 solver_update: PolicyUpdate, documents: DocumentSource, target: list[MCQuestion],
+                 heldout: list[MCQuestion] | None, influence: InfluenceEstimator, reward: GeneratorReward,
+                 config: LoopConfig, run: RunDirectory, seed: int) -> None:
         self.fabric, self.generator, self.solver = fabric, generator, solver
+        self.updates = {"generator": generator_update, "solver": solver_update}
         self.documents, self.target, self.heldout = documents, target, heldout
         self.influence, self.reward = influence, reward
         self.config, self.run, self.seed = config, run, seed
         self.processes = Processes.of(fabric)
         self.state = LoopState()
-        self._iteration = 0  # the iteration in progress (0: the first evaluation)
-        self._timings: dict[str, float] = {}
-        self._update_samples: list[dict] = []
         self._progress: tqdm | None = None
 
-    # -- plumbing -------------------------------------------------------------------------------
     @contextmanager
-    def stage(self, name: str):
+    def _stage(self, name: str, iteration: int, seconds: dict[str, float]) -> Iterator[None]:
+        """Time stage ``name`` (into ``seconds`` and the run's totals) and show it in the progress bar."""
         if self._progress is not None:
             self._progress.set_postfix_str(name)
-        hold_point(name, self._iteration)
+        hold_point(name, iteration)
         started = time.perf_counter()
         yield
         elapsed = time.perf_counter() - started
-        self._timings[name] = self._timings.get(name, 0.0) + elapsed
+        seconds[name] = seconds.get(name, 0.0) + elapsed
         self.state.seconds_by_stage[name] = self.state.seconds_by_stage.get(name, 0.0) + elapsed
 
-    def _generators(self, iteration: int, round_: int | str) -> tuple[random.Random, torch.Generator]:
-        """Per-iteration random streams: a resumed run draws exactly what the original drew."""
-        key = f"{self.seed}:{iteration}:{round_}"
-        return random.Random(key), torch.Generator().manual_seed(hash_seed(key))
+    # -- one iteration --------------------------------------------------------------------------
+    def iteration(self, iteration: int) -> IterationResult:
+        """Run the stages of one outer iteration, top to bottom."""
+        streams = RandomStreams(self.seed, iteration)
+        seconds: dict[str, float] = {}
+        on_target = self.config.solver_data == "target"
+        target = None
+        if self.reward.needs_influence or on_target:  # rewards of pass rates alone skip this stage
+            with self._stage("target", iteration, seconds):
+                target = self.target_gradient(streams, iteration)
+        rounds = []
+        for round_ in range(0 if on_target else self.config.generator_steps_per_solver_step):
+            rounds.append(self.generator_round(streams, round_, target, seconds))
+        answers = target.answers if on_target else rounds[-1].answers
+        solver_update, skipped = self.update_solver(answers, streams, seconds)
+        evaluation = None
+        if self.config.eval_every and iteration % self.config.eval_every == 0 or iteration == self.config.iterations:
+            with self._stage("evaluate", iteration, seconds):
+                evaluation = self.evaluate(iteration)
+        return IterationResult(iteration=iteration, target=target, rounds=rounds, solver_update=solver_update,
+                               solver_skipped=skipped, evaluation=evaluation, seconds=seconds)
 
-    def _update_order(self, iteration: int, update: str) -> torch.Generator:
-        """The stream that orders one update's rows, keyed by the update alone: arms of a benchmark
-        that share a seed and hand an update the same rows get the same steps, whether or not
-        another role updated before it (torch's global stream would differ)."""
-        return self._generators(iteration, update)[1]
+    def generator_round(self, streams: RandomStreams, round_: int, target: TargetRollouts | None,
+                        seconds: dict[str, float]) -> GeneratorRound:
+        """Stages 2-5: draft, answer the valid drafts, score their influence, update the Generator."""
+        iteration, sampling = streams.iteration, streams.sampling(round_)
+        with self._stage("generate", iteration, seconds):
+            result = self.generate(streams.shuffling(round_), sampling)
+        valid = result.drafts.valid_rows
+        result.rewards = torch.zeros(len(result.drafts.rollouts), dtype=torch.float64)
+        if valid:
+            with self._stage("solve", iteration, seconds):
+                result.answers, result.solver_tokens_per_s = self.solve([result.drafts.parsed[r] for r in valid],
+                                                                        sampling)
+            if self.reward.needs_influence:
+                with self._stage("influence", iteration, seconds):
+                    result.influence = self.score_influence(result.answers, target, iteration)
+            scores = result.influence.scores if result.influence is not None else None
+            result.rewards[valid] = self.reward(DraftOutcomes(pass_rates=result.answers.pass_rates().double(),
+                                                              influence=scores))
+        result.advantages = self.generator.advantages(result.rewards, result.drafts.rollouts.groups)
+        if not self.config.freeze_generator:
+            with self._stage("generator_update", iteration, seconds):
+                own = result.drafts.rollouts.rows
+                result.update = self._update("generator", result.drafts.batch, result.advantages[own.start : own.stop],
+                                             streams.update_order(f"generator update {round_}"), iteration)
+        return result
 
-    # -- stages ---------------------------------------------------------------------------------
-    def evaluate(self, iteration: int) -> Evaluation:
-        _, sampler = self._generators(iteration, -1)
-        sampling, k = self.config.eval_sampling, self.config.eval_samples
-        target = float(self.solver.answer(self.target, k, sampler, sampling).rewards.mean())
-        heldout = float(self.solver.answer(self.heldout, k, sampler, sampling).rewards.mean()) if self.heldout else None
-        return Evaluation(target_accuracy=target, heldout_accuracy=heldout)
+    # -- the stages -----------------------------------------------------------------------------
+    def target_gradient(self, streams: RandomStreams, iteration: int) -> TargetRollouts:
+        """Stage 1: the Solver's answers to the target set; the estimator prepares its target side
+        (the target gradient) from the rows of questions with signal, when the reward reads influence."""
+        answers = self.solver.answer(self.target, self.config.target_answers_per_question, streams.sampling(0))
+        rows, advantages = self._signal_rows(answers)
+        target = TargetRollouts(answers, None)
+        if rows:
+            share = answers.rollouts.scored(rows, advantages)
+            target.rows = ScoredRollouts(share.batch, share.advantages, self.solver.shared_totals(share.batch))
+        if target.rows is None:
+            log.warning("iteration %d: every target question was all right or all wrong; no target gradient this "
+                        "iteration", iteration)
+        elif self.reward.needs_influence:
+            self.influence.prepare(self.solver, target.rows)
+        return target
 
-    def target_rollouts(self, sampler: torch.Generator) -> tuple[Answers, ScoredRollouts | None]:
-        """The Solver's answers to the target set, and this process's share of the rows of questions
-        with signal, normalised by the totals of all of them (``None``: no question has signal)."""
-        answers = self.solver.answer(self.target, self.config.target_answers_per_question, sampler)
+    def generate(self, shuffling: random.Random, sampling: torch.Generator) -> GeneratorRound:
+        """Stage 2: the next documents and the Generator's drafts of them."""
+        documents = self.documents.take(self.config.documents_per_iteration)
+        started = time.perf_counter()
+        drafts = self.generator.draft(documents, self.config.questions_per_document, shuffling, sampling)
+        return GeneratorRound(drafts=drafts, generator_tokens_per_s=_tokens(drafts.rollouts) / _since(started))
+
+    def solve(self, questions: list[MCQuestion], sampling: torch.Generator) -> tuple[Answers, float]:
+        """Stage 3: the Solver's answers to the valid drafts, and its sampling throughput."""
+        started = time.perf_counter()
+        answers = self.solver.answer(questions, self.config.answers_per_question, sampling)
+        return answers, _tokens(answers.rollouts) / _since(started)
+
+    def score_influence(self, answers: Answers, target: TargetRollouts | None, iteration: int) -> InfluenceScores:
+        """Stage 4: influence per valid question; 0 for zero-signal questions and without a target gradient.
+
+        A non-finite score stays NaN: the advantage estimators treat it as a missing reward
+        (advantage 0, left out of its group's statistics), so it never reaches the weights and
+        does not skew the other drafts of its document the way a substituted 0 would.
+        """
+        rows, advantages = self._signal_rows(answers)
+        scores = torch.zeros(len(answers.questions), dtype=torch.float64)
+        if target is None or target.rows is None or not rows:
+            return InfluenceScores(scores, non_finite=None)
+        scored = sorted({r // self.config.answers_per_question for r in rows})
+        candidates = answers.candidates(scored, advantages, self.processes, self.solver.shared_totals,
+                                        self.solver.tokenizer.pad_token_id)
+        values: list[float] = []
+        for start in range(0, len(candidates), self.config.influence_batch_size):
+            batch = candidates[start : start + self.config.influence_batch_size]
+            values += self.influence.score(self.solver, batch).tolist()
+        if not self.processes.shards_parameters:
+            values = self.processes.gather(values)
+        found = torch.tensor(values, dtype=torch.float64)
+        bad = ~torch.isfinite(found)
+        if bool(bad.any()):
+            log.warning("iteration %d: %d of %d influence scores are not finite; those questions are excluded "
+                        "from the Generator's advantages", iteration, int(bad.sum()), len(found))
+            found = torch.where(bad, torch.full_like(found, math.nan), found)
+        scores[torch.tensor(scored)] = found
+        return InfluenceScores(scores, non_finite=int(bad.sum()))
+
+    def update_solver(self, answers: Answers | None, streams: RandomStreams, seconds: dict[str, float]
+                      ) -> tuple[Updated | None, str]:
+        """Stage 6: the Solver's update on the answers to questions with signal; with the reason when
+        there is none."""
+        if answers is None:
+            log.info("solver update skipped: no valid generated question")
+            return None, "no valid generated question"
         rows, advantages = self._signal_rows(answers)
         if not rows:
-            return answers, None
-        share = answers.rollouts.scored(rows, advantages)
-        return answers, dataclasses.replace(share, totals=self.solver.shared_totals(share.batch))
+            log.info("solver update skipped: every question was all right or all wrong")
+            return None, "every question was all right or all wrong"
+        with self._stage("solver_update", streams.iteration, seconds):
+            share = answers.rollouts.scored(rows, advantages)
+            return self._update("solver", share.batch, share.advantages, streams.update_order("solver update"),
+                                streams.iteration), ""
 
+    def evaluate(self, iteration: int) -> Evaluation:
+        """Stage 7: avg@k accuracy of the Solver on the target and held-out sets."""
+        sampling = RandomStreams(self.seed, iteration).sampling(-1)
+        config, k = self.config.eval_sampling, self.config.eval_samples
+        target = float(self.solver.answer(self.target, k, sampling, config).rewards.mean())
+        heldout = float(self.solver.answer(self.heldout, k, sampling, config).rewards.mean()) if self.heldout else None
+        return Evaluation(target_accuracy=target, heldout_accuracy=heldout)
+
+    # -- helpers of the stages ------------------------------------------------------------------
     def _signal_rows(self, answers: Answers) -> tuple[list[int], Tensor]:
         """Rows of questions with a pass rate strictly between 0 and 1, and Dr.GRPO advantages
         (both of every process's rows)."""
@@ -236,213 +358,11 @@ class InfuserLoop:
         rows = [r for q, rate in enumerate(rates.tolist()) if 0.0 < rate < 1.0 for r in answers.rows_of(q)]
         return rows, advantages
 
-    def score_questions(self, answers: Answers, has_target: bool, metrics: dict[str, float]) -> Tensor:
-        """Influence per valid question; 0 for zero-signal questions and without a target gradient.
-
-        A non-finite score stays NaN: the advantage estimators treat it as a missing reward
-        (advantage 0, left out of its group's statistics), so it never reaches the weights and
-        does not skew the other drafts of its document the way a substituted 0 would.
-        """
-        rows, advantages = self._signal_rows(answers)
-        scores = torch.zeros(len(answers.questions), dtype=torch.float64)
-        if not has_target or not rows:
-            return scores
-        n = self.config.answers_per_question
-        scored = sorted({r // n for r in rows})
-        candidates = self._candidates(answers, scored, advantages)
-        values: list[float] = []
-        for start in range(0, len(candidates), self.config.influence_batch_size):
-            batch = candidates[start : start + self.config.influence_batch_size]
-            values += self.influence.score(self.solver, batch).tolist()
-        if not self.processes.shards_parameters:
-            values = self.processes.gather(values)
-        values_tensor = torch.tensor(values, dtype=torch.float64)
-        bad = ~torch.isfinite(values_tensor)
-        metrics["influence/non_finite"] = float(bad.sum())
-        if bool(bad.any()):
-            log.warning("iteration %d: %d of %d influence scores are not finite; those questions are excluded "
-                        "from the Generator's advantages", self._iteration, int(bad.sum()), len(values_tensor))
-            values_tensor = torch.where(bad, torch.full_like(values_tensor, math.nan), values_tensor)
-        scores[torch.tensor(scored)] = values_tensor
-        return scores
-
-    def _candidates(self, answers: Answers, questions: list[int], advantages: Tensor) -> list[ScoredRollouts]:
-        """What this process differentiates for each of ``questions`` (in order of ``questions``).
-
-        Data parallel: the questions it answered, whole; the scores are gathered afterwards. Sharded
-        parameters: every backward is a collective that reduces the processes' gradients, so every
-        process takes a share of every question's answers (normalised by the question's totals),
-        and every process ends with every score.
-        """
-        if not self.processes.shards_parameters:
-            return [answers.rollouts.scored(answers.rows_of(q), advantages) for q in questions
-                    if q in answers.rollouts.prompts]
-        solver = self.solver
-        wanted = [row for question in questions for row in answers.rows_of(question)]
-        batch = answers.rollouts.gathered(self.processes, wanted, solver.tokenizer.pad_token_id,
-                                          answers.batch.completion_ids.device)
-        candidates = []
-        for index, question in enumerate(questions):
-            rows = answers.rows_of(question)
-            share = self.processes.shard(len(rows))
-            position = index * len(rows)  # the candidate's rows in ``batch``
-            piece = ScoredRollouts(batch.select(list(range(position + share.start, position + share.stop))),
-                                   advantages[[rows[i] for i in share]])
-            candidates.append(dataclasses.replace(piece, totals=solver.shared_totals(piece.batch)))
-        return candidates
-
-    def generator_round(self, iteration: int, round_: int, has_target: bool, metrics: dict[str, float]
-                        ) -> tuple[Drafts, Answers | None, list[QuestionRecord]]:
-        rng, sampler = self._generators(iteration, round_)
-        cfg = self.config
-        with self.stage("generate"):
-            documents = self.documents.take(cfg.documents_per_iteration)
-            started = time.perf_counter()
-            drafts = self.generator.draft(documents, cfg.questions_per_document, rng, sampler)
-            metrics["throughput/generator_tokens_per_s"] = _tokens(drafts.rollouts) / (time.perf_counter() - started)
-        valid_rows = drafts.valid_rows
-        questions = [drafts.parsed[r] for r in valid_rows]
-        answers = None
-        scores = None
-        rewards = torch.zeros(len(drafts.rollouts), dtype=torch.float64)
-        if questions:
-            with self.stage("solve"):
-                started = time.perf_counter()
-                answers = self.solver.answer(questions, cfg.answers_per_question, sampler)
-                metrics["throughput/solver_tokens_per_s"] = _tokens(answers.rollouts) / (time.perf_counter() - started)
-            if self.reward.needs_influence:
-                with self.stage("influence"):
-                    scores = self.score_questions(answers, has_target, metrics)
-            rewards[valid_rows] = self.reward(DraftOutcomes(pass_rates=answers.pass_rates().to(torch.float64),
-                                                            influence=scores))
-        advantages = self.generator.advantages(rewards, drafts.rollouts.groups)
-        if not cfg.freeze_generator:
-            with self.stage("generator_update"):
-                own = drafts.rollouts.rows
-                stats = self.generator.update(drafts.batch, advantages[own.start : own.stop],
-                                              self._update_order(iteration, f"generator update {round_}"))
-            metrics.update(stats.as_metrics("generator"))
-            self._after_update(stats, "generator", iteration)
-        records = self._records(iteration, drafts, answers, scores, rewards, advantages)
-        self._draft_metrics(drafts, answers, scores, rewards, metrics)
-        return drafts, answers, records
-
-    def solver_update(self, answers: Answers | None, metrics: dict[str, float]) -> None:
-        if answers is None:
-            metrics["solver/update_skipped"] = 1.0
-            log.info("solver update skipped: no valid generated question")
-            return
-        rows, advantages = self._signal_rows(answers)
-        if not rows:
-            metrics["solver/update_skipped"] = 1.0
-            log.info("solver update skipped: every question was all right or all wrong")
-            return
-        with self.stage("solver_update"):
-            share = answers.rollouts.scored(rows, advantages)
-            order = self._update_order(self._iteration, "solver update")
-            stats = self.solver.update(share.batch, share.advantages, order)
-        metrics.update(stats.as_metrics("solver"))
-        self._after_update(stats, "solver", self._iteration)
-
-    # -- one iteration --------------------------------------------------------------------------
-    def iteration(self, iteration: int) -> dict[str, float]:
-        self._iteration = iteration
-        self._timings = {}
-        metrics: dict[str, float] = {}
-        _, sampler = self._generators(iteration, 0)
-        on_target = self.config.solver_data == "target"
-        target = None
-        if self.reward.needs_influence or on_target:  # rewards of pass rates alone skip this stage
-            with self.stage("target"):
-                target_answers, target = self.target_rollouts(sampler)
-                if target is None:
-                    log.warning("iteration %d: every target question was all right or all wrong; no target "
-                                "gradient this iteration", iteration)
-                elif self.reward.needs_influence:
-                    self.influence.prepare(self.solver, target)
-            rates = target_answers.pass_rates()
-            metrics["solver/target_reward"] = float(target_answers.rewards.mean())
-            metrics["target/signal_fraction"] = float(((rates > 0) & (rates < 1)).float().mean())
-        records: list[QuestionRecord] = []
-        answers = target_answers if on_target else None
-        for round_ in range(0 if on_target else self.config.generator_steps_per_solver_step):
-            _, answers, round_records = self.generator_round(iteration, round_, target is not None, metrics)
-            records += round_records
-        self.solver_update(answers, metrics)
-        if self.processes.is_main:
-            self.run.write_questions(iteration, [r.__dict__ for r in records])
-            self.run.write_samples(iteration, self._update_samples)
-        self._update_samples = []
-        if self.config.eval_every and iteration % self.config.eval_every == 0 or iteration == self.config.iterations:
-            with self.stage("evaluate"):
-                self.state.last_evaluation = self.evaluate(iteration)
-            metrics["eval/target_accuracy"] = self.state.last_evaluation.target_accuracy
-            if self.state.last_evaluation.heldout_accuracy is not None:
-                metrics["eval/heldout_accuracy"] = self.state.last_evaluation.heldout_accuracy
-        for name, seconds in self._timings.items():
-            metrics[f"time/{name}"] = seconds
-        return metrics
-
-    # -- records and metrics --------------------------------------------------------------------
-    def _records(self, iteration: int, drafts: Drafts, answers: Answers | None, scores: Tensor | None,
-                 rewards: Tensor, advantages: Tensor) -> list[QuestionRecord]:
-        records = []
-        position = {row: index for index, row in enumerate(drafts.valid_rows)}
-        rates = answers.pass_rates().tolist() if answers is not None else []
-        for row, item in enumerate(drafts.parsed):
-            document = drafts.documents[row // drafts.rollouts.num_samples]
-            record = QuestionRecord(iteration=iteration, document_id=document.id,
-                                    text=drafts.rollouts.texts[row][:2000],
-                                    valid=isinstance(item, MCQuestion), reward=nan_to_none(float(rewards[row])),
-                                    advantage=float(advantages[row]))
-            if isinstance(item, InvalidQuestion):
-                record.reason = item.reason
-            else:
-                index = position[row]
-                record.question, record.options, record.answer = item.question, item.options, item.answer_letter
-                record.kind = self.documents.kind_of(item)
-                record.pass_rate = rates[index]
-                record.influence = nan_to_none(float(scores[index])) if scores is not None else None
-            records.append(record)
-        return records
-
-    def _draft_metrics(self, drafts: Drafts, answers: Answers | None, scores: Tensor | None, rewards: Tensor,
-                       metrics: dict[str, float]) -> None:
-        total = len(drafts.parsed)
-        reasons = Counter(item.reason for item in drafts.parsed if isinstance(item, InvalidQuestion))
-        metrics["generator/valid_rate"] = (total - sum(reasons.values())) / max(total, 1)
-        for reason, count in reasons.items():
-            metrics[f"generator/invalid/{reason}"] = count / max(total, 1)
-        metrics.update(RewardStats.of(rewards, drafts.rollouts.groups).as_metrics("generator"))
-        metrics.update(drafts.rollouts.completion_stats().as_metrics("generator"))
-        verdicts = [self.documents.golden_is_correct(item) for item in drafts.parsed if isinstance(item, MCQuestion)]
-        checked = [verdict for verdict in verdicts if verdict is not None]
-        if checked:
-            metrics["generator/golden_accuracy"] = sum(checked) / len(checked)
-        kinds = Counter(self.documents.kind_of(item) for item in drafts.parsed if isinstance(item, MCQuestion))
-        for kind, count in kinds.items():
-            if kind:
-                metrics[f"curriculum/{kind}"] = count / max(sum(kinds.values()), 1)
-        if answers is None:
-            return
-        rates = answers.pass_rates()
-        signal = (rates > 0) & (rates < 1)
-        metrics.update(RewardStats.of(answers.rewards, answers.rollouts.groups).as_metrics("solver"))
-        metrics["influence/zero_signal_fraction"] = float((~signal).float().mean())
-        metrics.update(answers.rollouts.completion_stats().as_metrics("solver"))
-        if scores is None:
-            return
-        active = scores[signal & torch.isfinite(scores)]
-        if len(active):
-            metrics["influence/mean"] = float(active.mean())
-            metrics["influence/std"] = float(active.std()) if len(active) > 1 else 0.0
-
-    def _after_update(self, stats: UpdateStats, role: str, iteration: int) -> None:
-        """Report a skipped or partial update and keep its completion samples (each process's share,
-        gathered) for the samples log."""
+    def _update(self, role: str, batch, advantages: Tensor, order: torch.Generator, iteration: int) -> Updated:
+        """Run ``role``'s update; report a skipped or partial one, and gather its logged completions."""
+        stats = self.updates[role](batch, advantages, order)
         _report_update(stats, role, iteration)
-        samples = self.processes.gather(stats.samples)
-        self._update_samples += [{"role": role, **dataclasses.asdict(sample)} for sample in samples]
+        return Updated(stats, self.processes.gather(stats.samples))
 
     # -- the run --------------------------------------------------------------------------------
     def _replay_metrics(self) -> None:
@@ -453,30 +373,36 @@ class InfuserLoop:
         about to run again. The checkpoint's history is the record of what completed, so it is
         replayed: the resumed run's metrics file equals the uninterrupted run's, row for row.
         """
-        self.fabric.log_dict(_evaluation_metrics(self.state.first_evaluation), step=0)
+        self.fabric.log_dict(self.state.first_evaluation.as_metrics(), step=0)
         for row in self.state.history:
             self.fabric.log_dict({k: v for k, v in row.items() if k != "iteration"}, step=int(row["iteration"]))
 
-    def fit(self, on_iteration_end) -> LoopState:
+    def fit(self, on_iteration_end: Callable[[int], None]) -> LoopState:
         """Run the remaining iterations; ``on_iteration_end(iteration)`` checkpoints after each."""
         started = time.perf_counter() - self.state.seconds_total
         if self.state.first_evaluation is None:
-            with self.stage("evaluate"):
+            with self._stage("evaluate", 0, {}):
                 self.state.first_evaluation = self.evaluate(0)
             self.state.last_evaluation = self.state.first_evaluation
-            self.fabric.log_dict(_evaluation_metrics(self.state.first_evaluation), step=0)
+            self.fabric.log_dict(self.state.first_evaluation.as_metrics(), step=0)
         else:
             self._replay_metrics()
         remaining = range(self.state.iteration + 1, self.config.iterations + 1)
         self._progress = tqdm(remaining, desc="infuser", unit="iter", disable=self.fabric.global_rank != 0,
                               initial=self.state.iteration, total=self.config.iterations)
         for iteration in self._progress:
-            metrics = self.iteration(iteration)
+            result = self.iteration(iteration)
+            if self.processes.is_main:
+                self.run.write_questions(iteration, [record.__dict__ for record in result.records(self.documents)])
+                self.run.write_samples(iteration, result.samples())
+            metrics = result.metrics(self.documents)
+            if result.evaluation is not None:
+                self.state.last_evaluation = result.evaluation
             self.state.iteration = iteration
             self.state.seconds_total = time.perf_counter() - started
             self.state.history.append({"iteration": iteration, **metrics})
             self.fabric.log_dict(metrics, step=iteration)
-            with self.stage("checkpoint"):
+            with self._stage("checkpoint", iteration, {}):
                 on_iteration_end(iteration)
         self._progress.close()
         self.state.seconds_total = time.perf_counter() - started
@@ -485,8 +411,6 @@ class InfuserLoop:
 
 def hash_seed(key: str) -> int:
     """A stable 63-bit seed from a string (Python's ``hash`` is salted per process)."""
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
@@ -505,12 +429,5 @@ def _tokens(rollouts: SplitRollouts) -> int:
     return int(rollouts.lengths.sum())
 
 
-def _evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
-    metrics = {"eval/target_accuracy": evaluation.target_accuracy}
-    if evaluation.heldout_accuracy is not None:
-        metrics["eval/heldout_accuracy"] = evaluation.heldout_accuracy
-    return metrics
-
-
-def nan_to_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
+def _since(started: float) -> float:
+    return time.perf_counter() - started

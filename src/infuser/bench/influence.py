@@ -49,7 +49,8 @@ from infuser.data.questions import MCQuestion
 from infuser.influence.base import InfluenceEstimator
 from infuser.models import LoraConfig, ModelConfig
 from infuser.rl.loss import BatchTotals, policy_loss
-from infuser.roles.policy import OptimizerConfig, RoleConfig
+from infuser.rl.update import PolicyUpdate
+from infuser.roles.config import OptimizerConfig, RoleConfig
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import SamplingConfig, completion_logps
 from infuser.rollout.rows import Answers, ScoredRollouts
@@ -185,13 +186,13 @@ class _Plan:
 def _setting(fabric: L.Fabric, config: RoleConfig, world: ToyWorld, plan: _Plan) -> _Setting:
     torch.manual_seed(plan.seed)
     solver = Solver(config, PromptTemplates())
-    solver.set_up(fabric)
+    update = solver.set_up(fabric)
     sampler = torch.Generator().manual_seed(plan.seed)
     n = plan.answers_per_question
     for step in range(plan.warmup_steps):
         answers = solver.answer(world.question_set(f"bench-warmup-{step}", plan.questions_per_step, plan.seed), n,
                                 sampler)
-        solver.update(answers.batch, solver.advantages(answers.rewards, answers.batch.prompt_index))
+        update(answers.batch, solver.advantages(answers.rewards, answers.batch.prompt_index))
     target_answers, target_rows = _with_signal(solver, world.question_set("target", plan.target_questions, plan.seed),
                                                n, sampler)
     pool, pool_rows = _with_signal(solver, world.question_set("bench-candidates", plan.candidate_questions, plan.seed),
@@ -202,8 +203,8 @@ def _setting(fabric: L.Fabric, config: RoleConfig, world: ToyWorld, plan: _Plan)
                            "model or more questions")
     target = _rollouts(solver, target_answers, [r for rows in target_rows for r in rows])
     candidates = [_rollouts(solver, pool, rows) for rows in pool_rows]
-    effects_at = {lr: _effects(solver, target, candidates, lr) for lr in plan.further_learning_rates}
-    return _Setting(solver, target, candidates, _effects(solver, target, candidates), effects_at)
+    effects_at = {lr: _effects(solver, update, target, candidates, lr) for lr in plan.further_learning_rates}
+    return _Setting(solver, target, candidates, _effects(solver, update, target, candidates), effects_at)
 
 
 def _with_signal(solver: Solver, questions: list[MCQuestion], n: int, sampler: torch.Generator
@@ -238,7 +239,7 @@ def _objective(solver: Solver, target: ScoredRollouts, old_logps: Tensor) -> flo
     return float(policy_loss(logps.double(), old_logps.double(), target.advantages.double(), mask, config, totals).loss)
 
 
-def _effects(solver: Solver, target: ScoredRollouts, candidates: Sequence[ScoredRollouts],
+def _effects(solver: Solver, update: PolicyUpdate, target: ScoredRollouts, candidates: Sequence[ScoredRollouts],
              lr: float | None = None) -> Tensor:
     """``L_T(null step) - L_T(one real step on q)`` per candidate, with steps of size ``lr``
     (``None``: the optimizer's own); the Solver is restored after each and at the end."""
@@ -266,7 +267,7 @@ def _effects(solver: Solver, target: ScoredRollouts, candidates: Sequence[Scored
     effects = []
     for candidate in candidates:
         reset(lr)
-        stats = solver.update(candidate.batch, candidate.advantages)
+        stats = update(candidate.batch, candidate.advantages)
         if stats.skipped:
             raise RuntimeError(f"bench influence: the Solver skipped its update on a candidate ({stats.skipped})")
         effects.append(null - _objective(solver, target, old_logps))

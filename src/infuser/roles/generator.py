@@ -10,7 +10,8 @@ from infuser.data.documents import Document
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
 from infuser.models import SharedBase
-from infuser.roles.policy import PolicyRole, RoleConfig
+from infuser.roles.config import RoleConfig
+from infuser.roles.policy import PolicyRole
 from infuser.rollout.rows import Drafts
 
 

@@ -1,9 +1,11 @@
-"""What the Generator and the Solver have in common: a causal LM trained by clipped policy gradient.
+"""What the Generator and the Solver have in common: a causal LM policy trained by clipped policy gradient.
 
-:class:`PolicyRole` is a LightningModule with manual optimisation. It samples rollouts and
-performs one RL update from rollouts and rewards that the loop hands it. The forward pass of a
-micro-batch is :meth:`training_step`, which the loop marks as a forward method of the Fabric
-wrapper so that distributed strategies see (and synchronise) every forward/backward pair.
+:class:`PolicyRole` is the module half of Lightning Fabric's pattern: a LightningModule with manual
+optimisation that gives ``training_step`` (the loss of one micro-batch), ``logps_step`` (log-probs
+without gradient) and ``configure_optimizers``, and samples rollouts. The trainer half, the update
+with its mini-batches, gradient synchronisation, clipping and optimizer steps, is
+:class:`~infuser.rl.update.PolicyUpdate`, which also hands the role to Fabric's strategy. Influence
+estimators differentiate the role through :meth:`surrogate_loss` and :meth:`micro_batches`.
 
 A role either owns its model or trains its LoRA adapter on a :class:`~infuser.models.SharedBase`
 it shares with the other role; the code path is the same, with the role's adapter activated
@@ -15,153 +17,37 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import math
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import lightning as L
 import torch
-from lightning.fabric.strategies import ModelParallelStrategy
 from torch import Tensor, nn
-from torch.distributed.tensor import DTensor
 
 from infuser.distributed import Processes
-from infuser.models import ModelConfig, SharedBase, load_causal_lm, load_tokenizer
-from infuser.rl.advantages import AdvantageEstimator, MeanCentredAdvantage
-from infuser.rl.loss import BatchTotals, PolicyLossConfig, PolicyLossOutput, policy_loss
+from infuser.models import SharedBase, load_causal_lm, load_tokenizer
+from infuser.rl.loss import BatchTotals, policy_loss
+from infuser.rl.update import MicroBatchOutput, PolicyUpdate, carrying_gradient
+from infuser.roles.config import RoleConfig
 from infuser.rollout.engine import Lockstep, SamplingConfig, call_seed, completion_logps, generate
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts, SplitRollouts
 from infuser.sharding import gathered, whole_weights
 
 
-@dataclass
-class OptimizerConfig:
-    """AdamW settings (constant learning rate, as in the reference).
-
-    Attributes:
-        lr: learning rate.
-        betas: AdamW betas; ``betas[1]`` also drives the influence preconditioner.
-        eps: AdamW epsilon.
-        weight_decay: decoupled weight decay.
-        grad_clip: max global gradient norm; ``None`` disables clipping.
-    """
-
-    lr: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    grad_clip: float | None = 1.0
-
-
-@dataclass
-class UpdateConfig:
-    """How one RL update consumes a batch of rollouts.
-
-    Attributes:
-        loss: the clipped objective.
-        ppo_epochs: passes over the batch. Whenever an update takes more than one optimizer
-            step (several epochs or mini-batches), the log-probs of the policy before the first
-            step are computed once and kept as the "old" policy of every step.
-        mini_batch_size: rows per optimizer step; ``None`` takes the whole batch in one step.
-        micro_batch_size: rows per forward/backward (gradient accumulation); bounds memory only:
-            the accumulated gradient equals the whole mini-batch's. The Solver's also bounds the
-            influence passes (:meth:`PolicyRole.micro_batches`).
-        mask_truncated_completions: drop rows that hit ``max_new_tokens`` from the loss (they
-            still count as sequences in the ``grpo``/``dr_grpo`` normalisers, as in TRL).
-        completions_to_log: completions (prompt, text, advantage) returned in
-            :attr:`UpdateStats.samples` per update, for inspection.
-    """
-
-    loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
-    ppo_epochs: int = 1
-    mini_batch_size: int | None = None
-    micro_batch_size: int = 32
-    mask_truncated_completions: bool = False
-    completions_to_log: int = 4
-
-    def __post_init__(self) -> None:
-        if self.ppo_epochs < 1 or self.micro_batch_size < 1 or self.completions_to_log < 0:
-            raise ValueError("ppo_epochs and micro_batch_size must be >= 1, completions_to_log >= 0")
-        if self.mini_batch_size is not None and self.mini_batch_size < 1:
-            raise ValueError(f"mini_batch_size must be >= 1 or null, got {self.mini_batch_size}")
-
-
-@dataclass
-class RoleConfig:
-    """Everything that defines one role (Generator or Solver)."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    update: UpdateConfig = field(default_factory=UpdateConfig)
-    advantage: AdvantageEstimator = field(default_factory=MeanCentredAdvantage)
-
-
 @dataclass(frozen=True)
-class CompletionSample:
-    """One completion of an update, for eyeballing what the policy writes."""
+class FrozenReference:
+    """The KL reference policy when it is a copy of the base (a full-weight role with ``beta`` > 0).
 
-    prompt: str
-    completion: str
-    advantage: float
-    tokens: int
-    truncated: bool
-
-
-@dataclass
-class UpdateStats:
-    """Metrics of one update, named as TRL users know them.
-
-    Means over tokens are over the loss tokens of the update (every epoch); ``kl`` and
-    ``entropy`` over the rows that entered the loss; ``grad_norm`` is the mean pre-clipping norm
-    over optimizer steps.
+    Held in this wrapper, not as a submodule of the role, on purpose: it gets no optimizer, no
+    checkpoint entry and no strategy wrapping (a resumed run rebuilds the identical base before
+    loading its checkpoint). A LoRA role needs none: its reference is its model with the adapter
+    disabled.
     """
 
-    skipped: str = ""  # reason when no step was taken
-    loss: float = float("nan")
-    grad_norm: float = float("nan")
-    learning_rate: float = float("nan")
-    clip_ratio_low: float = 0.0
-    clip_ratio_high: float = 0.0
-    clip_ratio_region: float = 0.0
-    kl: float = float("nan")
-    entropy: float = float("nan")
-    rows: int = 0  # rows that entered the loss
-    tokens: int = 0  # loss tokens of the batch
-    optimizer_steps: int = 0
-    non_finite_steps: int = 0  # steps dropped because the gradient norm was NaN or infinite
-    samples: list[CompletionSample] = field(default_factory=list)
-
-    def as_metrics(self, prefix: str) -> dict[str, float]:
-        return {
-            f"{prefix}/loss": self.loss, f"{prefix}/grad_norm": self.grad_norm,
-            f"{prefix}/learning_rate": self.learning_rate, f"{prefix}/clip_ratio/low_mean": self.clip_ratio_low,
-            f"{prefix}/clip_ratio/high_mean": self.clip_ratio_high,
-            f"{prefix}/clip_ratio/region_mean": self.clip_ratio_region, f"{prefix}/kl": self.kl,
-            f"{prefix}/entropy": self.entropy, f"{prefix}/update_rows": float(self.rows),
-            f"{prefix}/update_skipped": float(bool(self.skipped)),
-            f"{prefix}/non_finite_steps": float(self.non_finite_steps),
-        }
-
-
-@dataclass
-class MicroBatchOutput:
-    """What :meth:`PolicyRole.training_step` returns for one micro-batch."""
-
-    loss: PolicyLossOutput
-    mask: Tensor  # the loss mask (completion tokens, minus truncated rows when masked)
-    entropy: Tensor  # detached per-token entropy
-
-
-@dataclass
-class _FixedLogps:
-    """Per-row log-probs computed once before the first step (zero-padded to the batch width)."""
-
-    old: Tensor | None  # the policy before the update; None when there is a single optimizer step
-    ref: Tensor | None  # the reference policy; None without a KL term
+    model: nn.Module
 
 
 class PolicyRole(L.LightningModule):
@@ -175,7 +61,6 @@ class PolicyRole(L.LightningModule):
     """
 
     adapter_name: ClassVar[str] = "policy"  # the role's adapter on a shared base
-    _wrapper: nn.Module | None = None  # the strategy wrapper, once bound
 
     def __init__(self, config: RoleConfig, device: torch.device | None = None,
                  shared: SharedBase | None = None) -> None:
@@ -186,44 +71,26 @@ class PolicyRole(L.LightningModule):
         self._shared = shared
         self.model = (shared.attach(self.adapter_name, config.model) if shared is not None
                       else load_causal_lm(config.model, device))
-        self._micro_batch_forward = self.training_step
-        # The KL reference is the base model. With LoRA it is the same weights with the adapter
-        # disabled; otherwise a frozen copy, made only when the KL term is on. It is kept out of
-        # the module tree on purpose: no optimizer, no checkpoint, no strategy wrapping (a resumed
-        # run rebuilds the identical base here before loading its checkpoint).
-        reference = None
-        if config.update.loss.beta != 0.0 and not _is_peft(self.model):
-            reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        object.__setattr__(self, "_reference", reference)
+        self.processes = Processes()  # until bound to a run's processes (see bind)
+        self.optimizer: torch.optim.Optimizer | None = None
+        # The KL reference is the base model: with LoRA, these weights with the adapter disabled;
+        # otherwise a frozen copy, made only when the KL term is on.
+        self.reference = (FrozenReference(copy.deepcopy(self.model).eval().requires_grad_(False))
+                          if config.update.loss.beta != 0.0 and not _is_peft(self.model) else None)
         if _is_peft(self.model):
             self._checkpoint_adapter_only()
 
     # -- wiring ---------------------------------------------------------------------------------
-    def bind(self, wrapped: nn.Module) -> None:
-        """Route the forwards of an update (:meth:`training_step`, :meth:`logps_step`) through the
-        strategy wrapper returned by ``fabric.setup``, and synchronise gradients through it."""
-        wrapped.mark_forward_method("logps_step")
-        self._micro_batch_forward = wrapped.training_step
-        object.__setattr__(self, "_wrapper", wrapped)  # not a submodule: the wrapper contains this module
+    def set_up(self, fabric: L.Fabric) -> PolicyUpdate:
+        """Hand this role to ``fabric``'s strategy; returns the update that trains it with its own
+        ``update`` settings and gradient clipping (see :meth:`PolicyUpdate.set_up`)."""
+        return PolicyUpdate.set_up(fabric, self, self.config.update, self.config.optimizer.grad_clip)
 
-    def set_up(self, fabric: L.Fabric) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Hand this role to ``fabric``'s strategy and :meth:`bind` the result; returns the wrapped
-        module and the optimizer.
-
-        Under FSDP (:mod:`infuser.sharding`) the strategy replaces the parameters with shards, so
-        the optimizer is made afterwards, over the shards. A DDP wrapper registers the parameters
-        that require grad when it is made, so the role's adapter is activated first.
-        """
-        self.activate()
-        if isinstance(fabric.strategy, ModelParallelStrategy):
-            wrapped = fabric.setup_module(self)
-            optimizer = fabric.setup_optimizers(self.configure_optimizers())
-            self._fabric_optimizers = [optimizer]  # what LightningModule.optimizers() returns
-        else:
-            wrapped, optimizer = fabric.setup(self, self.configure_optimizers())
-        wrapped.mark_forward_method("training_step")
-        self.bind(wrapped)
-        return wrapped, optimizer
+    def bind(self, processes: Processes, optimizer: torch.optim.Optimizer) -> None:
+        """Take the run's processes and this role's live optimizer, once Fabric has set the role up
+        (:meth:`~infuser.rl.update.PolicyUpdate.set_up`): sampling splits prompts by the former,
+        influence preconditions with the latter's state."""
+        self.processes, self.optimizer = processes, optimizer
 
     def activate(self) -> None:
         """Make this role's adapter the one the shared base runs and trains; no-op on an own model.
@@ -269,13 +136,9 @@ class PolicyRole(L.LightningModule):
 
     def optimizer_state(self) -> torch.optim.Optimizer:
         """The live optimizer (its state is what optimizer-aware influence preconditions with)."""
-        optimizer = self.optimizers()
-        return getattr(optimizer, "optimizer", optimizer)
-
-    @property
-    def processes(self) -> Processes:
-        """The processes of the run (one without Fabric): how batches are split and put together."""
-        return Processes.of(self._fabric)
+        if self.optimizer is None:
+            raise RuntimeError(f"{type(self).__name__} has no optimizer yet: set it up with PolicyUpdate.set_up")
+        return self.optimizer
 
     def _checkpoint_adapter_only(self) -> None:
         """Make the state dict of a LoRA role its trainable weights only.
@@ -332,7 +195,7 @@ class PolicyRole(L.LightningModule):
             batch = self.rollout(prompts[shard.start : shard.stop], num_samples, generator, sampling, shard.start)
         else:
             call_seed(generator)
-            batch = self._placeholder(0)
+            batch = self.placeholder(0)
         lengths = batch.completion_mask.sum(-1).tolist()
         rows = processes.gather(list(zip(batch.texts, lengths, batch.truncated.tolist())))
         return SplitRollouts(batch=batch, prompts=shard, num_samples=num_samples, texts=[text for text, _, _ in rows],
@@ -370,7 +233,7 @@ class PolicyRole(L.LightningModule):
         the forward of the passes before an update's first step (called without gradient). A
         forward method of the strategy wrapper, like :meth:`training_step`: a strategy that
         gathers sharded parameters in its forward sees it, and every process calls it as often as
-        the others (see :meth:`update`)."""
+        the others (see :class:`~infuser.rl.update.PolicyUpdate`)."""
         self.activate()
         with self._reference_policy() if reference else nullcontext(self.model) as model:
             return self._completion_logps(model, batch)[0]
@@ -397,97 +260,39 @@ class PolicyRole(L.LightningModule):
         bounds the update's. Under sharded parameters every process returns as many pieces as the
         busiest one (placeholders that add nothing), since each backward is a collective there.
 
-        Rows that add exactly nothing to the policy term are left out, as in :meth:`update`: a zero
+        Rows that add exactly nothing to the policy term are left out, as in an update: a zero
         advantage, or no token in the loss mask. Rows keep their order (a question's answers
         stay together and share their prompt's prefill).
         """
         batch = rollouts.batch
         totals = rollouts.totals or self._own_totals(batch)
-        rows = _carrying_gradient(self.loss_mask(batch), rollouts.advantages.detach().cpu()).nonzero().squeeze(-1)
+        rows = carrying_gradient(self.loss_mask(batch), rollouts.advantages.detach().cpu()).nonzero().squeeze(-1)
         pieces = rows.split(self.config.update.micro_batch_size) if len(rows) else ()  # split() of nothing: [nothing]
         made = [ScoredRollouts(batch.select(piece), rollouts.advantages[piece], totals) for piece in pieces]
         if self.processes.lockstep is None:
             return made
         # every process differentiates its share of the same rows: as many backwards as the busiest
         count = int(self.processes.stack(torch.tensor(len(made))).max())
-        placeholder = ScoredRollouts(self._placeholder(1), torch.zeros(1), totals)
+        placeholder = ScoredRollouts(self.placeholder(1), torch.zeros(1), totals)
         return made + [placeholder] * (count - len(made))
 
     def _own_totals(self, batch: RolloutBatch) -> BatchTotals:
         """The normalisers of ``batch`` taken on its own (not as a share of a larger batch)."""
         return BatchTotals(sequences=len(batch), tokens=int(self.loss_mask(batch).sum()),
-                           max_completion_length=self._dr_grpo_length(batch))
+                           max_completion_length=self.dr_grpo_length(batch))
 
     def shared_totals(self, batch: RolloutBatch) -> BatchTotals:
         """The totals of the batch whose share on this process is ``batch`` (every process calls this
         with its own share): shares' losses normalised by them have gradients that sum, over the
         processes, to the whole batch's gradient. On one process: ``batch``'s own totals."""
         sizes = self.processes.stack(torch.tensor([len(batch), int(self.loss_mask(batch).sum()),
-                                                   self._dr_grpo_length(batch)]))
+                                                   self.dr_grpo_length(batch)]))
         return BatchTotals(sequences=int(sizes[:, 0].sum()), tokens=int(sizes[:, 1].sum()),
                            max_completion_length=int(sizes[:, 2].max()))
 
-    # -- the update -----------------------------------------------------------------------------
+    # -- advantages and log-probs -----------------------------------------------------------------
     def advantages(self, rewards: Tensor, groups: Tensor) -> Tensor:
         return self.config.advantage(rewards, groups)
-
-    def update(self, batch: RolloutBatch, advantages: Tensor, generator: torch.Generator | None = None
-               ) -> UpdateStats:
-        """One RL update (``ppo_epochs`` x mini-batches) on ``batch`` with per-row ``advantages``.
-
-        ``generator`` draws the order of the rows when the update takes several optimizer steps
-        (``None``: torch's global stream). The loop passes a stream of this update's own, so the
-        order depends on nothing that ran before it: not on whether the other role updated first
-        (a frozen Generator draws nothing), and not on how many draws other code made.
-
-        Mini-batches split all rows, so the normalisers are TRL's; but only rows that can carry a
-        gradient are forwarded: with no KL or entropy term, a zero advantage contributes exactly
-        zero, so those rows cost nothing. Non-finite advantages count as zero (missing).
-
-        Several processes: ``batch`` is this process's share of the batch (the shares in rank
-        order are the whole batch) and every process calls ``update``. Mini-batches, normalisers
-        and metrics are the whole batch's; every process runs as many forward/backward pairs per
-        optimizer step as the busiest one (padding with placeholder micro-batches that add
-        nothing), and gradients are averaged once per step, in the last backward. The step is
-        the one a single process takes on the whole batch.
-        """
-        self.activate()
-        settings = self.config.update
-        processes = self.processes
-        mask = self.loss_mask(batch)
-        # row bookkeeping stays on the CPU; the tensors it indexes may live on the accelerator
-        advantages = advantages.detach().float().cpu()
-        advantages = torch.where(torch.isfinite(advantages), advantages, torch.zeros_like(advantages))
-        regularised = settings.loss.beta != 0.0 or settings.loss.entropy_coef != 0.0
-        active = _carrying_gradient(mask, advantages, regularised)
-        shares = processes.stack(torch.tensor([len(batch), int(active.sum()), int(mask.sum())]))
-        if int(shares[:, 1].sum()) == 0:
-            return UpdateStats(skipped="no rows with a non-zero advantage")
-        rows, offset = int(shares[:, 0].sum()), int(shares[: processes.rank, 0].sum())
-        mini = min(settings.mini_batch_size or rows, rows)
-        steps = settings.ppo_epochs * math.ceil(rows / mini)
-        fixed = self._fixed_logps(batch, active.nonzero().squeeze(-1), old=steps > 1)
-        optimizer = self.optimizers()
-        stats = UpdateStats(rows=int(shares[:, 1].sum()), samples=self._samples(batch, advantages, offset, rows))
-        sums = _Sums()
-        for _ in range(settings.ppo_epochs):
-            order = torch.randperm(rows, generator=generator) if steps > 1 else torch.arange(rows)
-            for start in range(0, rows, mini):
-                mini_rows = order[start : start + mini]
-                here = mini_rows[(mini_rows >= offset) & (mini_rows < offset + len(batch))] - offset
-                self._mini_batch_step(batch, advantages, mask, here, len(mini_rows), active, fixed, optimizer, stats,
-                                      sums)
-        sums = sums.over(processes)
-        stats.loss = sums.loss / max(stats.optimizer_steps, 1)
-        stats.grad_norm = sums.grad_norm / stats.optimizer_steps if stats.optimizer_steps else float("nan")
-        stats.clip_ratio_low = sums.low / max(sums.tokens, 1)
-        stats.clip_ratio_high = sums.high / max(sums.tokens, 1)
-        stats.clip_ratio_region = stats.clip_ratio_low + stats.clip_ratio_high
-        stats.entropy = sums.entropy / max(sums.forwarded_tokens, 1)
-        stats.kl = sums.kl / max(sums.forwarded_tokens, 1) if settings.loss.beta != 0.0 else float("nan")
-        stats.tokens = int(shares[:, 2].sum())
-        stats.learning_rate = float(self.optimizer_state().param_groups[0]["lr"])
-        return stats
 
     def _completion_logps(self, model: nn.Module, batch: RolloutBatch, with_entropy: bool = False,
                           entropy_grad: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -498,178 +303,24 @@ class PolicyRole(L.LightningModule):
         return completion_logps(model, batch, self.config.sampling.temperature, with_entropy, entropy_grad,
                                 share_prompts=share)
 
-    def _dr_grpo_length(self, batch: RolloutBatch) -> int:
+    def dr_grpo_length(self, batch: RolloutBatch) -> int:
+        """The ``dr_grpo`` loss's constant divisor: the configured length, else the longest completion
+        this role may sample (or ``batch`` holds)."""
         configured = self.config.update.loss.max_completion_length
         return configured or max(self.config.sampling.max_new_tokens, batch.completion_ids.size(1))
-
-    @torch.no_grad()
-    def _fixed_logps(self, batch: RolloutBatch, rows: Tensor, old: bool) -> _FixedLogps:
-        """Old and reference log-probs of ``rows``, in one no-grad pass per micro-batch, through the
-        strategy wrapper; every process runs as many passes as the one with the most rows."""
-        beta = self.config.update.loss.beta != 0.0
-        if not (old or beta):
-            return _FixedLogps(old=None, ref=None)
-        result = _FixedLogps(old=torch.zeros_like(batch.sampling_logps) if old else None,
-                             ref=torch.zeros_like(batch.sampling_logps) if beta else None)
-        size = self.config.update.micro_batch_size
-        chunks = [rows[start : start + size] for start in range(0, len(rows), size)]
-        passes = int(self.processes.stack(torch.tensor(len(chunks))).max())
-        forward = (self._wrapper if self._wrapper is not None else self).logps_step
-        for chunk in _padded(chunks, passes):
-            sub = batch.select(chunk) if chunk is not None else self._placeholder(1)
-            for logps, reference in ((result.old, False), (result.ref, True)):
-                if logps is not None:
-                    values = forward(sub, reference)
-                    if chunk is not None:
-                        logps[chunk, : values.size(1)] = values
-        return result
 
     @contextmanager
     def _reference_policy(self) -> Iterator[nn.Module]:
         """The KL reference: the frozen copy, or the LoRA model with its adapter disabled (no copy)."""
-        if self._reference is not None:
-            yield self._reference.to(next(self.model.parameters()).device)
+        if self.reference is not None:
+            yield self.reference.model.to(next(self.model.parameters()).device)
             return
         with self.model.disable_adapter():
             yield self.model
 
-    def _samples(self, batch: RolloutBatch, advantages: Tensor, offset: int, total: int) -> list[CompletionSample]:
-        """This process's share of the completions logged per update: evenly spaced rows of the whole
-        batch (``total`` rows; this process's start at ``offset``)."""
-        count = min(self.config.update.completions_to_log, total)
-        chosen = torch.linspace(0, total - 1, count).round().long().unique().tolist() if count else []
-        rows = [row - offset for row in chosen if offset <= row < offset + len(batch)]
-        return [CompletionSample(
-            prompt=self.tokenizer.decode(batch.prompt_ids[row][batch.prompt_mask[row].bool()].tolist()),
-            completion=batch.texts[row], advantage=float(advantages[row]),
-            tokens=int(batch.completion_mask[row].sum()), truncated=bool(batch.truncated[row]),
-        ) for row in rows]
-
-    def _placeholder(self, rows: int) -> RolloutBatch:
+    def placeholder(self, rows: int) -> RolloutBatch:
         """:meth:`RolloutBatch.placeholder` rows for this role's model."""
         return RolloutBatch.placeholder(rows, self.tokenizer.pad_token_id, next(self.model.parameters()).device)
-
-    def _totals(self, mask: Tensor, rows: int, length: int, forwards: int) -> tuple[BatchTotals, int]:
-        """The normalisers of a mini-batch of ``rows`` rows of the whole batch (``mask``: this
-        process's share; ``length``: its ``dr_grpo`` constant; ``forwards``: its micro-batches),
-        and the most micro-batches any process has for it, which every process then runs."""
-        processes = self.processes
-        tokens = int(mask.sum())
-        shares = processes.stack(torch.tensor([tokens, length, forwards]))
-        world = processes.world_size
-        totals = BatchTotals(sequences=mask.size(0), tokens=tokens, max_completion_length=int(shares[:, 1].max()),
-                             tokens_per_process=float(shares[:, 0].sum()) / world if world > 1 else None,
-                             sequences_per_process=rows / world if world > 1 else None)
-        return totals, int(shares[:, 2].max())
-
-    def _mini_batch_step(self, batch: RolloutBatch, advantages: Tensor, mask: Tensor, mini_rows: Tensor,
-                         mini_size: int, active: Tensor, fixed: _FixedLogps, optimizer, stats: UpdateStats,
-                         sums: _Sums) -> None:
-        """One optimizer step on a mini-batch of ``mini_size`` rows of the whole batch, of which
-        ``mini_rows`` (indices into ``batch``) are this process's."""
-        size = self.config.update.micro_batch_size
-        forward_rows = mini_rows[active[mini_rows]].sort().values  # a prompt's rows together: shared prefill
-        chunks = [forward_rows[start : start + size] for start in range(0, len(forward_rows), size)]
-        totals, forwards = self._totals(mask[mini_rows], mini_size, self._dr_grpo_length(batch), len(chunks))
-        sums.tokens += totals.tokens
-        if forwards == 0:
-            return
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for index, chunk in enumerate(_padded(chunks, forwards)):
-            rollouts, old, ref = self._micro_batch(batch, advantages, fixed, chunk)
-            with self._gradient_sync(index == forwards - 1):
-                out = self._micro_batch_forward(rollouts, totals, old, ref)
-                self.manual_backward(out.loss.loss)
-            step_loss += float(out.loss.loss.detach())
-            used = out.mask.bool()
-            per_token = out.loss.per_token
-            sums.low += int((per_token.low_clipped & used).sum())
-            sums.high += int((per_token.high_clipped & used).sum())
-            sums.forwarded_tokens += int(used.sum())
-            sums.entropy += float((out.entropy * used).sum())
-            if per_token.kl is not None:
-                sums.kl += float((per_token.kl.detach() * used).sum())
-        norm = self._clip_gradients(optimizer)
-        if not math.isfinite(norm):
-            optimizer.zero_grad(set_to_none=True)
-            stats.skipped = "non-finite gradient norm; step skipped"
-            stats.non_finite_steps += 1
-            return
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        stats.optimizer_steps += 1
-        sums.grad_norm += norm
-        sums.loss += step_loss
-
-    def _micro_batch(self, batch: RolloutBatch, advantages: Tensor, fixed: _FixedLogps, chunk: Tensor | None
-                     ) -> tuple[ScoredRollouts, Tensor | None, Tensor | None]:
-        """The inputs of one micro-batch: ``chunk``'s rows with their old and reference log-probs, or
-        for ``None`` a placeholder row (advantage 0, outside the loss mask) that adds nothing."""
-        if chunk is None:
-            placeholder = self._placeholder(1)
-            ref = placeholder.sampling_logps if fixed.ref is not None else None
-            return ScoredRollouts(placeholder, torch.zeros(1)), None, ref
-        sub = batch.select(chunk)
-        width = sub.completion_ids.size(1)
-        old = fixed.old[chunk, :width] if fixed.old is not None else None
-        ref = fixed.ref[chunk, :width] if fixed.ref is not None else None
-        return ScoredRollouts(sub, advantages[chunk]), old, ref
-
-    def _gradient_sync(self, sync: bool) -> AbstractContextManager:
-        """Let the strategy synchronise gradients across processes in this backward (``sync``), or
-        defer that (an accumulating micro-batch); the forward and the backward both run inside."""
-        if self._wrapper is None or sync:
-            # not no_backward_sync(enabled=False): Lightning's FSDP2 variant turns synchronisation
-            # off on leaving it, which would silence every later backward (influence included)
-            return nullcontext()
-        return self._fabric.no_backward_sync(self._wrapper, enabled=True)
-
-    def _clip_gradients(self, optimizer) -> float:
-        """The global gradient norm before clipping, clipping it to ``grad_clip`` when set (unset, the
-        norm is only measured). Through the strategy, so the norm of sharded gradients is the whole's."""
-        clip = self.config.optimizer.grad_clip
-        max_norm = math.inf if clip is None else clip
-        if self._wrapper is not None:
-            # a non-finite norm is reported (and the step skipped), not raised
-            norm = self._fabric.clip_gradients(self._wrapper, optimizer, max_norm=max_norm, error_if_nonfinite=False)
-            return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
-        return float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm))
-
-
-@dataclass
-class _Sums:
-    """Running totals of one update, turned into :class:`UpdateStats` means at the end."""
-
-    loss: float = 0.0
-    grad_norm: float = 0.0
-    low: int = 0
-    high: int = 0
-    tokens: int = 0  # loss tokens of every mini-batch (the clip-ratio denominator)
-    forwarded_tokens: int = 0  # loss tokens of the rows that were forwarded
-    entropy: float = 0.0
-    kl: float = 0.0
-
-    def over(self, processes: Processes) -> _Sums:
-        """The totals of every process. The loss is the mean of the processes' shares: the loss whose
-        gradient their averaged gradients are. The gradient norm is already the same on all."""
-        names = [f.name for f in dataclasses.fields(self) if f.name != "grad_norm"]
-        summed = processes.sum(torch.tensor([float(getattr(self, name)) for name in names], dtype=torch.float64))
-        values = {name: type(getattr(self, name))(value) for name, value in zip(names, summed.tolist())}
-        values["loss"] /= processes.world_size
-        return dataclasses.replace(self, **values)
-
-
-def _carrying_gradient(mask: Tensor, advantages: Tensor, regularised: bool = False) -> Tensor:
-    """Rows that can add to a policy-gradient loss's gradient: some token in the loss ``mask``, and a
-    non-zero advantage unless a KL or entropy term (``regularised``) makes every such row count."""
-    return (mask.sum(-1) > 0).cpu() & ((advantages != 0) | regularised)
-
-
-def _padded(items: list[Tensor], count: int) -> list[Tensor | None]:
-    """``items`` followed by ``None`` up to ``count`` entries: the placeholders of a process that has
-    fewer micro-batches than the busiest one."""
-    return [*items, *[None] * (count - len(items))]
 
 
 def _is_peft(model: nn.Module) -> bool:

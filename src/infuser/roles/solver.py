@@ -7,7 +7,8 @@ import torch
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
 from infuser.models import SharedBase
-from infuser.roles.policy import PolicyRole, RoleConfig
+from infuser.roles.config import RoleConfig
+from infuser.roles.policy import PolicyRole
 from infuser.rollout.engine import SamplingConfig
 from infuser.rollout.rows import Answers
 

@@ -18,7 +18,7 @@ split across processes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -268,6 +268,30 @@ class Answers:
         """The (global) rows of one question's answers."""
         n = self.rollouts.num_samples
         return list(range(question_index * n, (question_index + 1) * n))
+
+    def candidates(self, questions: Sequence[int], advantages: Tensor, processes: Processes,
+                   totals: Callable[[RolloutBatch], BatchTotals], pad_id: int) -> list[ScoredRollouts]:
+        """What this process differentiates for the influence of each of ``questions`` (in their order),
+        with the global ``advantages`` of every row.
+
+        Data parallel: the questions this process answered, whole (the scores are gathered
+        afterwards). Sharded parameters: every backward is a collective that reduces the processes'
+        gradients, so every process takes a share of every question's answers (gathered first),
+        normalised by the question's totals (``totals`` of a share: the whole's, see
+        :meth:`~infuser.roles.policy.PolicyRole.shared_totals`), and every process ends with every score.
+        """
+        if not processes.shards_parameters:
+            return [self.rollouts.scored(self.rows_of(q), advantages) for q in questions if q in self.rollouts.prompts]
+        wanted = [row for question in questions for row in self.rows_of(question)]
+        batch = self.rollouts.gathered(processes, wanted, pad_id, self.batch.completion_ids.device)
+        candidates = []
+        for index, question in enumerate(questions):
+            rows = self.rows_of(question)
+            share = processes.shard(len(rows))
+            position = index * len(rows)  # the question's rows in ``batch``
+            piece = batch.select(list(range(position + share.start, position + share.stop)))
+            candidates.append(ScoredRollouts(piece, advantages[[rows[i] for i in share]], totals(piece)))
+        return candidates
 
 
 @dataclass

@@ -28,7 +28,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from infuser.data.prompts import PromptTemplates
-from infuser.data.questions import LETTERS, MCQuestion
+from infuser.data.questions import MCQuestion
 from infuser.toy.world import KINDS, Fact, ToyWorld, ToyWorldConfig
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,214 @@
+"""What one outer iteration leaves behind: its stages' typed results, the question records written to
+``questions/iter_N.jsonl``, and the metrics the loggers receive.
+
+:class:`~infuser.loop.InfuserLoop` runs the stages and returns an :class:`IterationResult`; the
+metrics are derived from it here, in one place, instead of being collected in a dictionary that
+every stage writes into. With several processes every field below is the same on every process
+(texts, rewards, scores and update statistics are gathered or reduced), so every process derives
+the same metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from infuser.data.documents import DocumentSource
+from infuser.data.questions import InvalidQuestion, MCQuestion
+from infuser.rl.rewards import RewardStats
+from infuser.rl.update import CompletionSample, UpdateStats
+from infuser.rollout.rows import Answers, Drafts, ScoredRollouts
+
+
+@dataclass
+class Evaluation:
+    """Accuracy of the Solver on the target set and on the held-out set (``None`` without one)."""
+
+    target_accuracy: float
+    heldout_accuracy: float | None
+
+    def as_metrics(self) -> dict[str, float]:
+        metrics = {"eval/target_accuracy": self.target_accuracy}
+        if self.heldout_accuracy is not None:
+            metrics["eval/heldout_accuracy"] = self.heldout_accuracy
+        return metrics
+
+
+@dataclass
+class TargetRollouts:
+    """The target stage: the Solver's answers to the target set, and this process's share of the rows
+    of questions with signal (0 < pass rate < 1), normalised by the totals of all of them; ``rows``
+    is ``None`` when no question has signal (no target gradient this iteration)."""
+
+    answers: Answers
+    rows: ScoredRollouts | None
+
+    def as_metrics(self) -> dict[str, float]:
+        rates = self.answers.pass_rates()
+        return {"solver/target_reward": float(self.answers.rewards.mean()),
+                "target/signal_fraction": float(((rates > 0) & (rates < 1)).float().mean())}
+
+
+@dataclass
+class Updated:
+    """An update stage: the update's statistics and the completions it logged (every process's)."""
+
+    stats: UpdateStats
+    samples: list[CompletionSample]
+
+
+@dataclass
+class InfluenceScores:
+    """The influence stage: one score per valid question (0 without signal or target gradient; NaN:
+    a non-finite score, excluded from the advantages), and how many were not finite (``None`` when
+    nothing was scored)."""
+
+    scores: Tensor
+    non_finite: int | None
+
+
+@dataclass
+class GeneratorRound:
+    """One round of the Generator: its drafts (with the sampling throughput), the Solver's answers to
+    the valid ones, their influence, the Generator's rewards and advantages per draft, its update."""
+
+    drafts: Drafts
+    generator_tokens_per_s: float
+    answers: Answers | None = None
+    solver_tokens_per_s: float | None = None
+    influence: InfluenceScores | None = None
+    rewards: Tensor | None = None
+    advantages: Tensor | None = None
+    update: Updated | None = None
+
+
+@dataclass
+class IterationResult:
+    """Everything one outer iteration produced, stage by stage."""
+
+    iteration: int
+    target: TargetRollouts | None
+    rounds: list[GeneratorRound]
+    solver_update: Updated | None
+    solver_skipped: str  # why the Solver did not update ("" when it did)
+    evaluation: Evaluation | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def trained(self) -> bool:
+        """Whether either role took an optimizer step."""
+        updates = [r.update for r in self.rounds] + [self.solver_update]
+        return any(u is not None and u.stats.optimizer_steps > 0 for u in updates)
+
+    def metrics(self, documents: DocumentSource) -> dict[str, float]:
+        """The metrics logged for this iteration. Of several Generator rounds, the last one's."""
+        metrics = self.target.as_metrics() if self.target is not None else {}
+        for round_ in self.rounds:
+            metrics.update(_round_metrics(round_, documents))
+        if self.solver_update is not None:
+            metrics.update(self.solver_update.stats.as_metrics("solver"))
+        elif self.solver_skipped:
+            metrics["solver/update_skipped"] = 1.0
+        if self.evaluation is not None:
+            metrics.update(self.evaluation.as_metrics())
+        metrics.update({f"time/{name}": seconds for name, seconds in self.seconds.items()})
+        return metrics
+
+    def records(self, documents: DocumentSource) -> list[QuestionRecord]:
+        return [record for round_ in self.rounds for record in question_records(self.iteration, round_, documents)]
+
+    def samples(self) -> list[dict]:
+        """The completions the updates logged, role by role in the order they ran."""
+        updates = [("generator", r.update) for r in self.rounds] + [("solver", self.solver_update)]
+        return [{"role": role, **sample.__dict__} for role, update in updates if update is not None
+                for sample in update.samples]
+
+
+@dataclass
+class QuestionRecord:
+    """One drafted question's fate, written to ``questions/iter_*.jsonl``."""
+
+    iteration: int
+    document_id: str
+    text: str
+    valid: bool
+    reason: str = ""
+    question: str = ""
+    options: tuple[str, ...] = ()
+    answer: str = ""
+    kind: str = ""
+    pass_rate: float | None = None
+    influence: float | None = None  # None: no score, or a non-finite one (excluded)
+    reward: float | None = 0.0  # None: excluded (a non-finite influence score)
+    advantage: float = 0.0
+
+
+def question_records(iteration: int, round_: GeneratorRound, documents: DocumentSource) -> list[QuestionRecord]:
+    drafts, answers = round_.drafts, round_.answers
+    scores = round_.influence.scores if round_.influence is not None else None
+    records = []
+    position = {row: index for index, row in enumerate(drafts.valid_rows)}
+    rates = answers.pass_rates().tolist() if answers is not None else []
+    for row, item in enumerate(drafts.parsed):
+        document = drafts.documents[row // drafts.rollouts.num_samples]
+        record = QuestionRecord(iteration=iteration, document_id=document.id, text=drafts.rollouts.texts[row][:2000],
+                                valid=isinstance(item, MCQuestion), reward=nan_to_none(float(round_.rewards[row])),
+                                advantage=float(round_.advantages[row]))
+        if isinstance(item, InvalidQuestion):
+            record.reason = item.reason
+        else:
+            index = position[row]
+            record.question, record.options, record.answer = item.question, item.options, item.answer_letter
+            record.kind = documents.kind_of(item)
+            record.pass_rate = rates[index]
+            record.influence = nan_to_none(float(scores[index])) if scores is not None else None
+        records.append(record)
+    return records
+
+
+def _round_metrics(round_: GeneratorRound, documents: DocumentSource) -> dict[str, float]:
+    drafts, answers = round_.drafts, round_.answers
+    metrics = {"throughput/generator_tokens_per_s": round_.generator_tokens_per_s}
+    if round_.solver_tokens_per_s is not None:
+        metrics["throughput/solver_tokens_per_s"] = round_.solver_tokens_per_s
+    if round_.influence is not None and round_.influence.non_finite is not None:
+        metrics["influence/non_finite"] = float(round_.influence.non_finite)
+    if round_.update is not None:
+        metrics.update(round_.update.stats.as_metrics("generator"))
+    total = len(drafts.parsed)
+    reasons = Counter(item.reason for item in drafts.parsed if isinstance(item, InvalidQuestion))
+    metrics["generator/valid_rate"] = (total - sum(reasons.values())) / max(total, 1)
+    for reason, count in reasons.items():
+        metrics[f"generator/invalid/{reason}"] = count / max(total, 1)
+    metrics.update(RewardStats.of(round_.rewards, drafts.rollouts.groups).as_metrics("generator"))
+    metrics.update(drafts.rollouts.completion_stats().as_metrics("generator"))
+    verdicts = [documents.golden_is_correct(item) for item in drafts.parsed if isinstance(item, MCQuestion)]
+    checked = [verdict for verdict in verdicts if verdict is not None]
+    if checked:
+        metrics["generator/golden_accuracy"] = sum(checked) / len(checked)
+    kinds = Counter(documents.kind_of(item) for item in drafts.parsed if isinstance(item, MCQuestion))
+    for kind, count in kinds.items():
+        if kind:
+            metrics[f"curriculum/{kind}"] = count / max(sum(kinds.values()), 1)
+    if answers is None:
+        return metrics
+    rates = answers.pass_rates()
+    signal = (rates > 0) & (rates < 1)
+    metrics.update(RewardStats.of(answers.rewards, answers.rollouts.groups).as_metrics("solver"))
+    metrics["influence/zero_signal_fraction"] = float((~signal).float().mean())
+    metrics.update(answers.rollouts.completion_stats().as_metrics("solver"))
+    if round_.influence is None:
+        return metrics
+    scores = round_.influence.scores
+    active = scores[signal & scores.isfinite()]
+    if len(active):
+        metrics["influence/mean"] = float(active.mean())
+        metrics["influence/std"] = float(active.std()) if len(active) > 1 else 0.0
+    return metrics
+
+
+def nan_to_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
