@@ -213,13 +213,11 @@ def measure(shape: ModelShape, settings: Settings) -> Record:
         )
         role = PolicyRole(config, device=device)
     fabric = L.Fabric(accelerator=device.type, devices=1, precision="32-true")
-    wrapped, _ = fabric.setup(role, role.configure_optimizers())
-    wrapped.mark_forward_method("training_step")
-    role.bind(wrapped)
+    update = role.set_up(fabric)
 
     warm = role.rollout(random_prompts(1, 8, shape.vocab_size, generator), 2, generator,
                         SamplingConfig(temperature=1.0, max_new_tokens=4))
-    role.update(warm, torch.randn(len(warm), generator=generator))
+    update(warm, torch.randn(len(warm), generator=generator))
 
     prompts = random_prompts(settings.prompts, settings.prompt_tokens, shape.vocab_size, generator)
     batch, seconds, peak = timed(lambda: role.rollout(prompts, settings.samples, generator), device)
@@ -228,7 +226,7 @@ def measure(shape: ModelShape, settings: Settings) -> Record:
 
     advantages = torch.randn(len(batch), generator=generator)
     prefill = _prompt_tokens(batch) if not settings.gradient_checkpointing else int(batch.prompt_mask.sum())
-    _, seconds, peak = timed(lambda: role.update(batch, advantages), device)
+    _, seconds, peak = timed(lambda: update(batch, advantages), device)
     update = stage(shape, 6, seconds, prefill + generated, generated, settings.peak_tflops, peak)
 
     def rows_of(prompt: int) -> torch.Tensor:

@@ -151,9 +151,7 @@ class InfuserSide:
         )
         fabric = L.Fabric(accelerator="cpu", devices=1)
         self.solver = Solver(config, PromptTemplates())
-        wrapped, _ = fabric.setup(self.solver, self.solver.configure_optimizers())
-        wrapped.mark_forward_method("training_step")
-        self.solver.bind(wrapped)
+        self.update = self.solver.set_up(fabric)
         self.settings = settings
         self.questions = _questions(settings)
         self.sampler = torch.Generator().manual_seed(settings.seed)
@@ -165,7 +163,7 @@ class InfuserSide:
         answers = self.solver.answer(questions, self.settings.group, self.sampler)
         generated = time.perf_counter()
         advantages = self.solver.advantages(answers.rewards, answers.batch.prompt_index)
-        self.solver.update(answers.batch, advantages)
+        self.update(answers.batch, advantages)
         finished = time.perf_counter()
         return StepTime(seconds=finished - started, generation=generated - started, rows=len(answers.batch),
                         tokens=int(answers.batch.completion_mask.sum()),

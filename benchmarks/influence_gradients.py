@@ -52,13 +52,11 @@ def trained_solver(model: str, warmup_steps: int, answers: int) -> Solver:
     fabric = L.Fabric(accelerator="cpu", devices=1)
     solver = Solver(RoleConfig(model=ModelConfig(name_or_path=model), optimizer=OptimizerConfig(lr=5e-4),
                                sampling=SamplingConfig(max_new_tokens=20)), PromptTemplates())
-    wrapped, _ = fabric.setup(solver, solver.configure_optimizers())
-    wrapped.mark_forward_method("training_step")
-    solver.bind(wrapped)
+    update = solver.set_up(fabric)
     sampler = torch.Generator().manual_seed(0)
     for step in range(warmup_steps):
         drawn = solver.answer(ToyWorld().question_set(f"warmup-{step}", 16, 0), answers, sampler)
-        solver.update(drawn.batch, solver.advantages(drawn.rewards, drawn.batch.prompt_index))
+        update(drawn.batch, solver.advantages(drawn.rewards, drawn.batch.prompt_index))
     return solver
 
 
