@@ -22,7 +22,7 @@ from infuser.data.question_sets import _row_to_question
 from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
 from infuser.eval.data import supergpqa_row
 from infuser.eval.extract import Extraction, extract_choice, extract_olympiad_answer
-from infuser.eval.judge import OlympiadGold
+from infuser.eval.olympiad.gold import OlympiadGold
 from infuser.eval.limits import LimitedWorker, Outcome
 from infuser.eval.score import JudgeConfig, Scorer
 

@@ -9,19 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infuser.eval.judge import (
-    AnswerParseError,
-    JudgeSettings,
-    OlympiadGold,
-    clean_answer,
-    judge_math_verify,
-    judge_official,
-    judge_olympiad,
-    parse_number,
-    parse_tolerances,
-    split_equation,
-    split_top_level,
-)
+from infuser.eval.olympiad.cleanup import clean_answer
+from infuser.eval.olympiad.gold import JudgeSettings, OlympiadGold, parse_tolerances
+from infuser.eval.olympiad.judge import judge_olympiad
+from infuser.eval.olympiad.mathverify import judge_math_verify
+from infuser.eval.olympiad.numbers import AnswerParseError, parse_number
+from infuser.eval.olympiad.official import judge_official
+from infuser.eval.olympiad.structure import split_equation, split_top_level
 from infuser.eval.limits import LimitedWorker
 from infuser.eval.score import JudgeConfig, Scorer
 
@@ -187,7 +181,7 @@ def test_gold_from_row_fields() -> None:
 
     row = olympiad_row({"id": 1, "question": "q", "final_answer": ["1.5, 176.85"], "answer_type": "Numerical",
                         "is_multiple_answer": True, "error": "1e-2,0.5", "unit": None})
-    gold = G.from_row(row)
+    gold = row.gold
     assert gold.tolerances == (0.01, 0.5) and gold.is_multiple_answer and gold.text == "1.5, 176.85"
 
 
@@ -267,7 +261,7 @@ GOLDS = st.sampled_from([
 
 @pytest.fixture(scope="module")
 def judge_worker() -> LimitedWorker:
-    with LimitedWorker(timeout_s=5.0, preload=("infuser.eval.judge:warm_up",)) as worker:
+    with LimitedWorker(timeout_s=5.0, preload=("infuser.eval.olympiad.judge:warm_up",)) as worker:
         yield worker
 
 

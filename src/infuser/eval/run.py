@@ -40,7 +40,6 @@ from infuser.eval.data import (
     read_records,
     sha256_file,
 )
-from infuser.eval.judge import OlympiadGold
 from infuser.eval.prompts import (
     OLYMPIAD_PROMPTS,
     SUPERGPQA_PROMPTS,
@@ -480,7 +479,7 @@ def _score(scorer: Scorer, benchmark: LoadedBenchmark, generated: Generated) -> 
             flat_samples.append(index)
     scores: list[ItemScore]
     if benchmark.config.name == "olympiadbench":
-        golds = [OlympiadGold.from_row(item.row) for item in flat_items]  # type: ignore[arg-type]
+        golds = [item.row.gold for item in flat_items]  # type: ignore[union-attr]
         scores = scorer.score_olympiad(flat_outputs, golds)
     else:
         scores = scorer.score_choice(flat_outputs, [item.row for item in flat_items])  # type: ignore[misc]

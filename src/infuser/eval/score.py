@@ -18,14 +18,9 @@ from typing import Any, Literal
 
 from infuser.eval.data import SuperGPQARow
 from infuser.eval.extract import MAX_OUTPUT_CHARS, Extraction, extract_choice, extract_olympiad_answer
-from infuser.eval.judge import (
-    JudgeSettings,
-    OlympiadGold,
-    Verdict,
-    judge_math_verify,
-    judge_official,
-    needs_math_verify,
-)
+from infuser.eval.olympiad.gold import JudgeSettings, OlympiadGold, Verdict
+from infuser.eval.olympiad.mathverify import judge_math_verify, needs_math_verify
+from infuser.eval.olympiad.official import judge_official
 from infuser.eval.limits import LimitedPool, Outcome, bound_text
 
 
@@ -38,7 +33,7 @@ class JudgeConfig:
         workers: judge worker processes (raise on machines with spare cores).
         memory_limit_mb: address-space limit of each worker (0 for none).
         max_output_chars: only the last this-many characters of an output are read.
-        percent_allowance: see :class:`infuser.eval.judge.JudgeSettings`.
+        percent_allowance: see :class:`infuser.eval.olympiad.gold.JudgeSettings`.
         use_math_verify: union the official rules with math-verify (OlympiadBench).
     """
 
@@ -118,7 +113,7 @@ class Scorer:
     the copy starts its own workers.
     """
 
-    PRELOAD = ("infuser.eval.judge:warm_up", "infuser.eval.score")
+    PRELOAD = ("infuser.eval.olympiad.judge:warm_up", "infuser.eval.score")
 
     # The steps run in the workers; class attributes so that a subclass can swap one (tests do,
     # to force a timeout). They must be module-level functions (workers import them by name).
