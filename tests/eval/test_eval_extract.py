@@ -8,15 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infuser.eval.extract import (
-    MAX_OUTPUT_CHARS,
-    Extraction,
-    extract_choice,
-    extract_olympiad_answer,
-    find_boxed,
-    match_braces,
-    unbox,
-)
+from infuser.answers.boxes import find_boxed, match_braces, unbox
+from infuser.answers.choice import extract_choice
+from infuser.answers.extraction import MAX_OUTPUT_CHARS, Extraction
+from infuser.eval.olympiad.extract import extract_olympiad_answer
 from infuser.eval.limits import LimitedWorker
 
 OPTIONS = ("red", "green", "blue", "yellow", "cyan", "magenta", "black", "white", "grey", "brown")
@@ -213,7 +208,7 @@ def test_choice_extraction_never_raises(text: str, n_options: int) -> None:
 
 @pytest.fixture(scope="module")
 def limited() -> LimitedWorker:
-    with LimitedWorker(timeout_s=2.0, preload=("infuser.eval.extract",)) as worker:
+    with LimitedWorker(timeout_s=2.0, preload=("infuser.answers.choice", "infuser.eval.olympiad.extract")) as worker:
         yield worker
 
 

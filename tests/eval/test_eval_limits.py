@@ -8,7 +8,8 @@ import time
 import eval_worker_helpers as helpers
 import pytest
 
-from infuser.eval.limits import LimitedPool, LimitedWorker, WorkerStartError, bound_text
+from infuser.answers.extraction import bound_text
+from infuser.eval.limits import LimitedPool, LimitedWorker, WorkerStartError
 
 
 def test_bound_text_keeps_the_tail() -> None:

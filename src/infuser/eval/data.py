@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
+from infuser.answers.choice import LETTERS
 from infuser.data.jsonl import JSONLineError, load_json_line
 from infuser.eval.olympiad.gold import ANSWER_TYPES, OlympiadGold, parse_tolerances
 
@@ -31,7 +32,6 @@ OLYMPIAD_DEFAULT_SUBSETS = ("OE_TO_maths_en_COMP", "OE_TO_physics_en_COMP")
 SUPERGPQA_HF_ID = "m-a-p/SuperGPQA"
 SUPERGPQA_ROWS = 26_529
 DIFFICULTIES = ("easy", "middle", "hard")
-LETTERS = "ABCDEFGHIJ"
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 OnBadRow = Literal["raise", "skip"]

@@ -40,22 +40,6 @@ _HEADER = struct.Struct("!Q")
 _MAX_FRAME = 256 * 1024 * 1024
 
 
-def bound_text(text: str, max_chars: int) -> tuple[str, bool]:
-    """Keep at most the last ``max_chars`` characters of ``text``.
-
-    The tail is kept because answers (``So the final answer is``, ``Answer: X``) come at the end of
-    a generation; a runaway model that writes a megabyte still gets its last lines judged.
-
-    Returns:
-        The bounded text and whether anything was cut.
-    """
-    if max_chars <= 0:
-        raise ValueError(f"max_chars must be positive, got {max_chars}")
-    if len(text) <= max_chars:
-        return text, False
-    return text[-max_chars:], True
-
-
 @dataclass(frozen=True)
 class Outcome(Generic[T]):
     """What happened to one limited call.

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from infuser.eval.extract import match_braces, unbox
+from infuser.answers.boxes import match_braces, unbox
 
 _SIZE_COMMANDS = re.compile(r"\\(?:left|right|bigg|Bigg|big|Big)[lr]?(?![a-zA-Z])\s*")
 _SPACING = re.compile(r"\\[,;:! ]|~|\\q?quad(?![a-zA-Z])|\\(?:display|text|script)style(?![a-zA-Z])")
