@@ -133,8 +133,19 @@ def test_argument_errors(tmp_path: Path) -> None:
         evaluate(_benchmarks() + _benchmarks()[:1], predictions=str(preds), output_dir=str(tmp_path))
     with pytest.raises(ValueError, match="unknown prompt"):
         evaluate([BenchmarkConfig("supergpqa", path=str(SUPERGPQA_MINI), prompt="official")], predictions=str(preds))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="temperature"):
         EvalSamplingConfig(temperature=-1)
+    with pytest.raises(ValueError, match="num_samples"):
+        EvalSamplingConfig(num_samples=0)
+
+
+def test_eval_sampling_is_the_engines_with_greedy_spelled_temperature_zero() -> None:
+    with pytest.raises(ValueError, match="top_p"):  # the engine's own check
+        EvalSamplingConfig(top_p=0)
+    greedy = EvalSamplingConfig(max_new_tokens=7).engine(batch_size=3)
+    assert (greedy.do_sample, greedy.max_new_tokens, greedy.batch_size) == (False, 7, 3)
+    sampled = EvalSamplingConfig(temperature=0.6, top_k=20).engine(batch_size=1)
+    assert (sampled.do_sample, sampled.temperature, sampled.top_k) == (True, 0.6, 20)
 
 
 @pytest.mark.parametrize(
