@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
 
 MAX_BOXES = 256
-"""At most this many ``\\boxed`` spans are examined in one output."""
+"""At most this many ``\\boxed`` spans are kept from one output: the last ones, where answers are."""
 
 
 def match_braces(text: str) -> dict[int, int]:
@@ -31,6 +32,29 @@ def match_braces(text: str) -> dict[int, int]:
     return pairs
 
 
+def balanced_braces(text: str) -> bool:
+    """Whether every unescaped ``{`` in ``text`` is closed, in order, and no ``}`` closes nothing.
+
+    An answer cut off mid-way (``\\boxed{5``) or with a stray closer (``5}``) is not an answer:
+    wrapped into a box by a parser, the wrapper's own brace would close it and hide the damage.
+    """
+    depth = 0
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                return False
+        i += 1
+    return depth == 0
+
+
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
@@ -44,19 +68,22 @@ class BoxSpan:
 
 
 def find_boxes(text: str, limit: int = MAX_BOXES) -> list[BoxSpan]:
-    """All outermost ``\\boxed{...}`` / ``\\fbox{...}`` spans, braces matched, in text order.
+    """The last ``limit`` outermost ``\\boxed{...}`` / ``\\fbox{...}`` spans, braces matched, in
+    text order.
 
-    A box whose braces never close is skipped; ``\\boxed 5`` (no braces) yields the next token.
-    Boxes nested inside an earlier box are part of that box's content, not separate spans.
+    A box whose braces never close is skipped (see :func:`last_unclosed_box`); ``\\boxed 5`` (no
+    braces) yields the next token. Boxes nested inside an earlier box are part of that box's
+    content, not separate spans. The last boxes are kept because the answer comes last: an output
+    with hundreds of scratch boxes still has its final one read.
     """
     pairs = match_braces(text)
-    spans: list[BoxSpan] = []
+    spans: deque[BoxSpan] = deque(maxlen=limit)
     covered_until = -1
     pos = 0
     # The next occurrence of each command, searched again only once passed: one scan of the text
     # per command in total (searching afresh each round is quadratic on "\boxed{\fbox{..." spam).
     next_hit = {cmd: text.find(cmd) for cmd in _BOX_COMMANDS}
-    while len(spans) < limit:
+    while True:
         for cmd, found in next_hit.items():
             if 0 <= found < pos:
                 next_hit[cmd] = text.find(cmd, pos)
@@ -85,10 +112,25 @@ def find_boxes(text: str, limit: int = MAX_BOXES) -> list[BoxSpan]:
             if m and m.group(0):
                 spans.append(BoxSpan(m.group(0), start, m.end()))
                 pos = m.end()
-    return spans
+    return list(spans)
 
 
 _BARE_BOX_TOKEN = re.compile(r"[^\s$\\{}]{1,64}")
+_OPENING_BOX = re.compile(r"\\(?:boxed|fbox)[ \t]*\{")
+
+
+def last_unclosed_box(text: str) -> int | None:
+    """Where the last ``\\boxed{`` whose brace never closes starts, or ``None``.
+
+    Such a box is an answer cut off mid-way (the generation ran out of tokens): its text is not
+    the answer, and the raw rest of the line must not be read as one either.
+    """
+    pairs = match_braces(text)
+    last = None
+    for m in _OPENING_BOX.finditer(text):
+        if m.end() - 1 not in pairs:
+            last = m.start()
+    return last
 
 
 def find_boxed(text: str, limit: int = MAX_BOXES) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from infuser.answers.boxes import BoxSpan, find_boxes, unbox
+from infuser.answers.boxes import BoxSpan, find_boxes, last_unclosed_box, unbox
 from infuser.answers.extraction import MAX_OUTPUT_CHARS, Extraction, bound_text, line_end
 
 MAX_ANSWER_CHARS = 2_000
@@ -74,17 +74,24 @@ def extract_olympiad_answer(output: str, max_chars: int = MAX_OUTPUT_CHARS) -> E
        scratch line followed by ``\\boxed{2}`` later gives ``2``);
     3. the last ``answer is X`` / ``Answer: X``: the rest of that line.
 
+    A box whose brace never closes is an answer cut off mid-way: when the line a rule reads holds
+    one (or, for rule 2, when it comes after the last closed box) the output is a miss with method
+    ``unclosed_box``; its raw text is never read as the answer.
+
     Never raises; returns ``Extraction(None, "none")`` when nothing is found.
     """
     if not isinstance(output, str):
         return Extraction(None, "none")
     text, truncated = bound_text(output, max_chars) if output else ("", False)
     spans = find_boxes(text)
-    lowered = text.lower()
+    unclosed = last_unclosed_box(text)
+    cut_off = Extraction(None, "unclosed_box", truncated)
 
-    final = lowered.rfind(_FINAL_PHRASE)
+    final = text.lower().rfind(_FINAL_PHRASE)
     if final >= 0:
         end = line_end(text, final)
+        if unclosed is not None and final <= unclosed < end:
+            return cut_off
         on_line = _boxes_on_line(spans, final, end)
         if on_line:
             answer = _join_boxes(on_line)
@@ -94,6 +101,8 @@ def extract_olympiad_answer(output: str, max_chars: int = MAX_OUTPUT_CHARS) -> E
         if _accept(rest):
             return Extraction(rest, "final_answer_line:text", truncated)
 
+    if unclosed is not None and (not spans or unclosed > spans[-1].start):
+        return cut_off
     if spans:
         last = spans[-1]
         line_start = text.rfind("\n", 0, last.start) + 1
