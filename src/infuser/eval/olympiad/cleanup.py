@@ -28,7 +28,13 @@ _RENAMES = (
     (re.compile(r"−"), "-"),
     (re.compile(r"∞"), r"\\infty"),
     (re.compile(r"\\(?:infin|inf)(?![a-zA-Z])"), r"\\infty"),
+    (re.compile(r"\\(?:approx|simeq|sim)(?![a-zA-Z])|≈"), "="),
+    (re.compile(r"\^\s*(?:\\prime(?![a-zA-Z])|\{\s*\\prime\s*\})"), "'"),
+    (re.compile(r"∶"), ":"),
+    (re.compile(r"，"), ","),
+    (re.compile(r"[\u4e00-\u9fff]+"), ""),
 )
+_MEMBERSHIP = re.compile(r"^[^()\[\]{}]{0,40}?\\in(?![a-zA-Z])")
 _COMMAND_SPACE = re.compile(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])")
 _WORD_SEPARATORS = re.compile(r"\s+(?:or|and)\s+|\s*;\s*")
 
@@ -75,10 +81,12 @@ def _squash(text: str) -> str:
 
 @dataclass(frozen=True)
 class Cleaned:
-    """An answer after clean-up: canonical text and whether a percent sign was removed."""
+    """An answer after clean-up: canonical text, and whether a percent sign or a degree mark was
+    removed."""
 
     text: str
     percent: bool
+    degrees: bool = False
 
 
 def _unit_forms(unit: str | None) -> list[str]:
@@ -94,7 +102,8 @@ def clean_answer(text: str, unit: str | None) -> Cleaned:
 
     Removes math delimiters, ``\\boxed``, sizing and spacing commands, ``\\text``-like wrappers,
     degree marks, percent signs (remembered), the row's unit at the end, a trailing full stop, and
-    insignificant spaces. Never raises.
+    insignificant spaces; reads ``\\approx``/``\\sim`` as ``=``, keeps what follows ``x \\in``, and
+    drops Chinese characters (as the official judge does). Never raises.
     """
     s = text.strip().replace("$", "").replace("\\(", "").replace("\\)", "")
     s = unbox(s.replace("\\[", "").replace("\\]", "").strip().rstrip(".;。").strip())
@@ -103,6 +112,8 @@ def clean_answer(text: str, unit: str | None) -> Cleaned:
     for pattern, repl in _RENAMES:
         s = pattern.sub(repl, s)
     s = _unwrap_commands(s, _WRAPPERS)
+    s = _MEMBERSHIP.sub("", s, count=1)
+    degrees = bool(_DEGREES.search(s))
     s = _DEGREES.sub("", s)
     percent = bool(_PERCENT.search(s))
     s = _PERCENT.sub("", s)
@@ -113,7 +124,7 @@ def clean_answer(text: str, unit: str | None) -> Cleaned:
             s = s[: -len(form)].rstrip("\\ ,")
             break
     s = s.replace("^{}", "")
-    return Cleaned(s, percent)
+    return Cleaned(s, percent, degrees)
 
 
 # -- structure: commas, equations, brackets ------------------------------------------------------

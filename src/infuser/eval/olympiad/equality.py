@@ -13,20 +13,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from infuser.eval.olympiad.numbers import AnswerParseError, close, parse_number
+from infuser.eval.olympiad.numbers import AnswerParseError, PercentRule, close, parse_number, percent_applies
 from infuser.eval.olympiad.structure import Group, outer_group, split_equation, union_pieces
 from infuser.eval.olympiad.symbolic import exact_value, numeric_value, to_sympy
+
+
+SYMBOLIC_TOLERANCE = 1e-3
+"""The official rule for expressions with free symbols: equal when ``simplify(gold - answer)`` is a
+number smaller than this in magnitude (whatever the row's ``error``)."""
 
 
 @dataclass
 class _Context:
     tol: float
-    percent: bool
     reasons: list[str] = field(default_factory=list)
 
 
-def _equal(gold: str, pred: str, ctx: _Context, depth: int = 0) -> bool:
-    """Official-semantics equality of one gold item and one predicted item (both cleaned)."""
+def _equal(gold: str, pred: str, ctx: _Context, depth: int = 0, percent: PercentRule = "none") -> bool:
+    """Official-semantics equality of one gold item and one predicted item (both cleaned).
+
+    ``percent`` says where the x100 and /100 scaling of a plain-number answer applies; the official
+    judge applies it to whole answers only, never inside tuples, intervals or one side of an
+    equation.
+    """
     if depth > 6:
         return False
     if gold == pred:
@@ -65,7 +74,7 @@ def _equal(gold: str, pred: str, ctx: _Context, depth: int = 0) -> bool:
     except AnswerParseError:
         pass
     else:
-        if close(p_num, g_num, ctx.tol, ctx.percent):
+        if close(p_num, g_num, ctx.tol, percent_applies(percent, gold, pred)):
             ctx.reasons.append("numeric")
             return True
         return False
@@ -91,7 +100,8 @@ def _group_equal(gold: Group, pred: Group, ctx: _Context, depth: int) -> bool:
 
 
 def _equation_equal(gold_sides: list[str], pred_sides: list[str], ctx: _Context) -> bool:
-    """``lhs - rhs`` of the prediction is a non-zero constant multiple of the gold's."""
+    """The official rule: ``lhs - rhs`` of one equation is a non-zero integer multiple of the
+    other's (``y = 2x + 1`` equals ``4x - 2y + 2 = 0``, not ``3y = 6x + 3`` halved)."""
     if len(gold_sides) != 2 or len(pred_sides) != 2:
         return False
     import sympy
@@ -104,16 +114,18 @@ def _equation_equal(gold_sides: list[str], pred_sides: list[str], ctx: _Context)
     try:
         if g == 0 or p == 0:
             return False
-        ratio = sympy.simplify(p / g)
-        if ratio.free_symbols or ratio == 0 or not ratio.is_finite:
-            return False
+        for ratio in (sympy.simplify(p / g), sympy.simplify(g / p)):
+            if ratio.is_Integer and ratio != 0:
+                ctx.reasons.append("equation")
+                return True
     except Exception:
         return False
-    ctx.reasons.append("equation")
-    return True
+    return False
 
 
 def _sympy_equal(gold: str, pred: str, ctx: _Context) -> bool:
+    """Closed-form values within the tolerance (exactly when both are rational); otherwise the
+    official symbolic rule (:data:`SYMBOLIC_TOLERANCE`)."""
     import sympy
 
     try:
@@ -130,21 +142,29 @@ def _sympy_equal(gold: str, pred: str, ctx: _Context) -> bool:
         return False
     g_exact, p_exact = exact_value(g), exact_value(p)
     if g_exact is not None and p_exact is not None:
-        if close(p_exact, g_exact, ctx.tol, ctx.percent):
+        if close(p_exact, g_exact, ctx.tol, percent=False):
             ctx.reasons.append("numeric")
             return True
         return False
     g_val, p_val = numeric_value(g), numeric_value(p)
     if g_val is not None and p_val is not None:
-        if close(p_val, g_val, ctx.tol, ctx.percent):
+        if close(p_val, g_val, ctx.tol, percent=False):
             ctx.reasons.append("numeric")
             return True
         return False
+    if (g_val is None) != (p_val is None):
+        return False  # a number against an expression with free symbols
     try:
         diff = g - p
-        if sympy.expand(diff) == 0 or sympy.simplify(diff) == 0:
-            ctx.reasons.append("symbolic")
-            return True
+        for reduce in (sympy.expand, sympy.simplify):
+            reduced = reduce(diff)
+            if reduced == 0:
+                ctx.reasons.append("symbolic")
+                return True
+            value = numeric_value(reduced)
+            if value is not None and abs(value) < SYMBOLIC_TOLERANCE:
+                ctx.reasons.append("symbolic")
+                return True
     except Exception:
         return False
     return False
@@ -173,14 +193,16 @@ def match_items(gold: list[str], pred: list[str], equal: Callable[[str, str], bo
 
 
 @lru_cache(maxsize=4096)
-def official_pair(gold: str, pred: str, tol: float, percent: bool) -> str | None:
+def official_pair(gold: str, pred: str, tol: float, percent: PercentRule) -> str | None:
     """Official equality of one gold item and one predicted item: the reason, or ``None``.
+
+    ``percent``: where the percentage allowance applies to this answer.
 
     Cached because the math-verify stage repeats the official comparison of every pair (to
     match items one to one with either judge); with one worker both stages share the cache.
     """
-    ctx = _Context(tol, percent)
-    if not _equal(gold, pred, ctx):
+    ctx = _Context(tol)
+    if not _equal(gold, pred, ctx, percent=percent):
         return None
     kinds = [r for r in ctx.reasons if r != "exact"]
     return kinds[-1] if kinds else "exact"

@@ -18,26 +18,28 @@ class OlympiadGold:
     """What a prediction is judged against.
 
     Attributes:
-        answers: the gold final answers as stored (several answers may also be comma-joined in
-            one string, as in the 675-row file).
+        answers: the gold final answers as stored (``final_answer``); the judge compares against
+            the first, as the official one does (several answers of one question are
+            comma-joined inside it, as in the 675-row file).
         answer_type: ``Numerical``, ``Expression``, ``Equation``, ``Tuple`` or ``Interval``
-            (comma-joined combinations occur in physics rows).
+            (comma-joined combinations occur in physics rows). Rows of a ``Tuple`` type are judged
+            with the default tolerance whatever their ``error`` says (the official rule).
         is_multiple_answer: the question has several answers.
         unit: the unit the answer is expressed in, stripped from both sides before comparing.
-        tolerances: absolute tolerance per answer (one value applies to all); empty means
-            :data:`DEFAULT_TOLERANCE`.
+        tolerances: absolute tolerance per answer (one value applies to all; ``None`` for an
+            empty part of ``error``); empty means the default tolerance.
     """
 
     answers: tuple[str, ...]
     answer_type: str = "Numerical"
     is_multiple_answer: bool = False
     unit: str | None = None
-    tolerances: tuple[float, ...] = ()
+    tolerances: tuple[float | None, ...] = ()
 
     @property
     def text(self) -> str:
-        """All gold answers as one comma-separated string."""
-        return ", ".join(a for a in self.answers if a.strip())
+        """The gold answer judged against: the first of :attr:`answers`."""
+        return self.answers[0] if self.answers else ""
 
 
 @dataclass(frozen=True)
@@ -49,40 +51,44 @@ class JudgeSettings:
             ``x`` (the official judge's behaviour, so our numbers stay comparable with published
             ones); ``"when_percent"`` only when either side or the unit mentions ``%``.
         use_math_verify: add math-verify's verdict (the union). Off only for debugging.
-        default_tolerance: absolute tolerance when the row has no ``error``.
-        float_rounding: math-verify's rounding for float comparisons.
+        default_tolerance: absolute tolerance when the row has no ``error`` (the official
+            ``1e-8``).
     """
 
     percent_allowance: Literal["always", "when_percent"] = "always"
     use_math_verify: bool = True
     default_tolerance: float = DEFAULT_TOLERANCE
-    float_rounding: int = 6
 
 
 @dataclass(frozen=True)
 class Verdict:
     """The judge's decision and why (``exact``, ``numeric``, ``symbolic``, ``equation``,
-    ``interval``, ``tuple``, ``math_verify``, ``mismatch``, ``no_answer``, ``count_mismatch``,
-    ``too_long``)."""
+    ``interval``, ``tuple``, ``set``, ``math_verify``, ``mismatch``, ``no_answer``,
+    ``count_mismatch``, ``too_long``, ``unbalanced``)."""
 
     correct: bool
     reason: str
 
 
-def parse_tolerances(error: str | float | None) -> tuple[float, ...]:
+def parse_tolerances(error: str | float | None) -> tuple[float | None, ...]:
     """Parse OlympiadBench's ``error`` field: ``None``, a number, or comma-separated numbers.
+
+    An empty part (``"1e-2,"``) keeps its position as ``None``: that answer gets the default
+    tolerance, as in the official judge.
 
     Raises:
         ValueError: a part is not a non-negative finite number.
     """
     if error is None:
         return ()
-    if isinstance(error, (int, float)):
-        parts = [str(error)]
-    else:
-        parts = [p.strip() for p in str(error).split(",") if p.strip()]
-    values: list[float] = []
+    parts = [str(error)] if isinstance(error, (int, float)) else [p.strip() for p in str(error).split(",")]
+    if not any(parts):
+        return ()
+    values: list[float | None] = []
     for part in parts:
+        if not part:
+            values.append(None)
+            continue
         value = float(part)  # float() parses literals only; no evaluation
         if not value >= 0 or value == float("inf"):
             raise ValueError(f"tolerance must be a non-negative finite number, got {part!r}")

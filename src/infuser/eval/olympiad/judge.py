@@ -27,7 +27,7 @@ def judge_olympiad(answer: str | None, gold: OlympiadGold, settings: JudgeSettin
     :class:`infuser.eval.score.Scorer`, which runs each stage under the time limit.
     """
     verdict = judge_official(answer, gold, settings)
-    if verdict.correct or not settings.use_math_verify or not needs_math_verify(answer, gold):
+    if verdict.correct or not settings.use_math_verify or not needs_math_verify(answer, gold, settings):
         return verdict
     second = judge_math_verify(answer, gold, settings)
     return second if second.correct else verdict

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from typing import Literal
 
 MAX_NUMBER_DIGITS = 400
 
@@ -57,16 +58,45 @@ def parse_number(text: str) -> Fraction:
     raise AnswerParseError(f"not a plain number: {text[:40]!r}")
 
 
-def close(pred: complex | Fraction, gold: complex | Fraction, tol: float, percent: bool) -> bool:
-    """Whether ``pred`` is within ``tol`` of ``gold`` (or of ``gold`` x 100 or / 100 when
-    ``percent``); exact arithmetic when both are rationals."""
-    scales: tuple[Fraction, ...] = (Fraction(1), Fraction(100), Fraction(1, 100)) if percent else (Fraction(1),)
-    for scale in scales:
-        if isinstance(pred, Fraction) and isinstance(gold, Fraction):
-            if abs(pred - gold * scale) <= Fraction(tol) + Fraction(1, 10**30):
+TOLERANCE_SLACK = Fraction(101, 100)
+"""The official rule accepts a difference up to ``1.01 x error``: a value written to the precision
+of ``error`` itself (gold 2.37, error 0.1, answer 2.47) is not rejected by the last bit of its
+binary representation."""
+
+_FLOAT_SLACK = 1e-15
+"""Two values evaluated to 50 digits and rounded to doubles differ by at most about 2.2e-16 of
+their size; 1e-15 (relative) covers that, so two spellings of one irrational number agree even
+with ``error: 0``."""
+
+PERCENT_SCALES = (Fraction(1), Fraction(1, 100), Fraction(100))
+
+PercentRule = Literal["none", "decimals", "numbers"]
+"""Where the percentage allowance applies to an answer: nowhere; to pairs of decimal literals (what
+the official judge's ``float()`` reads: ``62.5``, ``1e-3``); or to every plain number
+(``\\frac{1}{6}`` too), which infuser allows when a percent sign says the answer is a percentage."""
+
+
+def is_decimal(text: str) -> bool:
+    """Whether ``text`` is a decimal literal (``-3``, ``4.25``, ``1e-3``)."""
+    return _NUMBER.fullmatch(text.strip()) is not None
+
+
+def percent_applies(rule: PercentRule, gold: str, answer: str) -> bool:
+    """Whether the percentage allowance applies to this pair of plain numbers under ``rule``."""
+    return rule == "numbers" or (rule == "decimals" and is_decimal(gold) and is_decimal(answer))
+
+
+def close(answer: complex | Fraction, gold: complex | Fraction, tol: float, percent: bool) -> bool:
+    """The official numeric rule: ``|answer x s - gold| <= 1.01 x tol`` for ``s = 1``, or also for
+    ``s = 1/100`` and ``s = 100`` when ``percent`` (the percentage allowance scales the *answer*, as
+    the official judge does). Exact arithmetic when both are rationals."""
+    for scale in PERCENT_SCALES if percent else PERCENT_SCALES[:1]:
+        if isinstance(answer, Fraction) and isinstance(gold, Fraction):
+            if abs(answer * scale - gold) <= Fraction(tol) * TOLERANCE_SLACK:
                 return True
         else:
-            target = complex(gold) * float(scale)
-            if abs(complex(pred) - target) <= tol * (1 + 1e-12) + 1e-12 * max(1.0, abs(target)):
+            scaled = complex(answer) * float(scale)
+            slack = _FLOAT_SLACK * max(1.0, abs(scaled), abs(complex(gold)))
+            if abs(scaled - complex(gold)) <= tol * float(TOLERANCE_SLACK) + slack:
                 return True
     return False

@@ -12,9 +12,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from infuser.eval.olympiad.cleanup import clean_answer
+from infuser.answers.boxes import balanced_braces
+from infuser.eval.olympiad.cleanup import Cleaned, clean_answer
 from infuser.eval.olympiad.equality import official_pair
 from infuser.eval.olympiad.gold import JudgeSettings, OlympiadGold, Verdict
+from infuser.eval.olympiad.numbers import PercentRule
 from infuser.eval.olympiad.structure import outer_group, split_top_level
 from infuser.eval.olympiad.symbolic import MAX_JUDGED_CHARS
 
@@ -43,8 +45,24 @@ def _strip_set_braces(text: str) -> str:
     return text
 
 
-def _is_percent_unit(unit: str | None) -> bool:
-    return bool(unit) and ("%" in unit or "percent" in unit.lower())
+def _percent_rule(gold: Cleaned, pred: Cleaned, unit: str | None, settings: JudgeSettings) -> PercentRule:
+    """Where the percentage allowance applies: to any plain number when a percent sign (on either
+    side, or in the unit) says the answer is a percentage; otherwise, with ``always``, to decimal
+    literals that carried no degree mark, as the official judge does (it reads ``45^{\\circ}`` and
+    ``\\frac{4}{3}`` with no allowance, so ``4500`` and ``133.33`` stay wrong)."""
+    if gold.percent or pred.percent or (unit and ("%" in unit or "percent" in unit.lower())):
+        return "numbers"
+    if settings.percent_allowance == "always" and not (gold.degrees or pred.degrees):
+        return "decimals"
+    return "none"
+
+
+def _tolerances(gold: OlympiadGold, settings: JudgeSettings, count: int) -> list[float]:
+    """One tolerance per gold item: the row's ``error`` (one value for all items, or one per
+    item), except that ``Tuple`` rows always get the default, as in the official judge."""
+    given = () if "Tuple" in gold.answer_type else gold.tolerances
+    tols = [settings.default_tolerance if t is None else t for t in given] or [settings.default_tolerance]
+    return tols if len(tols) == count else [tols[0]] * count
 
 
 def _items(cleaned: str, join_thousands: bool) -> list[str]:
@@ -61,30 +79,32 @@ class Prepared:
     gold_items: list[str]
     pred_items: list[str]
     tolerances: list[float]
-    percent: bool
+    percent: PercentRule
     gold_percent: bool
     pred_percent: bool
 
 
 def prepare(answer: str | None, gold: OlympiadGold, settings: JudgeSettings) -> Verdict | Prepared:
     """Clean and split both sides; a :class:`Verdict` when that already decides (no answer, too
-    long, identical after clean-up, different counts)."""
+    long, unbalanced braces, identical after clean-up, different counts).
+
+    Unbalanced braces are refused before any parser sees the answer: ``\\boxed{5`` is cut off,
+    and a parser that wraps it in its own ``\\boxed{...}`` would close it.
+    """
     if answer is None or not answer.strip():
         return Verdict(False, "no_answer")
     if len(answer) > MAX_JUDGED_CHARS:
         return Verdict(False, "too_long")
+    if not balanced_braces(answer):
+        return Verdict(False, "unbalanced")
     g_clean = clean_answer(gold.text, gold.unit)
     p_clean = clean_answer(answer, gold.unit)
     if g_clean.text == p_clean.text:
         return Verdict(True, "exact")
-    percent = (
-        settings.percent_allowance == "always" or g_clean.percent or p_clean.percent or _is_percent_unit(gold.unit)
-    )
+    percent = _percent_rule(g_clean, p_clean, gold.unit, settings)
     g_items = _items(g_clean.text, join_thousands=not gold.is_multiple_answer)
     p_items = _items(p_clean.text, join_thousands=len(g_items) == 1)
-    tols = list(gold.tolerances) or [settings.default_tolerance]
-    if len(tols) != len(g_items):
-        tols = [tols[0]] * len(g_items)
+    tols = _tolerances(gold, settings, len(g_items))
     g_items, tols = _expand_pm(g_items, tols)
     p_items, _ = _expand_pm(p_items, [0.0] * len(p_items))
     if not g_items or len(g_items) != len(p_items):

@@ -22,6 +22,11 @@ MAX_NESTING = 40
 MAX_MAGNITUDE_DIGITS = 20_000
 """Values with more digits than this (``10^{10^{10}}``) are never evaluated: computing them
 would take the judge's time and memory. Such answers are still compared as strings."""
+MAX_EXPANDED_TERMS = 10_000
+"""Polynomials whose expansion could have more terms than this are never expanded or simplified
+(``(a+b+c+d+e)^{40}`` has 135,751): sympy would spend minutes on them. Compared as strings."""
+MAX_SERIES_TERMS = 1_000
+"""Sums and products over more terms than this (``\\prod_{k=1}^{10^8} k``) are never evaluated."""
 
 
 class AnswerTooLarge(AnswerParseError):
@@ -53,7 +58,46 @@ def to_sympy(text: str) -> Any:
         raise AnswerParseError(f"cannot parse {text[:60]!r}: {type(exc).__name__}") from exc
     if _log10_bound(expr) > MAX_MAGNITUDE_DIGITS:
         raise AnswerTooLarge("a number in the answer is too large to evaluate")
+    if _expanded_terms(expr) > MAX_EXPANDED_TERMS:
+        raise AnswerTooLarge("the answer is too large to expand or to evaluate term by term")
     return expr
+
+
+def _expanded_terms(expr: Any, depth: int = 0) -> float:
+    """A rough upper bound on the number of terms ``expand`` could produce from ``expr``, and a
+    refusal (``inf``) of sums and products over more than :data:`MAX_SERIES_TERMS` terms. Walks the
+    tree without evaluating it."""
+    import math
+
+    import sympy
+
+    inf = float("inf")
+    if depth > 60:
+        return inf
+    if isinstance(expr, (sympy.Sum, sympy.Product)):
+        for limit in expr.limits:
+            if len(limit) == 3 and limit[1].is_number and limit[2].is_number:
+                try:
+                    count = float(limit[2] - limit[1]) + 1
+                except (TypeError, ValueError, OverflowError):
+                    return inf
+                if not count <= MAX_SERIES_TERMS:
+                    return inf
+    args = getattr(expr, "args", ())
+    if not isinstance(args, tuple) or not args or not getattr(expr, "free_symbols", None):
+        return 1.0
+    children = [_expanded_terms(a, depth + 1) if isinstance(a, sympy.Basic) else 1.0 for a in args]
+    if isinstance(expr, sympy.Mul):
+        return math.prod(children)
+    if isinstance(expr, sympy.Pow):
+        base, exponent = children[0], args[1]
+        if not (exponent.is_Integer and exponent > 0) or base <= 1:
+            return max(children)
+        power = int(exponent) if exponent < 10**6 else 10**6
+        # multinomial terms of (t_1 + ... + t_base)^power: C(base + power - 1, power)
+        log_terms = math.lgamma(base + power) - math.lgamma(power + 1) - math.lgamma(base)
+        return inf if log_terms > 700 else math.exp(log_terms)
+    return sum(children)
 
 
 def _log10_bound(expr: Any, depth: int = 0) -> float:
