@@ -314,6 +314,7 @@ def test_adversarial_outputs_finish_and_are_judged(scorer: Scorer, output: str) 
         ("(a+b+c+d+e)^{40}", G(("(a+b+c+d)^{40}",), "Expression")),  # 135,751 terms once expanded
         ("\\prod_{k=1}^{10^8} k", G(("12",))),
         ("\\sum_{k=1}^{10^{9}} k^{k}", G(("12",))),
+        ("999\\prod_{k=1}^{10^8} k", G(("12",))),  # inside a closed-form product (found by test_eval_hostile)
         ("((x+y)^{10}+z)^{10}", G(("x",), "Expression")),
     ],
 )

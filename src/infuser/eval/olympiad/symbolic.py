@@ -58,14 +58,31 @@ def to_sympy(text: str) -> Any:
         raise AnswerParseError(f"cannot parse {text[:60]!r}: {type(exc).__name__}") from exc
     if _log10_bound(expr) > MAX_MAGNITUDE_DIGITS:
         raise AnswerTooLarge("a number in the answer is too large to evaluate")
-    if _expanded_terms(expr) > MAX_EXPANDED_TERMS:
+    if _long_series(expr) or _expanded_terms(expr) > MAX_EXPANDED_TERMS:
         raise AnswerTooLarge("the answer is too large to expand or to evaluate term by term")
     return expr
 
 
+def _long_series(expr: Any) -> bool:
+    """Whether ``expr`` holds a sum or product over more than :data:`MAX_SERIES_TERMS` terms."""
+    import sympy
+
+    if not isinstance(expr, sympy.Basic):
+        return False
+    for series in expr.atoms(sympy.Sum, sympy.Product):
+        for limit in series.limits:
+            if len(limit) == 3 and limit[1].is_number and limit[2].is_number:
+                try:
+                    count = float(limit[2] - limit[1]) + 1
+                except (TypeError, ValueError, OverflowError):
+                    return True
+                if not count <= MAX_SERIES_TERMS:
+                    return True
+    return False
+
+
 def _expanded_terms(expr: Any, depth: int = 0) -> float:
-    """A rough upper bound on the number of terms ``expand`` could produce from ``expr``, and a
-    refusal (``inf``) of sums and products over more than :data:`MAX_SERIES_TERMS` terms. Walks the
+    """A rough upper bound on the number of terms ``expand`` could produce from ``expr``. Walks the
     tree without evaluating it."""
     import math
 
@@ -74,15 +91,6 @@ def _expanded_terms(expr: Any, depth: int = 0) -> float:
     inf = float("inf")
     if depth > 60:
         return inf
-    if isinstance(expr, (sympy.Sum, sympy.Product)):
-        for limit in expr.limits:
-            if len(limit) == 3 and limit[1].is_number and limit[2].is_number:
-                try:
-                    count = float(limit[2] - limit[1]) + 1
-                except (TypeError, ValueError, OverflowError):
-                    return inf
-                if not count <= MAX_SERIES_TERMS:
-                    return inf
     args = getattr(expr, "args", ())
     if not isinstance(args, tuple) or not args or not getattr(expr, "free_symbols", None):
         return 1.0
