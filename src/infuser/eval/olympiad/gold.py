@@ -47,9 +47,10 @@ class JudgeSettings:
     """Knobs of the OlympiadBench judge (recorded in ``results.json``).
 
     Attributes:
-        percent_allowance: ``"always"`` accepts ``x*100`` and ``x/100`` for every numeric gold
-            ``x`` (the official judge's behaviour, so our numbers stay comparable with published
-            ones); ``"when_percent"`` only when either side or the unit mentions ``%``.
+        percent_allowance: ``"always"`` also accepts an answer whose x100 or /100 matches the
+            gold, for pairs of decimal literals (the official judge's behaviour, so our numbers
+            stay comparable with published ones); ``"when_percent"`` only when either side or
+            the unit mentions ``%``. With a percent sign the allowance covers every plain number.
         use_math_verify: add math-verify's verdict (the union). Off only for debugging.
         default_tolerance: absolute tolerance when the row has no ``error`` (the official
             ``1e-8``).
