@@ -10,14 +10,15 @@ MAX_BOXES = 256
 """At most this many ``\\boxed`` spans are kept from one output: the last ones, where answers are."""
 
 
-def match_braces(text: str) -> dict[int, int]:
-    """Map the index of every balanced ``{`` to the index of its ``}``.
+def _scan_braces(text: str) -> tuple[dict[int, int], int]:
+    """The index of every balanced ``{`` mapped to its ``}``, and how many braces are unmatched.
 
-    Escaped braces (``\\{``, ``\\}``) are literal characters and are not counted. Unbalanced
-    braces are simply left out of the map. One pass, linear time.
+    Escaped braces (``\\{``, ``\\}``) are literal characters and are not counted. One pass,
+    linear time.
     """
     pairs: dict[int, int] = {}
     stack: list[int] = []
+    stray = 0
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
@@ -26,10 +27,19 @@ def match_braces(text: str) -> dict[int, int]:
             continue
         if ch == "{":
             stack.append(i)
-        elif ch == "}" and stack:
-            pairs[stack.pop()] = i
+        elif ch == "}":
+            if stack:
+                pairs[stack.pop()] = i
+            else:
+                stray += 1
         i += 1
-    return pairs
+    return pairs, stray + len(stack)
+
+
+def match_braces(text: str) -> dict[int, int]:
+    """Map the index of every balanced ``{`` to the index of its ``}``; unbalanced braces are
+    left out of the map."""
+    return _scan_braces(text)[0]
 
 
 def balanced_braces(text: str) -> bool:
@@ -38,21 +48,7 @@ def balanced_braces(text: str) -> bool:
     An answer cut off mid-way (``\\boxed{5``) or with a stray closer (``5}``) is not an answer:
     wrapped into a box by a parser, the wrapper's own brace would close it and hide the damage.
     """
-    depth = 0
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth < 0:
-                return False
-        i += 1
-    return depth == 0
+    return _scan_braces(text)[1] == 0
 
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")

@@ -140,13 +140,9 @@ def _sympy_equal(gold: str, pred: str, ctx: _Context) -> bool:
         except Exception:
             return False
         return False
-    g_exact, p_exact = exact_value(g), exact_value(p)
-    if g_exact is not None and p_exact is not None:
-        if close(p_exact, g_exact, ctx.tol, percent=False):
-            ctx.reasons.append("numeric")
-            return True
-        return False
-    g_val, p_val = numeric_value(g), numeric_value(p)
+    g_val, p_val = exact_value(g), exact_value(p)
+    if g_val is None or p_val is None:
+        g_val, p_val = numeric_value(g), numeric_value(p)
     if g_val is not None and p_val is not None:
         if close(p_val, g_val, ctx.tol, percent=False):
             ctx.reasons.append("numeric")
