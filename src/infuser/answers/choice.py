@@ -33,8 +33,8 @@ one too (``It is A good idea`` states nothing). Three kinds of statement choose 
 when one of them is the last statement the output is a miss:
 
 * a **hedge**, two different letters in one statement (``A or B``, ``Answer: A, B``,
-  ``\\boxed{A, C}``, ``(A) and (B)``, two boxes with different letters on one line): no single
-  answer (method ``hedge``);
+  ``\\boxed{A, C}``, ``(A) and (B)``, ``\\boxed{A} or \\boxed{C}``, a last line listing
+  letters): no single answer (method ``hedge``);
 * a letter the question has no option for (``Answer: E`` with four options; method
   ``no_such_option``): letters outside the option count are never extracted;
 * a negation (``the answer is not A``) is no statement at all.

@@ -19,8 +19,9 @@ class Extraction:
     Attributes:
         answer: the answer text (OlympiadBench) or option letter (SuperGPQA); ``None`` when the
             output has no recognisable answer (a *miss*).
-        method: which rule found it (``"final_answer_line:boxed"``, ``"answer_is@last_line"``...)
-            or ``"none"``. Recorded per item so that extraction failures can be audited.
+        method: which rule found it (``"final_answer_line:boxed"``, ``"answer_phrase"``...), or
+            why there is none (``"none"``, ``"unclosed_box"``, ``"hedge"``,
+            ``"no_such_option"``). Recorded per item so that extraction failures can be audited.
         truncated: the output was longer than the bound and only its tail was read.
     """
 
