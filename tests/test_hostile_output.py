@@ -21,9 +21,11 @@ from infuser.data.jsonl import load_json_line
 from infuser.data.question_sets import _row_to_question
 from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
 from infuser.eval.data import supergpqa_row
-from infuser.eval.extract import Extraction, extract_choice, extract_olympiad_answer
-from infuser.eval.judge import OlympiadGold
+from infuser.answers.choice import extract_choice
+from infuser.answers.extraction import Extraction
+from infuser.eval.olympiad.gold import OlympiadGold
 from infuser.eval.limits import LimitedWorker, Outcome
+from infuser.eval.olympiad.extract import extract_olympiad_answer
 from infuser.eval.score import JudgeConfig, Scorer
 
 FRAGMENTS = st.sampled_from([
@@ -52,7 +54,7 @@ PROPERTY = settings(max_examples=60, deadline=None,
 
 @pytest.fixture(scope="module")
 def worker() -> Iterator[LimitedWorker]:
-    with LimitedWorker(timeout_s=10.0, preload=("infuser.data.question_sets", "infuser.eval.extract")) as limited:
+    with LimitedWorker(timeout_s=10.0, preload=("infuser.data.question_sets", "infuser.answers.choice", "infuser.eval.olympiad.extract")) as limited:
         yield limited
 
 

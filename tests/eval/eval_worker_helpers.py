@@ -47,3 +47,16 @@ def die() -> None:
 def slow_step(*args: object) -> None:
     """Stands in for a judge step that never finishes."""
     time.sleep(60)
+
+
+def extract_all(outputs: list[str], option_counts: list[int]) -> list[tuple[str | None, str, str | None, str]]:
+    """Both extractors on every output: (letter, method, OlympiadBench answer, method)."""
+    from infuser.answers.choice import extract_choice
+    from infuser.eval.olympiad.extract import extract_olympiad_answer
+
+    found = []
+    for output, count in zip(outputs, option_counts):
+        letter = extract_choice(output, [f"option {i}" for i in range(count)])
+        answer = extract_olympiad_answer(output)
+        found.append((letter.answer, letter.method, answer.answer, answer.method))
+    return found

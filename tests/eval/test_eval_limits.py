@@ -8,7 +8,8 @@ import time
 import eval_worker_helpers as helpers
 import pytest
 
-from infuser.eval.limits import LimitedPool, LimitedWorker, WorkerStartError, bound_text
+from infuser.answers.extraction import bound_text
+from infuser.eval.limits import LimitedPool, LimitedWorker, WorkerStartError
 
 
 def test_bound_text_keeps_the_tail() -> None:
@@ -100,3 +101,20 @@ def test_rejects_bad_settings() -> None:
         LimitedWorker(timeout_s=0)
     with pytest.raises(ValueError):
         LimitedPool(workers=0)
+
+
+def test_pool_calls_take_their_own_time_limits() -> None:
+    with LimitedPool(workers=1, timeout_s=5.0, memory_limit_mb=1024) as pool:
+        outcomes = pool.map(helpers.sleep_then_return, [(1.0, "cut"), (0.0, "kept")], timeouts=[0.2, 5.0])
+        assert [o.status for o in outcomes] == ["timeout", "ok"]
+        assert pool.restarts == 1
+        with pytest.raises(ValueError, match="timeouts"):
+            pool.map(helpers.add, [(1, 2)], timeouts=[1.0, 2.0])
+
+
+def test_a_killed_worker_is_restarted_before_its_next_call() -> None:
+    with LimitedPool(workers=2, timeout_s=0.5, memory_limit_mb=1024) as pool:
+        assert pool.call(helpers.spin_forever).status == "timeout"
+        assert all(o.ok for o in pool.map(helpers.add, [(1, 1)] * 4))
+        assert pool.restarts == 1
+

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from infuser.eval.data import OlympiadRow, load_olympiadbench
-from infuser.eval.judge import OlympiadGold, clean_answer, split_top_level
+from infuser.eval.olympiad.cleanup import clean_answer
+from infuser.eval.olympiad.structure import split_top_level
 from infuser.eval.score import Scorer
 
 
@@ -43,7 +44,7 @@ def official_box_per_answer(row: OlympiadRow) -> str:
 
 
 def test_every_gold_answer_is_judged_correct(rows: list[OlympiadRow], scorer: Scorer) -> None:
-    golds = [OlympiadGold.from_row(r) for r in rows]
+    golds = [r.gold for r in rows]
     scorer.score_olympiad(["\\boxed{1}"], golds[:1])  # start the worker outside the timing
     for style in (official_single_box, official_box_per_answer):
         outputs = [style(r) for r in rows]
@@ -77,7 +78,7 @@ def test_clearly_wrong_answers_are_judged_wrong(rows: list[OlympiadRow], scorer:
     golds, outputs, labels = [], [], []
     for row in rows:
         for wrong in clearly_wrong(row):
-            golds.append(OlympiadGold.from_row(row))
+            golds.append(row.gold)
             outputs.append(f"Some work.\nSo the final answer is $\\boxed{{{wrong}}}$.")
             labels.append((row.id, wrong))
     scores = scorer.score_olympiad(outputs, golds)
@@ -88,5 +89,5 @@ def test_clearly_wrong_answers_are_judged_wrong(rows: list[OlympiadRow], scorer:
 
 def test_unanswered_outputs_are_misses(rows: list[OlympiadRow], scorer: Scorer) -> None:
     sample = rows[:25]
-    scores = scorer.score_olympiad(["I am not sure how to finish this."] * len(sample), [OlympiadGold.from_row(r) for r in sample])
+    scores = scorer.score_olympiad(["I am not sure how to finish this."] * len(sample), [r.gold for r in sample])
     assert all(s.missed and not s.correct for s in scores)

@@ -133,8 +133,19 @@ def test_argument_errors(tmp_path: Path) -> None:
         evaluate(_benchmarks() + _benchmarks()[:1], predictions=str(preds), output_dir=str(tmp_path))
     with pytest.raises(ValueError, match="unknown prompt"):
         evaluate([BenchmarkConfig("supergpqa", path=str(SUPERGPQA_MINI), prompt="official")], predictions=str(preds))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="temperature"):
         EvalSamplingConfig(temperature=-1)
+    with pytest.raises(ValueError, match="num_samples"):
+        EvalSamplingConfig(num_samples=0)
+
+
+def test_eval_sampling_is_the_engines_with_greedy_spelled_temperature_zero() -> None:
+    with pytest.raises(ValueError, match="top_p"):  # the engine's own check
+        EvalSamplingConfig(top_p=0)
+    greedy = EvalSamplingConfig(max_new_tokens=7).engine(batch_size=3)
+    assert (greedy.do_sample, greedy.max_new_tokens, greedy.batch_size) == (False, 7, 3)
+    sampled = EvalSamplingConfig(temperature=0.6, top_k=20).engine(batch_size=1)
+    assert (sampled.do_sample, sampled.temperature, sampled.top_k) == (True, 0.6, 20)
 
 
 @pytest.mark.parametrize(
@@ -274,3 +285,37 @@ def test_model_backed_evaluation_with_a_tiny_model(tmp_path: Path) -> None:
     evaluate(official, model=plain, sampling=greedy, judge=JUDGE, output_dir=str(tmp_path / "greedy"))
     first = json.loads((tmp_path / "greedy" / "items.jsonl").read_text().splitlines()[0])
     assert first["prompt"].startswith("The problem below comes from")
+
+
+def test_a_lone_surrogate_is_stored_escaped_and_every_file_is_written(tmp_path: Path) -> None:
+    """Model output may hold text UTF-8 cannot encode; it must not cut ``items.jsonl`` short."""
+    preds = tmp_path / "preds.jsonl"
+    lines = [
+        {"id": 9001, "output": "\ud800 So the final answer is $\\boxed{12}$.", "benchmark": "olympiadbench"},
+        {"id": "t-001", "output": "Answer: B \udfff"},
+    ]
+    preds.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    out = tmp_path / "out"
+    evaluate(_benchmarks(), predictions=str(preds), judge=JUDGE, output_dir=str(out))
+    raw = (out / "items.jsonl").read_text(encoding="utf-8").splitlines()
+    items = [json.loads(line) for line in raw]
+    assert len(items) == 16 + 12  # every item, answered or not
+    olympiad = next(i for i in items if i["id"] == "9001")
+    assert olympiad["output"].startswith("\ud800") and olympiad["correct"]
+    assert "\\ud800" in next(line for line in raw if '"9001"' in line)
+    assert next(i for i in items if i["id"] == "t-001")["correct"]
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["overall"]["samples"] == 28
+    assert sorted(p.name for p in out.iterdir()) == ["items.jsonl", "results.json", "results.md"]
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    preds = _write_predictions(tmp_path / "preds.jsonl")
+    out = tmp_path / "out"
+
+    def disk_full(self: Path, *args: object, **kwargs: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)  # items.jsonl is already written by then
+    with pytest.raises(OSError, match="No space"):
+        evaluate(_benchmarks(), predictions=str(preds), judge=JUDGE, output_dir=str(out))
+    assert list(out.iterdir()) == []

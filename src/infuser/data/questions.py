@@ -22,7 +22,7 @@ import re
 import string
 from dataclasses import dataclass, field, replace
 
-from infuser.eval.extract import extract_choice
+from infuser.answers.choice import extract_choice
 
 LETTERS = string.ascii_uppercase[:10]
 MAX_QUESTION_CHARS = 4096

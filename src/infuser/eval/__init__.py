@@ -1,8 +1,8 @@
 """Bundled benchmark harnesses: OlympiadBench and SuperGPQA (``infuser eval``).
 
 Modules: :mod:`~infuser.eval.data` (rows and loaders), :mod:`~infuser.eval.prompts`,
-:mod:`~infuser.eval.extract` (answer extraction), :mod:`~infuser.eval.judge` (OlympiadBench
-judging), :mod:`~infuser.eval.limits` (time and size limits), :mod:`~infuser.eval.score`
+:mod:`~infuser.eval.olympiad` (OlympiadBench answer extraction and
+judging; multiple-choice extraction is :mod:`infuser.answers`), :mod:`~infuser.eval.limits` (time and size limits), :mod:`~infuser.eval.score`
 (extraction + judging under the limits), :mod:`~infuser.eval.metrics` (torchmetrics),
 :mod:`~infuser.eval.report` (results files), :mod:`~infuser.eval.target_set` and
 :mod:`~infuser.eval.run` (the ``infuser eval`` entry point, :func:`infuser.eval.run.evaluate`).

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
+from infuser.answers.choice import LETTERS
 from infuser.data.jsonl import JSONLineError, load_json_line
-from infuser.eval.judge import ANSWER_TYPES, parse_tolerances
+from infuser.eval.olympiad.gold import ANSWER_TYPES, OlympiadGold, parse_tolerances
 
 OLYMPIAD_HF_ID = "Hothan/OlympiadBench"
 OLYMPIAD_REVISION = "3b426ee1d587c71b495146dde9f3e995ee7ac59f"
@@ -31,7 +32,6 @@ OLYMPIAD_DEFAULT_SUBSETS = ("OE_TO_maths_en_COMP", "OE_TO_physics_en_COMP")
 SUPERGPQA_HF_ID = "m-a-p/SuperGPQA"
 SUPERGPQA_ROWS = 26_529
 DIFFICULTIES = ("easy", "middle", "hard")
-LETTERS = "ABCDEFGHIJ"
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 OnBadRow = Literal["raise", "skip"]
@@ -111,6 +111,17 @@ class OlympiadRow:
     def primary_answer_type(self) -> str:
         """The first listed answer type (used to group results)."""
         return self.answer_type.split(",")[0].strip()
+
+    @property
+    def gold(self) -> OlympiadGold:
+        """What a prediction for this row is judged against."""
+        return OlympiadGold(
+            answers=tuple(self.final_answer),
+            answer_type=self.answer_type,
+            is_multiple_answer=self.is_multiple_answer,
+            unit=self.unit,
+            tolerances=parse_tolerances(self.error),
+        )
 
 
 @dataclass(frozen=True)

@@ -40,22 +40,6 @@ _HEADER = struct.Struct("!Q")
 _MAX_FRAME = 256 * 1024 * 1024
 
 
-def bound_text(text: str, max_chars: int) -> tuple[str, bool]:
-    """Keep at most the last ``max_chars`` characters of ``text``.
-
-    The tail is kept because answers (``So the final answer is``, ``Answer: X``) come at the end of
-    a generation; a runaway model that writes a megabyte still gets its last lines judged.
-
-    Returns:
-        The bounded text and whether anything was cut.
-    """
-    if max_chars <= 0:
-        raise ValueError(f"max_chars must be positive, got {max_chars}")
-    if len(text) <= max_chars:
-        return text, False
-    return text[-max_chars:], True
-
-
 @dataclass(frozen=True)
 class Outcome(Generic[T]):
     """What happened to one limited call.
@@ -241,6 +225,12 @@ class LimitedWorker:
         with self._lock:
             self._ensure()
 
+    @property
+    def running(self) -> bool:
+        """Whether a child is up (``False`` after a timeout or a death killed it, until the next
+        call or :meth:`start`)."""
+        return self._proc is not None and self._proc.poll() is None
+
     # -- calls ----------------------------------------------------------------------------
     def call(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Outcome[T]:
         """Run ``fn(*args)`` in the child within the time limit; never raises for ``fn``'s sake.
@@ -283,7 +273,9 @@ class LimitedPool:
     """Several :class:`LimitedWorker` children behind one ``call``/``map`` interface.
 
     ``map`` fans the calls out over the workers with a thread pool; the results keep the input
-    order. With ``workers=1`` this is a plain loop over one child.
+    order. With ``workers=1`` this is a plain loop over one child. A worker whose child was killed
+    starts its successor at once, on a thread of its own, and rejoins the free workers when it is
+    ready: with several workers the others keep judging meanwhile.
     """
 
     def __init__(
@@ -303,30 +295,56 @@ class LimitedPool:
         self._idle: queue.Queue[LimitedWorker] = queue.Queue()
         for worker in self._workers:
             self._idle.put(worker)
+        self._restarting: list[threading.Thread] = []
 
     @property
     def restarts(self) -> int:
         """How many children were killed (timeouts and deaths) so far."""
         return sum(w.restarts for w in self._workers)
 
-    def call(self, fn: Callable[..., T], *args: Any) -> Outcome[T]:
-        """Run one call on whichever worker is free."""
+    def call(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Outcome[T]:
+        """Run one call on whichever worker is free (``timeout_s`` overrides the pool's limit)."""
         worker = self._idle.get()
         try:
-            return worker.call(fn, *args)
+            outcome = worker.call(fn, *args, timeout_s=timeout_s)
+        except BaseException:
+            self._idle.put(worker)
+            raise
+        if worker.running:
+            self._idle.put(worker)
+        else:
+            restart = threading.Thread(target=self._restart, args=(worker,), daemon=True)
+            self._restarting = [t for t in self._restarting if t.is_alive()] + [restart]
+            restart.start()
+        return outcome
+
+    def _restart(self, worker: LimitedWorker) -> None:
+        try:
+            worker.start()
+        except WorkerStartError:
+            pass  # the next call on this worker tries again and raises it
         finally:
             self._idle.put(worker)
 
-    def map(self, fn: Callable[..., T], arg_tuples: Iterable[tuple[Any, ...]]) -> list[Outcome[T]]:
-        """``[call(fn, *args) for args in arg_tuples]``, spread over the workers."""
+    def map(
+        self, fn: Callable[..., T], arg_tuples: Iterable[tuple[Any, ...]], timeouts: Sequence[float] | None = None
+    ) -> list[Outcome[T]]:
+        """``[call(fn, *args) for args in arg_tuples]``, spread over the workers; ``timeouts``
+        gives each call its own limit."""
         jobs = list(arg_tuples)
+        limits: list[float | None] = list(timeouts) if timeouts is not None else [None] * len(jobs)
+        if len(limits) != len(jobs):
+            raise ValueError(f"{len(jobs)} calls but {len(limits)} timeouts")
         if len(self._workers) == 1 or len(jobs) <= 1:
-            return [self.call(fn, *args) for args in jobs]
+            return [self.call(fn, *args, timeout_s=limit) for args, limit in zip(jobs, limits)]
         with ThreadPoolExecutor(max_workers=len(self._workers)) as executor:
-            return list(executor.map(lambda args: self.call(fn, *args), jobs))
+            return list(executor.map(lambda job: self.call(fn, *job[0], timeout_s=job[1]), zip(jobs, limits)))
 
     def close(self) -> None:
-        """Stop every child (idempotent)."""
+        """Stop every child (idempotent); waits for restarts under way."""
+        for restart in self._restarting:
+            restart.join()
+        self._restarting = []
         for worker in self._workers:
             worker.close()
 

@@ -23,7 +23,6 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from infuser.eval.data import OlympiadRow, SuperGPQARow
-from infuser.eval.judge import OlympiadGold
 from infuser.eval.score import ItemScore, JudgeConfig, Scorer
 
 
@@ -154,7 +153,7 @@ class BenchmarkAccuracy(Accuracy):
         if not rows:
             return
         if all(isinstance(r, OlympiadRow) for r in rows):
-            scores = self.scorer.score_olympiad(outputs, [OlympiadGold.from_row(r) for r in rows])  # type: ignore[arg-type]
+            scores = self.scorer.score_olympiad(outputs, [r.gold for r in rows])  # type: ignore[arg-type]
         elif all(isinstance(r, SuperGPQARow) for r in rows):
             scores = self.scorer.score_choice(outputs, rows)  # type: ignore[arg-type]
         else:

@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from infuser.eval.data import LETTERS, OlympiadRow, SuperGPQARow
+from infuser.answers.choice import LETTERS
+from infuser.eval.data import OlympiadRow, SuperGPQARow
 
 OlympiadPrompt = Literal["official", "plain"]
 SuperGPQAPrompt = Literal["zero_shot", "five_shot", "boxed"]

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infuser.artifacts import atomic_path, write_jsonl
+
 RESULTS_SCHEMA = 1
 HARNESS_VERSION = "infuser-eval/1.0"
 
@@ -323,13 +325,23 @@ class ResultPaths:
 
 
 def write_results(results: EvalResults, records: Sequence[ItemRecord], output_dir: str | Path) -> ResultPaths:
-    """Write ``results.json``, ``results.md`` and ``items.jsonl`` into ``output_dir``."""
+    """Write ``items.jsonl``, ``results.md`` and ``results.json`` into ``output_dir``.
+
+    The files are written completely or not at all: all three under temporary names first, then
+    renamed into place (``results.json`` last), so a failure while writing leaves the previous
+    files, or none, and never a mix. Model output can hold any character: a lone surrogate (which UTF-8
+    cannot encode) is stored as its ``\\udXXXX`` escape, which JSON reads back as the same string.
+    """
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = ResultPaths(out / "results.json", out / "results.md", out / "items.jsonl")
-    paths.results_json.write_text(json.dumps(results.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths.markdown.write_text(markdown_table(results), encoding="utf-8")
-    with open(paths.items_jsonl, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+    summary = json.dumps(results.to_json(), indent=2, ensure_ascii=False) + "\n"
+    table = markdown_table(results)
+    with (
+        atomic_path(paths.results_json) as results_tmp,
+        atomic_path(paths.markdown) as markdown_tmp,
+        atomic_path(paths.items_jsonl) as items_tmp,
+    ):
+        write_jsonl(items_tmp, [record.to_json() for record in records])
+        markdown_tmp.write_text(table, encoding="utf-8", errors="backslashreplace")
+        results_tmp.write_text(summary, encoding="utf-8", errors="backslashreplace")
     return paths

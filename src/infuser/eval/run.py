@@ -40,7 +40,6 @@ from infuser.eval.data import (
     read_records,
     sha256_file,
 )
-from infuser.eval.judge import OlympiadGold
 from infuser.eval.prompts import (
     OLYMPIAD_PROMPTS,
     SUPERGPQA_PROMPTS,
@@ -51,6 +50,7 @@ from infuser.eval.prompts import (
 from infuser.eval.report import EvalResults, ItemRecord, summarize, write_results
 from infuser.eval.score import ItemScore, JudgeConfig, Scorer
 from infuser.eval.target_set import load_exclusion
+from infuser.rollout.sampling import SamplingConfig
 
 BenchmarkName = Literal["olympiadbench", "supergpqa"]
 
@@ -133,7 +133,9 @@ class EvalModelConfig:
 
 @dataclass(frozen=True)
 class EvalSamplingConfig:
-    """Sampling settings (recorded in ``results.json``).
+    """Sampling settings (recorded in ``results.json``): the rollout engine's
+    :class:`~infuser.rollout.sampling.SamplingConfig`, with greedy decoding spelled
+    ``temperature: 0`` and the number of samples per item added.
 
     Attributes:
         temperature: 0 decodes greedily.
@@ -152,10 +154,21 @@ class EvalSamplingConfig:
     def __post_init__(self) -> None:
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0 or self.max_new_tokens < 1 or self.num_samples < 1:
-            raise ValueError("top_k must be >= 0; max_new_tokens and num_samples >= 1")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        self.engine(batch_size=1)  # the engine's own checks of top_p, top_k and max_new_tokens
+
+    def engine(self, batch_size: int) -> SamplingConfig:
+        """The rollout engine's settings for these, with ``batch_size`` rows per forward pass."""
+        greedy = self.temperature == 0
+        return SamplingConfig(
+            temperature=1.0 if greedy else self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=not greedy,
+            batch_size=batch_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -431,22 +444,14 @@ def generate_outputs(
     """
     import torch
 
-    from infuser.rollout.engine import SamplingConfig, generate
+    from infuser.rollout.engine import generate
 
     model, tokenizer = load_model(model_config)
     rendered = [
         render_prompt(p, tokenizer, model_config.chat_template, model_config.system_prompt) for p in prompts
     ]
     k = sampling.num_samples
-    greedy = sampling.temperature == 0
-    engine_sampling = SamplingConfig(
-        temperature=1.0 if greedy else sampling.temperature,
-        top_p=sampling.top_p,
-        top_k=sampling.top_k,
-        max_new_tokens=sampling.max_new_tokens,
-        do_sample=not greedy,
-        batch_size=max(1, model_config.batch_size * k),
-    )
+    engine_sampling = sampling.engine(batch_size=max(1, model_config.batch_size * k))
     device = next(model.parameters()).device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
@@ -480,7 +485,7 @@ def _score(scorer: Scorer, benchmark: LoadedBenchmark, generated: Generated) -> 
             flat_samples.append(index)
     scores: list[ItemScore]
     if benchmark.config.name == "olympiadbench":
-        golds = [OlympiadGold.from_row(item.row) for item in flat_items]  # type: ignore[arg-type]
+        golds = [item.row.gold for item in flat_items]  # type: ignore[union-attr]
         scores = scorer.score_olympiad(flat_outputs, golds)
     else:
         scores = scorer.score_choice(flat_outputs, [item.row for item in flat_items])  # type: ignore[misc]

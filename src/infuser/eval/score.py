@@ -1,11 +1,13 @@
-"""Scoring model outputs: extraction plus judging, each step under the per-item time limit.
+"""Scoring model outputs: extraction plus judging, all of an item's steps under one time limit.
 
 :class:`Scorer` is what ``infuser eval`` and the validation metrics use. It owns a small pool of
 judge workers (:mod:`infuser.eval.limits`) and runs, for every OlympiadBench output, up to three
 limited calls: extract the final answer, judge it with the official rules, and (only when that
-says "wrong" and math-verify could still disagree) judge it again with math-verify added. Each
-call gets the full time limit, so a slow symbolic path in one judge cannot starve the other. A
-SuperGPQA output is one limited call (letter extraction and comparison).
+says "wrong" and math-verify could still disagree) judge it again with math-verify added. The
+steps share the item's limit: each gets what the earlier ones left, and a step left with less than
+:data:`MIN_STEP_SHARE` of the limit is not started. So runaway symbolic work costs about one limit
+per item, not one per step. A SuperGPQA output is one limited call (letter extraction and
+comparison).
 
 An item whose work times out is scored wrong with reason ``timeout``; the worker is restarted.
 """
@@ -17,16 +19,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from infuser.eval.data import SuperGPQARow
-from infuser.eval.extract import MAX_OUTPUT_CHARS, Extraction, extract_choice, extract_olympiad_answer
-from infuser.eval.judge import (
-    JudgeSettings,
-    OlympiadGold,
-    Verdict,
-    judge_math_verify,
-    judge_official,
-    needs_math_verify,
-)
-from infuser.eval.limits import LimitedPool, Outcome, bound_text
+from infuser.answers.choice import extract_choice
+from infuser.answers.extraction import MAX_OUTPUT_CHARS, Extraction, bound_text
+from infuser.eval.olympiad.gold import JudgeSettings, OlympiadGold, Verdict
+from infuser.eval.olympiad.mathverify import judge_math_verify, needs_math_verify
+from infuser.eval.olympiad.official import judge_official
+from infuser.eval.limits import LimitedPool, Outcome
+from infuser.eval.olympiad.extract import extract_olympiad_answer
 
 
 @dataclass(frozen=True)
@@ -34,11 +33,11 @@ class JudgeConfig:
     """How outputs are judged (recorded in ``results.json``).
 
     Attributes:
-        item_timeout_s: wall-clock limit for each limited step of one item.
+        item_timeout_s: wall-clock limit for one item, all its steps together.
         workers: judge worker processes (raise on machines with spare cores).
         memory_limit_mb: address-space limit of each worker (0 for none).
         max_output_chars: only the last this-many characters of an output are read.
-        percent_allowance: see :class:`infuser.eval.judge.JudgeSettings`.
+        percent_allowance: see :class:`infuser.eval.olympiad.gold.JudgeSettings`.
         use_math_verify: union the official rules with math-verify (OlympiadBench).
     """
 
@@ -84,8 +83,30 @@ class ItemScore:
     truncated: bool = False
 
 
+MIN_STEP_SHARE = 0.1
+"""A step is started only with at least this fraction of the item's limit left: a step cut off
+early costs a worker restart (about a second) and cannot finish anyway."""
+
+
 def _failed(outcome: Outcome[Any]) -> str:
     return "timeout" if outcome.status == "timeout" else "error"
+
+
+class _Budgets:
+    """What is left of each item's time limit as its steps run."""
+
+    def __init__(self, count: int, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.spent = [0.0] * count
+
+    def charge(self, index: int, outcome: Outcome[Any]) -> None:
+        self.spent[index] += outcome.seconds
+
+    def left(self, index: int) -> float:
+        return self.limit_s - self.spent[index]
+
+    def can_start(self, index: int) -> bool:
+        return self.left(index) >= MIN_STEP_SHARE * self.limit_s
 
 
 def olympiad_extract_step(output: str, max_chars: int) -> Extraction:
@@ -96,7 +117,7 @@ def olympiad_extract_step(output: str, max_chars: int) -> Extraction:
 def olympiad_official_step(answer: str, gold: OlympiadGold, settings: JudgeSettings) -> tuple[Verdict, bool]:
     """Worker step: the official judge, and whether the math-verify step is worth running."""
     verdict = judge_official(answer, gold, settings)
-    return verdict, (not verdict.correct and settings.use_math_verify and needs_math_verify(answer, gold))
+    return verdict, (not verdict.correct and settings.use_math_verify and needs_math_verify(answer, gold, settings))
 
 
 def olympiad_math_verify_step(answer: str, gold: OlympiadGold, settings: JudgeSettings) -> Verdict:
@@ -118,7 +139,7 @@ class Scorer:
     the copy starts its own workers.
     """
 
-    PRELOAD = ("infuser.eval.judge:warm_up", "infuser.eval.score")
+    PRELOAD = ("infuser.eval.olympiad.judge:warm_up", "infuser.eval.score")
 
     # The steps run in the workers; class attributes so that a subclass can swap one (tests do,
     # to force a timeout). They must be module-level functions (workers import them by name).
@@ -171,11 +192,13 @@ class Scorer:
             raise ValueError(f"{len(outputs)} outputs but {len(golds)} gold answers")
         settings = self.config.settings
         max_chars = self.config.max_output_chars
+        budgets = _Budgets(len(outputs), self.config.item_timeout_s)
         bounded = [bound_text(str(o), max_chars) if o else ("", False) for o in outputs]
         extracted = self.pool.map(self.extract_step, [(text, max_chars) for text, _ in bounded])
         scores: list[ItemScore | None] = [None] * len(outputs)
         judge_jobs: list[int] = []
         for i, outcome in enumerate(extracted):
+            budgets.charge(i, outcome)
             if not outcome.ok:
                 scores[i] = ItemScore(None, False, False, _failed(outcome), "unknown")
                 continue
@@ -186,8 +209,10 @@ class Scorer:
                 extracted[i] = replace(outcome, value=extraction)
             if extraction.answer is None:
                 scores[i] = ItemScore(None, False, True, "no_answer", extraction.method, extraction.truncated)
-            else:
+            elif budgets.can_start(i):
                 judge_jobs.append(i)
+            else:
+                scores[i] = ItemScore(extraction.answer, False, False, "timeout", extraction.method, extraction.truncated)
 
         def answer_of(i: int) -> Extraction:
             value = extracted[i].value
@@ -195,25 +220,28 @@ class Scorer:
             return value
 
         official = self.pool.map(
-            self.official_step, [(answer_of(i).answer, golds[i], settings) for i in judge_jobs]
+            self.official_step, [(answer_of(i).answer, golds[i], settings) for i in judge_jobs],
+            timeouts=[budgets.left(i) for i in judge_jobs],
         )
         second_jobs: list[int] = []
         for i, outcome in zip(judge_jobs, official):
+            budgets.charge(i, outcome)
             extraction = answer_of(i)
             base = ItemScore(extraction.answer, False, False, "", extraction.method, extraction.truncated)
             if outcome.ok:
                 assert outcome.value is not None
                 verdict, worth_more = outcome.value
                 scores[i] = replace(base, correct=verdict.correct, reason=verdict.reason)
-                if worth_more:
+                if worth_more and budgets.can_start(i):
                     second_jobs.append(i)
             else:
                 scores[i] = replace(base, reason=_failed(outcome))
-                if settings.use_math_verify:
+                if settings.use_math_verify and budgets.can_start(i):
                     second_jobs.append(i)
 
         second = self.pool.map(
-            self.math_verify_step, [(answer_of(i).answer, golds[i], settings) for i in second_jobs]
+            self.math_verify_step, [(answer_of(i).answer, golds[i], settings) for i in second_jobs],
+            timeouts=[budgets.left(i) for i in second_jobs],
         )
         for i, outcome in zip(second_jobs, second):
             current = scores[i]
