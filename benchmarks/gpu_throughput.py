@@ -3,8 +3,8 @@
     python benchmarks/gpu_throughput.py --shapes qwen3-0.6b qwen3-1.7b --device cuda --json gpu_throughput.json
 
 Per shape (``benchmarks/model_shapes.py``): a model of that shape is initialised at random, saved
-with ``save_pretrained`` together with a tokenizer built here (one word-level token per vocabulary
-entry, so nothing is downloaded), and loaded back through infuser's own path (``PolicyRole``:
+with ``save_pretrained`` together with a tokenizer built here (``model_shapes.build_checkpoint``:
+the toy tokenizer's words padded to the shape's vocabulary, so nothing is downloaded), and loaded back through infuser's own path (``PolicyRole``:
 ``load_causal_lm``, then ``fabric.setup`` as ``infuser fit`` does). Then, timed separately:
 
 * **rollout**: ``PolicyRole.rollout`` (``infuser.rollout.engine.generate``) of ``--prompts``
@@ -55,9 +55,8 @@ import lightning as L
 import torch
 import transformers
 
-from model_shapes import SHAPES, ModelShape, qwen3_config
+from model_shapes import SHAPES, ModelShape, build_checkpoint, random_prompts
 
-EOS, UNK = "<|endoftext|>", "<|unk|>"
 H200_DENSE_BF16_TFLOPS = 989.4
 Result = TypeVar("Result")
 
@@ -121,32 +120,6 @@ def hardware(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def build_checkpoint(shape: ModelShape, dtype: torch.dtype, device: torch.device, directory: Path, seed: int) -> None:
-    """A randomly initialised model of ``shape`` and a matching word-level tokenizer, saved to ``directory``.
-
-    Token ``i`` is the word ``w{i}`` (0 is EOS and padding, 1 unknown), so any prompt of ``k``
-    words is ``k`` tokens and the vocabulary is exactly the shape's.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {EOS: 0, UNK: 1, **{f"w{i}": i for i in range(2, shape.vocab_size)}}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, pad_token=EOS, unk_token=UNK)
-    torch.manual_seed(seed)
-    with torch.device(device):  # initialise where it is fast (a 1.7B model takes minutes on a CPU)
-        model = AutoModelForCausalLM.from_config(qwen3_config(shape, eos_token_id=0, pad_token_id=0, bos_token_id=None),
-                                                 dtype=dtype)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-
-
-def random_prompts(count: int, tokens: int, vocab_size: int, generator: torch.Generator) -> list[str]:
-    ids = torch.randint(2, vocab_size, (count, tokens), generator=generator)
-    return [" ".join(f"w{i}" for i in row) for row in ids.tolist()]
-
-
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -195,10 +168,9 @@ def measure(shape: ModelShape, settings: Settings) -> Record:
     from infuser.rollout.engine import SamplingConfig
 
     device = torch.device(settings.device)
-    dtype = getattr(torch, settings.dtype)
     generator = torch.Generator().manual_seed(settings.seed)
     with tempfile.TemporaryDirectory(prefix="infuser-gpu-throughput-") as directory:
-        build_checkpoint(shape, dtype, device, Path(directory), settings.seed)
+        build_checkpoint(shape, Path(directory), settings.dtype, settings.device, settings.seed)
         if device.type == "cuda":
             torch.cuda.empty_cache()
         config = RoleConfig(
@@ -216,11 +188,11 @@ def measure(shape: ModelShape, settings: Settings) -> Record:
     wrapped.mark_forward_method("training_step")
     role.bind(wrapped)
 
-    warm = role.rollout(random_prompts(1, 8, shape.vocab_size, generator), 2, generator,
+    warm = role.rollout(random_prompts(1, 8, generator), 2, generator,
                         SamplingConfig(temperature=1.0, max_new_tokens=4))
     role.update(warm, torch.randn(len(warm), generator=generator))
 
-    prompts = random_prompts(settings.prompts, settings.prompt_tokens, shape.vocab_size, generator)
+    prompts = random_prompts(settings.prompts, settings.prompt_tokens, generator)
     batch, seconds, peak = timed(lambda: role.rollout(prompts, settings.samples, generator), device)
     generated = int(batch.completion_mask.sum())
     rollout = stage(shape, 2, seconds, _prompt_tokens(batch) + generated, generated, settings.peak_tflops, peak)
