@@ -367,6 +367,7 @@ class InfuserLoop:
         for round_ in range(0 if on_target else self.config.generator_steps_per_solver_step):
             _, answers, round_records = self.generator_round(iteration, round_, target is not None, metrics)
             records += round_records
+        self.influence.release()  # its vectors (model-sized) are not held through the updates and checkpoint
         self.solver_update(answers, metrics)
         if self.processes.is_main:
             self.run.write_questions(iteration, [r.__dict__ for r in records])
