@@ -20,6 +20,7 @@ cache; nothing is downloaded).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -230,3 +231,12 @@ def random_prompts(count: int, tokens: int, generator) -> list[str]:
     words = sorted(word for word in vocab if len(word) > 1 and word[0] == " " and word[1:].isalnum())
     picks = torch.randint(len(words), (count, tokens), generator=generator)
     return ["".join(words[i] for i in row) for row in picks.tolist()]
+
+
+def hash_parity(text: str) -> float:
+    """A reward that random weights earn half the time: the parity of a hash of ``text``, 1.0 or 0.0.
+
+    Deterministic (the same text always gets the same reward, on every machine and process) and
+    unrelated to what the text says, so a group of sampled answers gets a spread of rewards and
+    every GRPO stage has work to do, whatever the model."""
+    return float(hashlib.blake2b(text.encode(), digest_size=1).digest()[0] & 1)
