@@ -10,6 +10,9 @@ the toy tokenizer's words padded to the shape's vocabulary, so nothing is downlo
 * **rollout**: ``PolicyRole.rollout`` (``infuser.rollout.engine.generate``) of ``--prompts``
   random prompts of ``--prompt_tokens`` tokens, ``--samples`` completions each, at most
   ``--max_new_tokens`` tokens (a random model rarely emits EOS, so rows run to the budget);
+* **generate** (the reference): transformers' ``model.generate`` on the same prompts, as many
+  samples each, the same budget, temperature 1 (its usual sampling, prompts repeated and prefilled
+  per row); ``sampler_vs_generate`` is the ratio of generated tokens per second;
 * **update**: one ``PolicyRole.update`` (forward, backward and AdamW step) on those rollouts, with
   random normal advantages (so every row carries gradient and is forwarded);
 * **influence**: ``OptimizerAwareInfluence`` (preconditioned cosine) ``prepare`` on the first
@@ -107,6 +110,8 @@ class Record:
     settings: Settings
     peak_memory_kind: str
     rollout: Stage
+    generate: Stage  # transformers' model.generate on the same prompts
+    sampler_vs_generate: float  # rollout tokens/s over generate's
     update: Stage
     influence_prepare: Stage
     influence_score: Stage
@@ -159,8 +164,36 @@ def _prompt_tokens(batch, rows: torch.Tensor | None = None) -> int:
     return int(mask[firsts].sum())
 
 
-def measure(shape: ModelShape, settings: Settings) -> Record:
-    """Build, load and time one shape (see the module docstring)."""
+def reference_generate(role, shape: ModelShape, prompts: list[str], settings: Settings, device: torch.device) -> Stage:
+    """transformers' ``model.generate`` on ``prompts``, ``settings.samples`` samples each (see the
+    module docstring); tokens are the generated ones up to each row's EOS."""
+    tokenizer = role.tokenizer
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    model = role.model
+
+    def run():
+        model.eval()
+        with torch.no_grad():
+            return model.generate(**inputs, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                                  max_new_tokens=settings.max_new_tokens, num_return_sequences=settings.samples,
+                                  pad_token_id=tokenizer.pad_token_id)
+
+    sequences, seconds, peak = timed(run, device)
+    model.train()
+    completions = sequences[:, inputs["input_ids"].size(1):]
+    ended = (completions == tokenizer.eos_token_id).cumsum(-1) > 0  # from the first EOS on: padding
+    generated = int((~ended).sum() + ended.any(-1).sum())  # each stopped row's EOS counts, as in the rollout
+    prompt_tokens = int(inputs["attention_mask"].sum()) * settings.samples  # prefilled once per row
+    return stage(shape, 2, seconds, prompt_tokens + generated, generated, settings.peak_tflops, peak)
+
+
+def measure(shape: ModelShape, settings: Settings, model_dir: Path | None = None) -> Record:
+    """Load and time one shape (see the module docstring): from ``model_dir`` (a checkpoint of
+    :func:`model_shapes.build_checkpoint`), or built here."""
+    if model_dir is None:
+        with tempfile.TemporaryDirectory(prefix="infuser-gpu-throughput-") as directory:
+            build_checkpoint(shape, Path(directory), settings.dtype, settings.device, settings.seed)
+            return measure(shape, settings, Path(directory))
     from infuser.influence.base import ScoredRollouts
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
     from infuser.models import ModelConfig
@@ -169,20 +202,18 @@ def measure(shape: ModelShape, settings: Settings) -> Record:
 
     device = torch.device(settings.device)
     generator = torch.Generator().manual_seed(settings.seed)
-    with tempfile.TemporaryDirectory(prefix="infuser-gpu-throughput-") as directory:
-        build_checkpoint(shape, Path(directory), settings.dtype, settings.device, settings.seed)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        config = RoleConfig(
-            model=ModelConfig(name_or_path=directory, dtype=settings.dtype,
-                              attn_implementation=settings.attn_implementation,
-                              gradient_checkpointing=settings.gradient_checkpointing),
-            optimizer=OptimizerConfig(lr=1e-6),
-            sampling=SamplingConfig(temperature=1.0, max_new_tokens=settings.max_new_tokens,
-                                    batch_size=settings.prompts * settings.samples),
-            update=UpdateConfig(micro_batch_size=settings.micro_batch_size),
-        )
-        role = PolicyRole(config, device=device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    config = RoleConfig(
+        model=ModelConfig(name_or_path=str(model_dir), dtype=settings.dtype,
+                          attn_implementation=settings.attn_implementation,
+                          gradient_checkpointing=settings.gradient_checkpointing),
+        optimizer=OptimizerConfig(lr=1e-6),
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=settings.max_new_tokens,
+                                batch_size=settings.prompts * settings.samples),
+        update=UpdateConfig(micro_batch_size=settings.micro_batch_size),
+    )
+    role = PolicyRole(config, device=device)
     fabric = L.Fabric(accelerator=device.type, devices=1, precision="32-true")
     wrapped, _ = fabric.setup(role, role.configure_optimizers())
     wrapped.mark_forward_method("training_step")
@@ -196,6 +227,7 @@ def measure(shape: ModelShape, settings: Settings) -> Record:
     batch, seconds, peak = timed(lambda: role.rollout(prompts, settings.samples, generator), device)
     generated = int(batch.completion_mask.sum())
     rollout = stage(shape, 2, seconds, _prompt_tokens(batch) + generated, generated, settings.peak_tflops, peak)
+    reference = reference_generate(role, shape, prompts, settings, device)
 
     advantages = torch.randn(len(batch), generator=generator)
     prefill = _prompt_tokens(batch) if not settings.gradient_checkpointing else int(batch.prompt_mask.sum())
@@ -229,19 +261,21 @@ def measure(shape: ModelShape, settings: Settings) -> Record:
         output_projection_parameters=shape.lm_head_matmul_parameters, settings=settings,
         peak_memory_kind=("torch.cuda.max_memory_allocated per stage" if device.type == "cuda"
                           else "CPU: getrusage max RSS of the process so far (not per stage)"),
-        rollout=rollout, update=update, influence_prepare=prepare, influence_score=score,
+        rollout=rollout, generate=reference, sampler_vs_generate=round(rollout.tokens_per_s / reference.tokens_per_s, 3),
+        update=update, influence_prepare=prepare, influence_score=score,
         seconds_per_candidate=round(score.seconds / settings.candidates, 4),
     )
 
 
 def table(records: list[Record]) -> str:
     """One row per shape, Markdown."""
-    lines = ["| shape | rollout tok/s | rollout MFU | update tok/s | update MFU | influence prepare s | "
-             "s/candidate | influence MFU | peak GiB rollout / update / influence |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | rollout tok/s | generate tok/s | sampler vs generate | update tok/s | update MFU | "
+             "influence prepare s | s/candidate | influence MFU | peak GiB rollout / update / influence |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         peaks = " / ".join(f"{s.peak_memory_gib:.1f}" for s in (r.rollout, r.update, r.influence_score))
-        lines.append(f"| {r.shape['name']} | {r.rollout.tokens_per_s:,.0f} | {r.rollout.mfu:.1%} | "
+        lines.append(f"| {r.shape['name']} | {r.rollout.tokens_per_s:,.0f} | {r.generate.tokens_per_s:,.0f} | "
+                     f"{r.sampler_vs_generate:.2f}x | "
                      f"{r.update.tokens_per_s:,.0f} | {r.update.mfu:.1%} | {r.influence_prepare.seconds:.2f} | "
                      f"{r.seconds_per_candidate:.3f} | {r.influence_score.mfu:.1%} | {peaks} |")
     return "\n".join(lines)

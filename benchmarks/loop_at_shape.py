@@ -218,6 +218,7 @@ def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageM
     loop = LoopConfig(iterations=settings.iterations, documents_per_iteration=settings.documents,
                       questions_per_document=settings.questions, answers_per_question=settings.answers,
                       target_answers_per_question=settings.answers, eval_samples=settings.eval_samples,
+                      keep_checkpoints=1,
                       eval_sampling=SamplingConfig(temperature=0.7, max_new_tokens=settings.solver_tokens))
     accelerator = "cuda" if settings.device == "cuda" else "cpu"
     with mock.patch.object(infuser.fit, "Generator", generator), mock.patch.object(infuser.fit, "Solver", solver), \
@@ -267,12 +268,15 @@ def estimate_arguments(model_dir: Path, settings: Settings) -> list[str]:
             "--set", f"trainer.accelerator={'cuda' if settings.device == 'cuda' else 'cpu'}"]
 
 
-def measure(name: str, settings: Settings) -> ShapeRecord:
-    """Build the shape, run the loop, compare with the estimate."""
+def measure(name: str, settings: Settings, model_dir: Path | None = None) -> ShapeRecord:
+    """Run the loop on shape ``name`` (from ``model_dir``, a checkpoint of
+    :func:`model_shapes.build_checkpoint`, or built here) and compare with the estimate."""
     shape = SHAPES[name]
     device = torch.device(settings.device)
     with tempfile.TemporaryDirectory(prefix=f"infuser-loop-{name}-") as directory:
-        model_dir = build_checkpoint(shape, Path(directory) / "model", settings.dtype, settings.device, settings.seed)
+        if model_dir is None:
+            model_dir = build_checkpoint(shape, Path(directory) / "model", settings.dtype, settings.device,
+                                         settings.seed)
         arguments = estimate_arguments(model_dir, settings)
         (recipe,), _ = memory_estimate.parse(arguments)
         estimate = memory_estimate.estimate(recipe)
