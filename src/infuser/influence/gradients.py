@@ -15,8 +15,9 @@ target gradient and AdamW's second moment once per candidate, and the preconditi
 never materialised whole (:class:`AdamStep`). Within a chunk sums are float32 (the precision
 autograd produced the gradient in); the chunks' sums are added in float64. On CPU this is what
 makes the vector work cheap: float64 copies and fresh model-sized allocations once cost 15x the
-arithmetic; model-sized passes (zeroing, accumulating, one pass per elementwise operation) cost
-~35% of a forward+backward at 34M parameters (see ``docs/benchmarks.md``).
+arithmetic; model-sized passes (zeroing and accumulating a flat buffer, one pass per elementwise
+operation) put a candidate at 1.20x a forward+backward at 34M parameters, 1.07x without them
+(see ``docs/benchmarks.md``).
 
 Across processes (see :mod:`infuser.influence.base` and :class:`infuser.distributed.Processes`):
 :func:`target_gradient` sums the processes' shares of ``g_T`` when the target rows are split
@@ -60,8 +61,8 @@ class FlatGradient:
     """The gradient of a fixed list of parameters, in the coordinates of one flat vector.
 
     :meth:`reduce` backpropagates a loss, micro-batch by micro-batch, and hands the gradient to a
-    :data:`Reduction` chunk by chunk. ``backward(inputs=...)``
-    restricts the pass to these parameters, so other trainable weights cost nothing.
+    :data:`Reduction` chunk by chunk. ``backward(inputs=...)`` restricts the pass to these
+    parameters, so other trainable weights cost nothing.
 
     Sharded parameters (FSDP's DTensors) are flattened by their local shards; their gradients go
     through a flat buffer (see the module docstring), allocated at the first backward and kept
@@ -127,10 +128,11 @@ class FlatGradient:
             p.grad = None
 
         for number, piece in enumerate(pieces):
+            loss = loss_of(piece)  # first: on a shared base it makes these parameters require grad
             last = number == len(pieces) - 1
             handles = [p.register_post_accumulate_grad_hook(hand_over) for p in self.parameters] if last else []
             try:
-                loss_of(piece).backward(inputs=self.parameters)
+                loss.backward(inputs=self.parameters)
             finally:
                 for handle in handles:
                     handle.remove()
@@ -229,8 +231,8 @@ class AdamStep:
         self._m_term = flat.flatten_state(optimizer, "exp_avg").mul_(beta1 / correction1) if momentum else None
         self._g_weight = (1.0 - beta1) / correction1
         size = min(flat.chunk, flat.numel)
-        self._out = torch.empty(size, device=flat.device)
         self._denominator = torch.empty(size, device=flat.device)
+        self._out = torch.empty(size, device=flat.device) if momentum else None
 
     def _denominator_of(self, gradient: Tensor, span: slice) -> Tensor:
         """``sqrt(v'_hat) + eps`` over one chunk (into a scratch buffer)."""
