@@ -40,7 +40,6 @@ run in ``--dtype`` throughout (Fabric's ``32-true`` plugin: no autocast, no cast
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -49,7 +48,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
@@ -58,7 +57,7 @@ import lightning as L
 import torch
 import transformers
 
-from model_shapes import SHAPES, ModelShape, build_checkpoint, random_prompts
+from model_shapes import SHAPES, ModelShape, build_checkpoint, random_prompts, report
 
 H200_DENSE_BF16_TFLOPS = 989.4
 Result = TypeVar("Result")
@@ -307,10 +306,7 @@ def main(argv: list[str] | None = None) -> list[Record]:
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     records = [measure(SHAPES[name], settings) for name in shapes]
-    print(table(records))
-    if json_path is not None:
-        json_path.write_text(json.dumps({"records": [asdict(r) for r in records]}, indent=2) + "\n")
-        print(f"written to {json_path}")
+    report(table(records), records, json_path)
     return records
 
 

@@ -9,6 +9,7 @@ same machine load and every TRL step is paired with the infuser step that follow
 pair is warm-up and not counted.
 
     python benchmarks/grpo_throughput.py --json grpo_throughput.json
+    python benchmarks/model_shapes.py m40 --out /tmp/m40       # random weights of a mid shape
     python benchmarks/grpo_throughput.py --model /tmp/m40 --reward hash_parity --completion_tokens 45
 
 Rewards (``--reward``): ``correct``, the Solver's own (its boxed choice is the golden option), for

@@ -30,7 +30,6 @@ import argparse
 import ctypes
 import gc
 import hashlib
-import json
 import logging
 import os
 import random
@@ -46,7 +45,7 @@ from unittest import mock
 import torch
 
 import memory_estimate
-from model_shapes import SHAPES, build_checkpoint, hash_parity
+from model_shapes import SHAPES, build_checkpoint, hash_parity, report
 
 MIB = 2**20
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -354,10 +353,7 @@ def main(argv: list[str] | None = None) -> list[ShapeRecord]:
     warnings.filterwarnings("ignore")
     os.environ["TQDM_DISABLE"] = "1"
     records = [measure(name, settings) for name in shapes]
-    print(table(records))
-    if json_path is not None:
-        json_path.write_text(json.dumps({"records": [asdict(r) for r in records]}, indent=2) + "\n")
-        print(f"written to {json_path}")
+    report(table(records), records, json_path)
     return records
 
 

@@ -186,7 +186,7 @@ def random_weights_tokenizer(vocab_size: int):
     """The bundled toy tokenizer's words (so toy documents and questions tokenise as in the toy
     runs), padded with filler tokens to ``vocab_size`` entries: a random model of a real shape
     samples over its whole vocabulary, and its texts decode to words and fillers."""
-    from tokenizers import Tokenizer, models
+    from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
     from infuser.toy.base_model import BUNDLED_DIR, EOS, UNK
@@ -240,3 +240,32 @@ def hash_parity(text: str) -> float:
     unrelated to what the text says, so a group of sampled answers gets a spread of rewards and
     every GRPO stage has work to do, whatever the model."""
     return float(hashlib.blake2b(text.encode(), digest_size=1).digest()[0] & 1)
+
+
+def report(table: str, records: list, json_path: Path | None) -> None:
+    """What the shape benchmarks end with: the table printed, the records (dataclasses) as JSON."""
+    from dataclasses import asdict as as_dict
+
+    print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps({"records": [as_dict(r) for r in records]}, indent=2) + "\n")
+        print(f"written to {json_path}")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Write a random-weight checkpoint of a shape (for the benchmarks that take ``--model``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("shape", choices=list(SHAPES))
+    parser.add_argument("--out", type=Path, required=True, help="the model directory to write")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    directory = build_checkpoint(SHAPES[args.shape], args.out, args.dtype, seed=args.seed)
+    print(f"{args.shape}: {SHAPES[args.shape].parameters:,} parameters, written to {directory}")
+    return directory
+
+
+if __name__ == "__main__":
+    main()
