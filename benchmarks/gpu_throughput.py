@@ -3,13 +3,16 @@
     python benchmarks/gpu_throughput.py --shapes qwen3-0.6b qwen3-1.7b --device cuda --json gpu_throughput.json
 
 Per shape (``benchmarks/model_shapes.py``): a model of that shape is initialised at random, saved
-with ``save_pretrained`` together with a tokenizer built here (one word-level token per vocabulary
-entry, so nothing is downloaded), and loaded back through infuser's own path (``PolicyRole``:
+with ``save_pretrained`` together with a tokenizer built here (``model_shapes.build_checkpoint``:
+the toy tokenizer's words padded to the shape's vocabulary, so nothing is downloaded), and loaded back through infuser's own path (``PolicyRole``:
 ``load_causal_lm``, then ``fabric.setup`` as ``infuser fit`` does). Then, timed separately:
 
 * **rollout**: ``PolicyRole.rollout`` (``infuser.rollout.engine.generate``) of ``--prompts``
   random prompts of ``--prompt_tokens`` tokens, ``--samples`` completions each, at most
   ``--max_new_tokens`` tokens (a random model rarely emits EOS, so rows run to the budget);
+* **generate** (the reference): transformers' ``model.generate`` on the same prompts, as many
+  samples each, the same budget, temperature 1 (its usual sampling, prompts repeated and prefilled
+  per row); ``sampler_vs_generate`` is the ratio of generated tokens per second;
 * **update**: one ``PolicyRole.update`` (forward, backward and AdamW step) on those rollouts, with
   random normal advantages (so every row carries gradient and is forwarded);
 * **influence**: ``OptimizerAwareInfluence`` (preconditioned cosine) ``prepare`` on the first
@@ -37,7 +40,6 @@ run in ``--dtype`` throughout (Fabric's ``32-true`` plugin: no autocast, no cast
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -46,7 +48,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
@@ -54,9 +56,8 @@ from typing import TypeVar
 import lightning as L
 import torch
 import transformers
-from model_shapes import SHAPES, ModelShape, qwen3_config
+from model_shapes import SHAPES, ModelShape, build_checkpoint, random_prompts, report
 
-EOS, UNK = "<|endoftext|>", "<|unk|>"
 H200_DENSE_BF16_TFLOPS = 989.4
 Result = TypeVar("Result")
 
@@ -107,6 +108,8 @@ class Record:
     settings: Settings
     peak_memory_kind: str
     rollout: Stage
+    generate: Stage  # transformers' model.generate on the same prompts
+    sampler_vs_generate: float  # rollout tokens/s over generate's
     update: Stage
     influence_prepare: Stage
     influence_score: Stage
@@ -118,32 +121,6 @@ def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
-def build_checkpoint(shape: ModelShape, dtype: torch.dtype, device: torch.device, directory: Path, seed: int) -> None:
-    """A randomly initialised model of ``shape`` and a matching word-level tokenizer, saved to ``directory``.
-
-    Token ``i`` is the word ``w{i}`` (0 is EOS and padding, 1 unknown), so any prompt of ``k``
-    words is ``k`` tokens and the vocabulary is exactly the shape's.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {EOS: 0, UNK: 1, **{f"w{i}": i for i in range(2, shape.vocab_size)}}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, pad_token=EOS, unk_token=UNK)
-    torch.manual_seed(seed)
-    with torch.device(device):  # initialise where it is fast (a 1.7B model takes minutes on a CPU)
-        model = AutoModelForCausalLM.from_config(qwen3_config(shape, eos_token_id=0, pad_token_id=0, bos_token_id=None),
-                                                 dtype=dtype)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-
-
-def random_prompts(count: int, tokens: int, vocab_size: int, generator: torch.Generator) -> list[str]:
-    ids = torch.randint(2, vocab_size, (count, tokens), generator=generator)
-    return [" ".join(f"w{i}" for i in row) for row in ids.tolist()]
 
 
 def _synchronize(device: torch.device) -> None:
@@ -185,44 +162,70 @@ def _prompt_tokens(batch, rows: torch.Tensor | None = None) -> int:
     return int(mask[firsts].sum())
 
 
-def measure(shape: ModelShape, settings: Settings) -> Record:
-    """Build, load and time one shape (see the module docstring)."""
+def reference_generate(role, shape: ModelShape, prompts: list[str], settings: Settings, device: torch.device) -> Stage:
+    """transformers' ``model.generate`` on ``prompts``, ``settings.samples`` samples each (see the
+    module docstring); tokens are the generated ones up to each row's EOS."""
+    tokenizer = role.tokenizer
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    model = role.model
+
+    def run():
+        model.eval()
+        with torch.no_grad():
+            return model.generate(**inputs, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                                  max_new_tokens=settings.max_new_tokens, num_return_sequences=settings.samples,
+                                  pad_token_id=tokenizer.pad_token_id)
+
+    sequences, seconds, peak = timed(run, device)
+    model.train()
+    completions = sequences[:, inputs["input_ids"].size(1):]
+    ended = (completions == tokenizer.eos_token_id).cumsum(-1) > 0  # from the first EOS on: padding
+    generated = int((~ended).sum() + ended.any(-1).sum())  # each stopped row's EOS counts, as in the rollout
+    prompt_tokens = int(inputs["attention_mask"].sum()) * settings.samples  # prefilled once per row
+    return stage(shape, 2, seconds, prompt_tokens + generated, generated, settings.peak_tflops, peak)
+
+
+def measure(shape: ModelShape, settings: Settings, model_dir: Path | None = None) -> Record:
+    """Load and time one shape (see the module docstring): from ``model_dir`` (a checkpoint of
+    :func:`model_shapes.build_checkpoint`), or built here."""
+    if model_dir is None:
+        with tempfile.TemporaryDirectory(prefix="infuser-gpu-throughput-") as directory:
+            build_checkpoint(shape, Path(directory), settings.dtype, settings.device, settings.seed)
+            return measure(shape, settings, Path(directory))
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
     from infuser.models import ModelConfig
+    from infuser.rl.update import UpdateConfig
     from infuser.roles.config import OptimizerConfig, RoleConfig
     from infuser.roles.policy import PolicyRole
-    from infuser.rl.update import UpdateConfig
     from infuser.rollout.engine import SamplingConfig
     from infuser.rollout.rows import ScoredRollouts
 
     device = torch.device(settings.device)
-    dtype = getattr(torch, settings.dtype)
     generator = torch.Generator().manual_seed(settings.seed)
-    with tempfile.TemporaryDirectory(prefix="infuser-gpu-throughput-") as directory:
-        build_checkpoint(shape, dtype, device, Path(directory), settings.seed)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        config = RoleConfig(
-            model=ModelConfig(name_or_path=directory, dtype=settings.dtype,
-                              attn_implementation=settings.attn_implementation,
-                              gradient_checkpointing=settings.gradient_checkpointing),
-            optimizer=OptimizerConfig(lr=1e-6),
-            sampling=SamplingConfig(temperature=1.0, max_new_tokens=settings.max_new_tokens,
-                                    batch_size=settings.prompts * settings.samples),
-            update=UpdateConfig(micro_batch_size=settings.micro_batch_size),
-        )
-        role = PolicyRole(config, device=device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    config = RoleConfig(
+        model=ModelConfig(name_or_path=str(model_dir), dtype=settings.dtype,
+                          attn_implementation=settings.attn_implementation,
+                          gradient_checkpointing=settings.gradient_checkpointing),
+        optimizer=OptimizerConfig(lr=1e-6),
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=settings.max_new_tokens,
+                                batch_size=settings.prompts * settings.samples),
+        update=UpdateConfig(micro_batch_size=settings.micro_batch_size),
+    )
+    role = PolicyRole(config, device=device)
     fabric = L.Fabric(accelerator=device.type, devices=1, precision="32-true")
     update = role.set_up(fabric)
 
-    warm = role.rollout(random_prompts(1, 8, shape.vocab_size, generator), 2, generator,
+    warm = role.rollout(random_prompts(1, 8, generator), 2, generator,
                         SamplingConfig(temperature=1.0, max_new_tokens=4))
     update(warm, torch.randn(len(warm), generator=generator))
 
-    prompts = random_prompts(settings.prompts, settings.prompt_tokens, shape.vocab_size, generator)
+    prompts = random_prompts(settings.prompts, settings.prompt_tokens, generator)
     batch, seconds, peak = timed(lambda: role.rollout(prompts, settings.samples, generator), device)
     generated = int(batch.completion_mask.sum())
     rollout = stage(shape, 2, seconds, _prompt_tokens(batch) + generated, generated, settings.peak_tflops, peak)
+    reference = reference_generate(role, shape, prompts, settings, device)
 
     advantages = torch.randn(len(batch), generator=generator)
     prefill = _prompt_tokens(batch) if not settings.gradient_checkpointing else int(batch.prompt_mask.sum())
@@ -256,19 +259,21 @@ def measure(shape: ModelShape, settings: Settings) -> Record:
         output_projection_parameters=shape.lm_head_matmul_parameters, settings=settings,
         peak_memory_kind=("torch.cuda.max_memory_allocated per stage" if device.type == "cuda"
                           else "CPU: getrusage max RSS of the process so far (not per stage)"),
-        rollout=rollout, update=update, influence_prepare=prepare, influence_score=score,
+        rollout=rollout, generate=reference, sampler_vs_generate=round(rollout.tokens_per_s / reference.tokens_per_s, 3),
+        update=update, influence_prepare=prepare, influence_score=score,
         seconds_per_candidate=round(score.seconds / settings.candidates, 4),
     )
 
 
 def table(records: list[Record]) -> str:
     """One row per shape, Markdown."""
-    lines = ["| shape | rollout tok/s | rollout MFU | update tok/s | update MFU | influence prepare s | "
-             "s/candidate | influence MFU | peak GiB rollout / update / influence |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | rollout tok/s | generate tok/s | sampler vs generate | update tok/s | update MFU | "
+             "influence prepare s | s/candidate | influence MFU | peak GiB rollout / update / influence |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         peaks = " / ".join(f"{s.peak_memory_gib:.1f}" for s in (r.rollout, r.update, r.influence_score))
-        lines.append(f"| {r.shape['name']} | {r.rollout.tokens_per_s:,.0f} | {r.rollout.mfu:.1%} | "
+        lines.append(f"| {r.shape['name']} | {r.rollout.tokens_per_s:,.0f} | {r.generate.tokens_per_s:,.0f} | "
+                     f"{r.sampler_vs_generate:.2f}x | "
                      f"{r.update.tokens_per_s:,.0f} | {r.update.mfu:.1%} | {r.influence_prepare.seconds:.2f} | "
                      f"{r.seconds_per_candidate:.3f} | {r.influence_score.mfu:.1%} | {peaks} |")
     return "\n".join(lines)
@@ -300,10 +305,7 @@ def main(argv: list[str] | None = None) -> list[Record]:
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     records = [measure(SHAPES[name], settings) for name in shapes]
-    print(table(records))
-    if json_path is not None:
-        json_path.write_text(json.dumps({"records": [asdict(r) for r in records]}, indent=2) + "\n")
-        print(f"written to {json_path}")
+    report(table(records), records, json_path)
     return records
 
 

@@ -3,12 +3,26 @@
 Both sides train their own copy of the same local toy model on the same Solver prompts, with the
 same group size, completion budget, batch, objective (``dapo`` token-mean, eps 0.2, no KL, group-std
 advantages, one optimizer step per batch, grad clip 1.0, float32, no truncated importance weight
-since TRL applies it only with vLLM) and reward (the Solver's boxed choice is the golden option). One step = generation + reward + update. TRL runs its ordinary
+since TRL applies it only with vLLM) and reward (``--reward``). One step = generation + reward + update. TRL runs its ordinary
 ``train()``; after each TRL step a callback runs one infuser step, so the two alternate under the
 same machine load and every TRL step is paired with the infuser step that follows it. The first
 pair is warm-up and not counted.
 
     python benchmarks/grpo_throughput.py --json grpo_throughput.json
+    python benchmarks/model_shapes.py m40 --out /tmp/m40       # random weights of a mid shape
+    python benchmarks/grpo_throughput.py --model /tmp/m40 --reward hash_parity --completion_tokens 45
+
+Rewards (``--reward``): ``correct``, the Solver's own (its boxed choice is the golden option), for
+a model that can answer (the bundled toy base); ``hash_parity``, the parity of a hash of the
+completion's text (``model_shapes.hash_parity``), which random weights earn half the time, so that
+models of any shape (``benchmarks/model_shapes.py`` builds them) have work to do in every step.
+``--completion_tokens`` is the completion budget of both sides (``max_new_tokens``); a random model
+rarely emits EOS (about once in ``vocab`` tokens), so its completions are that long.
+
+A ratio compares work with work: when a side did no update in a measured step (infuser skips an
+update without a row of non-zero advantage; TRL's step then has zero advantages everywhere and
+its gradient is zero), no ratio is reported, the reason is printed and written (``refused``), and
+the command exits with status 1. A model that never earns ``correct`` needs ``hash_parity``.
 
 Reported per framework: samples/s (completions per second of step time, median over steps), the
 split between generation (+ reward) and update, the mean completion length, the fraction of rows
@@ -34,14 +48,18 @@ from pathlib import Path
 import lightning as L
 import psutil
 import torch
+from model_shapes import hash_parity
+
+REWARDS = ("correct", "hash_parity")
 
 
 @dataclass
 class Settings:
     model: str = "builtin:toy"
+    reward: str = "correct"
     prompts: int = 8
     group: int = 8
-    max_new_tokens: int = 48
+    completion_tokens: int = 48
     pairs: int = 8
     lr: float = 1e-6
     seed: int = 0
@@ -55,6 +73,7 @@ class StepTime:
     tokens: int
     zero_advantage: float  # fraction of rows whose advantage is 0 (no gradient from them)
     peak_rss_mb: float
+    trained: bool = True  # an update with at least one row of non-zero advantage took place
 
     @property
     def samples_per_s(self) -> float:
@@ -92,8 +111,9 @@ class Result:
     torch_threads: int
     infuser: Summary
     trl: Summary
-    ratio_vs_trl: float
+    ratio_vs_trl: float | None  # None: refused (see ``refused``)
     pair_ratios: list[float] = field(default_factory=list)
+    refused: str = ""  # why no ratio is reported: a side did not do the work
 
 
 class PeakRss:
@@ -136,15 +156,14 @@ class InfuserSide:
         from infuser.models import ModelConfig
         from infuser.rl.advantages import GroupStdAdvantage
         from infuser.rl.loss import PolicyLossConfig
-        from infuser.roles.config import OptimizerConfig, RoleConfig
-        from infuser.rl.update import UpdateConfig
+        from infuser.roles.policy import OptimizerConfig, RoleConfig, UpdateConfig
         from infuser.roles.solver import Solver
         from infuser.rollout.engine import SamplingConfig
 
         config = RoleConfig(
             model=ModelConfig(name_or_path=model_dir),
             optimizer=OptimizerConfig(lr=settings.lr, weight_decay=0.0, grad_clip=1.0),
-            sampling=SamplingConfig(temperature=1.0, max_new_tokens=settings.max_new_tokens),
+            sampling=SamplingConfig(temperature=1.0, max_new_tokens=settings.completion_tokens),
             update=UpdateConfig(loss=PolicyLossConfig(loss_type="dapo", importance_cap=None),
                                 micro_batch_size=settings.prompts * settings.group),
             advantage=GroupStdAdvantage(),
@@ -155,19 +174,23 @@ class InfuserSide:
         self.settings = settings
         self.questions = _questions(settings)
         self.sampler = torch.Generator().manual_seed(settings.seed)
+        self.reward = settings.reward
 
     def step(self, index: int, memory: PeakRss) -> StepTime:
         questions = self.questions[index * self.settings.prompts : (index + 1) * self.settings.prompts]
         memory.start()
         started = time.perf_counter()
         answers = self.solver.answer(questions, self.settings.group, self.sampler)
+        rewards = answers.rewards if self.reward == "correct" else \
+            torch.tensor([hash_parity(text) for text in answers.batch.texts])
         generated = time.perf_counter()
-        advantages = self.solver.advantages(answers.rewards, answers.batch.prompt_index)
-        self.update(answers.batch, advantages)
+        advantages = self.solver.advantages(rewards, answers.batch.prompt_index)
+        stats = self.update(answers.batch, advantages)
         finished = time.perf_counter()
         return StepTime(seconds=finished - started, generation=generated - started, rows=len(answers.batch),
                         tokens=int(answers.batch.completion_mask.sum()),
-                        zero_advantage=float((advantages == 0).float().mean()), peak_rss_mb=memory.stop())
+                        zero_advantage=float((advantages == 0).float().mean()), peak_rss_mb=memory.stop(),
+                        trained=stats.optimizer_steps > 0)
 
 
 def run(settings: Settings) -> Result:
@@ -186,21 +209,23 @@ def run(settings: Settings) -> Result:
     by_prompt = {templates.for_solver(q): q for q in questions}
     dataset = Dataset.from_dict({"prompt": list(by_prompt)})
 
-    def correct(prompts: list[str], completions: list[str], **_) -> list[float]:
-        """The Solver's reward: its boxed choice is the golden option."""
+    def reward(prompts: list[str], completions: list[str], **_) -> list[float]:
+        """The Solver's reward (its boxed choice is the golden option), or the hash parity."""
+        if settings.reward == "hash_parity":
+            return [hash_parity(text) for text in completions]
         return [float(by_prompt[prompt].is_answered_by(text)) for prompt, text in zip(prompts, completions)]
 
     rows = settings.prompts * settings.group
     args = GRPOConfig(
         output_dir="/tmp/grpo-throughput-trl", report_to="none", use_cpu=True, save_strategy="no", bf16=False,
         gradient_checkpointing=False, per_device_train_batch_size=rows, num_generations=settings.group,
-        max_completion_length=settings.max_new_tokens, temperature=1.0, learning_rate=settings.lr,
+        max_completion_length=settings.completion_tokens, temperature=1.0, learning_rate=settings.lr,
         lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, loss_type="dapo", beta=0.0,
         scale_rewards="group", shuffle_dataset=False, max_steps=settings.pairs + 1, logging_steps=10,
         seed=settings.seed, disable_tqdm=True,
     )
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=correct, args=args,
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=reward, args=args,
                           train_dataset=dataset, processing_class=tokenizer)
 
     generation_seconds, tokens, zero_advantage = [0.0], [0], [0.0]
@@ -232,16 +257,28 @@ def run(settings: Settings) -> Result:
         def on_step_end(self, args, state, control, **kwargs):
             seconds = time.perf_counter() - self.begin
             trl_steps.append(StepTime(seconds=seconds, generation=generation_seconds[0], rows=rows, tokens=tokens[0],
-                                      zero_advantage=zero_advantage[0], peak_rss_mb=memory.stop()))
+                                      zero_advantage=zero_advantage[0], peak_rss_mb=memory.stop(),
+                                      trained=zero_advantage[0] < 1.0))
             infuser_steps.append(infuser.step(len(infuser_steps), memory))
 
     trainer.add_callback(Interleave())
     trainer.train()
     measured_trl, measured_infuser = trl_steps[1:], infuser_steps[1:]
     ratios = [ours.samples_per_s / theirs.samples_per_s for ours, theirs in zip(measured_infuser, measured_trl)]
+    refused = refusal(measured_infuser, measured_trl, settings.reward)
     return Result(settings=settings, torch_threads=torch.get_num_threads(), infuser=Summary.of(measured_infuser),
-                  trl=Summary.of(measured_trl), ratio_vs_trl=round(statistics.median(ratios), 3),
-                  pair_ratios=[round(r, 3) for r in ratios])
+                  trl=Summary.of(measured_trl), ratio_vs_trl=None if refused else round(statistics.median(ratios), 3),
+                  pair_ratios=[round(r, 3) for r in ratios], refused=refused)
+
+
+def refusal(infuser: list[StepTime], trl: list[StepTime], reward: str) -> str:
+    """Why the ratio would compare work with no work ("" when both sides trained in every step)."""
+    idle = [f"{name} did no update in {sum(not s.trained for s in steps)} of {len(steps)} measured steps"
+            for name, steps in (("infuser", infuser), ("TRL", trl)) if not all(s.trained for s in steps)]
+    if not idle:
+        return ""
+    hint = " (the model never earns the 'correct' reward: use --reward hash_parity)" if reward == "correct" else ""
+    return "; ".join(idle) + " : every row of such a step had advantage 0, so its update is no work" + hint
 
 
 def _table(result: Result) -> str:
@@ -252,7 +289,10 @@ def _table(result: Result) -> str:
     lines = [f"{'':<20}{'infuser':>12}{'TRL':>12}"]
     for label, key in rows:
         lines.append(f"{label:<20}{getattr(result.infuser, key):>12}{getattr(result.trl, key):>12}")
-    lines.append(f"ratio_vs_trl (median of {len(result.pair_ratios)} pairs): {result.ratio_vs_trl}")
+    if result.refused:
+        lines.append(f"ratio_vs_trl: not reported: {result.refused}")
+    else:
+        lines.append(f"ratio_vs_trl (median of {len(result.pair_ratios)} pairs): {result.ratio_vs_trl}")
     return "\n".join(lines)
 
 
@@ -260,7 +300,9 @@ def main() -> None:
     defaults = Settings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        spellings = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
+        parser.add_argument(*spellings, dest=name, type=type(value), default=value,
+                            choices=REWARDS if name == "reward" else None)
     parser.add_argument("--json", type=Path, help="also write the result as JSON to this path")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     options = vars(parser.parse_args())
@@ -275,6 +317,8 @@ def main() -> None:
     if json_path is not None:
         json_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
         print(f"written to {json_path}")
+    if result.refused:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""How to get per-candidate gradients for influence: five ways, timed on the toy Solver.
+"""How to get per-candidate gradients for influence: five ways, timed on a Solver.
 
 Every option computes the same thing as ``optimizer_aware`` (``preconditioned_cosine``): for each
 candidate, ``Gamma_q = g_q / (sqrt(v'_hat) + eps)``, then ``<Gamma_q, g_T>`` and ``|Gamma_q|``,
-reduced on the fly (no N x P matrix). Timed per candidate, best of ``--repeats``, interleaved so
-all options see the same machine load:
+reduced on the fly (no N x P matrix). Timed per candidate, the median of ``--repeats`` rounds; each
+round runs every option once, interleaved, so all options see the same machine load (other jobs
+on a shared machine). ``vs floor`` is the median over rounds of the per-round ratio:
 
 * ``floor``: one plain forward+backward per candidate, nothing else (what any exact method pays);
 * ``flat buffer``: what infuser ships (:class:`infuser.influence.gradients.FlatGradient`): one
@@ -20,6 +21,12 @@ all options see the same machine load:
 * ``batched, torch.func``: ``vmap(grad(functional_call(...)))`` over candidates.
 
     python benchmarks/influence_gradients.py --model builtin:toy --json influence_gradients.json
+    python benchmarks/influence_gradients.py --model /tmp/shapes/m40 --options floor shipped --repeats 9
+
+Any model works, random weights included (``benchmarks/model_shapes.py`` builds them): the Solver's
+AdamW state comes from ``--warmup-steps`` real updates with random advantages, and the target's
+and the candidates' advantages are random too, so every row carries gradient whatever the model
+answers.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,17 +54,17 @@ from infuser.rollout.rows import Answers, RolloutBatch, ScoredRollouts
 from infuser.toy.world import ToyWorld
 
 
-def trained_solver(model: str, warmup_steps: int, answers: int) -> Solver:
-    """The toy Solver a few real RL updates in (populated AdamW moments)."""
+def trained_solver(model: str, warmup_steps: int, answers: int, max_new_tokens: int) -> Solver:
+    """A Solver a few real RL updates in (populated AdamW moments), with random advantages."""
     torch.manual_seed(0)
     fabric = L.Fabric(accelerator="cpu", devices=1)
     solver = Solver(RoleConfig(model=ModelConfig(name_or_path=model), optimizer=OptimizerConfig(lr=5e-4),
-                               sampling=SamplingConfig(max_new_tokens=20)), PromptTemplates())
+                               sampling=SamplingConfig(max_new_tokens=max_new_tokens)), PromptTemplates())
     update = solver.set_up(fabric)
     sampler = torch.Generator().manual_seed(0)
     for step in range(warmup_steps):
         drawn = solver.answer(ToyWorld().question_set(f"warmup-{step}", 16, 0), answers, sampler)
-        update(drawn.batch, solver.advantages(drawn.rewards, drawn.batch.prompt_index))
+        update(drawn.batch, torch.randn(len(drawn.batch), generator=sampler))
     return solver
 
 
@@ -206,33 +214,41 @@ class Options:
             _ = dots / squares.sqrt()
 
 
+OPTIONS = {"floor": "floor (plain forward+backward)", "shipped": "flat buffer (shipped)",
+           "foreach": "per-parameter + foreach", "hooks": "batched, linear hooks",
+           "is_grads_batched": "batched, is_grads_batched", "torch_func": "batched, torch.func"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="builtin:toy")
     parser.add_argument("--candidates", type=int, default=32, help="questions drawn (all are scored)")
     parser.add_argument("--answers", type=int, default=8, help="answers per question")
+    parser.add_argument("--max_new_tokens", type=int, default=20, help="completion budget of the Solver's answers")
     parser.add_argument("--batch", type=int, default=8, help="candidates per batched pass")
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--options", nargs="+", choices=list(OPTIONS), default=list(OPTIONS),
+                        help="which options to time (floor is always timed)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    solver = trained_solver(args.model, args.warmup_steps, args.answers)
+    solver = trained_solver(args.model, args.warmup_steps, args.answers, args.max_new_tokens)
     sampler = torch.Generator().manual_seed(1)
     target_answers = solver.answer(ToyWorld().question_set("target", 16, 0), args.answers, sampler)
-    target = ScoredRollouts(target_answers.batch,
-                            solver.advantages(target_answers.rewards, target_answers.batch.prompt_index))
+    target = ScoredRollouts(target_answers.batch, torch.randn(len(target_answers.batch), generator=sampler))
     answers = solver.answer(ToyWorld().question_set("candidates", args.candidates, 0), args.answers, sampler)
     advantages = torch.randn(len(answers.batch), generator=sampler)  # every question carries signal
     options = Options(solver, answers, advantages, target, args.batch)
-    runs: dict[str, Callable[[], None]] = {
-        "floor (plain forward+backward)": options.floor, "flat buffer (shipped)": options.flat_buffer,
-        "per-parameter + foreach": options.per_parameter_foreach, "batched, linear hooks": options.linear_hooks,
-        "batched, is_grads_batched": options.is_grads_batched, "batched, torch.func": options.torch_func,
+    methods: dict[str, Callable[[], None]] = {
+        "floor": options.floor, "shipped": options.flat_buffer, "foreach": options.per_parameter_foreach,
+        "hooks": options.linear_hooks, "is_grads_batched": options.is_grads_batched, "torch_func": options.torch_func,
     }
-    best: dict[str, float] = {name: math.inf for name in runs}
+    runs = {OPTIONS[key]: methods[key] for key in dict.fromkeys(["floor", *args.options])}
+    floor_name = OPTIONS["floor"]
+    times: dict[str, list[float]] = {name: [] for name in runs}
     failed: dict[str, str] = {}
-    for _ in range(args.repeats + 1):  # the first round warms up and is not counted
+    for round_ in range(args.repeats + 1):  # the first round warms up and is not counted
         for name, run in runs.items():
             if name in failed:
                 continue
@@ -242,10 +258,12 @@ def main() -> None:
             except Exception as error:  # noqa: BLE001 - an option that cannot run is a result too
                 failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
                 continue
-            best[name] = min(best[name], time.perf_counter() - started)
-    floor = best["floor (plain forward+backward)"] / args.candidates
+            if round_:
+                times[name].append(time.perf_counter() - started)
+    floor = statistics.median(times[floor_name]) / args.candidates
     parameters = sum(p.numel() for p in options.params)
-    print(f"{parameters:,} parameters, {args.candidates} candidates x {args.answers} answers, batch {args.batch}")
+    print(f"{parameters:,} parameters, {args.candidates} candidates x {args.answers} answers, batch {args.batch}, "
+          f"median of {args.repeats} interleaved rounds, {torch.get_num_threads()} thread(s)")
     print(f"{'option':<34}{'ms/candidate':>14}{'vs floor':>10}")
     rows = []
     for name in runs:
@@ -253,11 +271,16 @@ def main() -> None:
             print(f"{name:<34}{'failed':>14}  {failed[name]}")
             rows.append({"option": name, "failed": failed[name]})
             continue
-        per_candidate = best[name] / args.candidates
-        print(f"{name:<34}{per_candidate * 1e3:>14.1f}{per_candidate / floor:>10.2f}")
-        rows.append({"option": name, "seconds_per_candidate": per_candidate, "vs_floor": per_candidate / floor})
+        per_candidate = statistics.median(times[name]) / args.candidates
+        ratio = statistics.median(t / f for t, f in zip(times[name], times[floor_name]))
+        print(f"{name:<34}{per_candidate * 1e3:>14.1f}{ratio:>10.3f}")
+        rows.append({"option": name, "seconds_per_candidate": per_candidate, "vs_floor": ratio,
+                     "round_ratios": [t / f for t, f in zip(times[name], times[floor_name])]})
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"model": args.model, "parameters": parameters, "candidates": args.candidates,
+                                         "answers": args.answers, "max_new_tokens": args.max_new_tokens,
+                                         "threads": torch.get_num_threads(), "repeats": args.repeats,
+                                         "floor_seconds_per_candidate": floor, "options": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def test_tiny_shape_on_cpu_writes_complete_records(tmp_path, monkeypatch, capsys
             "output_projection_parameters", "settings", "peak_memory_kind", "seconds_per_candidate"} <= set(record)
     assert record["hardware"] and record["date"][:2] == "20" and "getrusage" in record["peak_memory_kind"]
     assert record["shape"]["name"] == "tiny" and record["settings"]["device"] == "cpu"
-    for name in ("rollout", "update", "influence_prepare", "influence_score"):
+    for name in ("rollout", "generate", "update", "influence_prepare", "influence_score"):
         stage = record[name]
         assert set(stage) == STAGE_FIELDS, name
         assert stage["seconds"] > 0 and stage["tokens"] > 0 and stage["tokens_per_s"] > 0, name

@@ -15,9 +15,11 @@ SCRIPT = Path(__file__).parents[1] / "benchmarks" / "grpo_throughput.py"
 
 
 def test_benchmark_writes_the_ratio(tiny_model_dir, tmp_path):
+    """With the hash-parity reward a group of 8 answers is all right or all wrong with probability
+    2/256, so each step has rows with signal on both sides and a ratio is reported."""
     out = tmp_path / "result.json"
     command = [sys.executable, str(SCRIPT), "--model", str(tiny_model_dir), "--pairs", "2", "--prompts", "2",
-               "--group", "2", "--max-new-tokens", "6", "--threads", "1", "--json", str(out)]
+               "--group", "8", "--completion_tokens", "6", "--threads", "1", "--reward", "hash_parity", "--json", str(out)]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "ratio_vs_trl" in completed.stdout
@@ -26,3 +28,16 @@ def test_benchmark_writes_the_ratio(tiny_model_dir, tmp_path):
     for side in ("infuser", "trl"):
         assert result[side]["samples_per_s"] > 0
         assert result[side]["generation_share"] + result[side]["update_share"] == pytest.approx(1.0, abs=1e-2)
+
+
+def test_a_side_that_did_no_work_gets_no_ratio(tiny_model_dir, tmp_path):
+    """Completions of one token never hold a boxed answer: the 'correct' reward is 0 everywhere, no
+    update happens on either side, and the benchmark says so instead of reporting a ratio."""
+    out = tmp_path / "result.json"
+    command = [sys.executable, str(SCRIPT), "--model", str(tiny_model_dir), "--pairs", "1", "--prompts", "1",
+               "--group", "2", "--completion_tokens", "1", "--threads", "1", "--json", str(out)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert "not reported" in completed.stdout and "--reward hash_parity" in completed.stdout
+    result = json.loads(out.read_text())
+    assert result["ratio_vs_trl"] is None and "infuser did no update in 1 of 1" in result["refused"]

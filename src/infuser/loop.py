@@ -231,6 +231,7 @@ class InfuserLoop:
         rounds = []
         for round_ in range(0 if on_target else self.config.generator_steps_per_solver_step):
             rounds.append(self.generator_round(streams, round_, target, seconds))
+        self.influence.release()  # its vectors (model-sized) are not held through the Solver's update and after
         answers = target.answers if on_target else rounds[-1].answers
         solver_update, skipped = self.update_solver(answers, streams, seconds)
         evaluation = None

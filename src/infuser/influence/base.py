@@ -103,3 +103,9 @@ class InfluenceEstimator(ABC):
     @abstractmethod
     def score(self, solver: PolicyGradientModel, candidates: Sequence[ScoredRollouts]) -> Tensor:
         """One float64 score per candidate (CPU, shape ``(len(candidates),)``); higher = more useful."""
+
+    def release(self) -> None:
+        """Drop what :meth:`prepare` kept (target gradients, optimizer-state copies: vectors of the
+        Solver's size). The loop calls it after the iteration's last :meth:`score`, so they are not
+        held through the updates, the evaluation and the checkpoint; the next :meth:`prepare`
+        starts from nothing. An estimator that keeps nothing large need not override it."""

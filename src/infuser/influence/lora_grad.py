@@ -8,7 +8,15 @@ import torch
 from torch import Tensor, nn
 
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel
-from infuser.influence.gradients import AdamStep, FlatGradient, complete, policy_gradient, similarity, target_gradient
+from infuser.influence.gradients import (
+    AdamStep,
+    FlatGradient,
+    PartialSums,
+    complete,
+    policy_gradient,
+    similarity,
+    target_gradient,
+)
 from infuser.influence.projection import CountSketch
 from infuser.rollout.rows import ScoredRollouts
 
@@ -40,6 +48,9 @@ class LoraGradInfluence(InfluenceEstimator):
         self.projection_dim = projection_dim
         self.seed = seed
         self.cosine = cosine
+        self.release()
+
+    def release(self) -> None:
         self._flat: FlatGradient | None = None
         self._adam: AdamStep | None = None
         self._sketch: CountSketch | None = None
@@ -47,6 +58,7 @@ class LoraGradInfluence(InfluenceEstimator):
         self._target_norm = 1.0
 
     def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:
+        self.release()  # the last iteration's vectors go before this one's are allocated
         if self.projection_dim is not None and solver.processes.shards_parameters:
             # a sketch of a shard would have to place the shard's coordinates in the whole vector
             raise NotImplementedError("lora_grad: projection_dim needs every process to hold all LoRA parameters; "
@@ -57,20 +69,34 @@ class LoraGradInfluence(InfluenceEstimator):
         self._sketch = CountSketch(self._flat.numel, self.projection_dim, self.seed, gradient.device) \
             if self.projection_dim is not None else None
         self._target = self._sketch(gradient) if self._sketch is not None else gradient
-        (square,) = complete(solver, self._target.dot(self._target))
+        (square,) = complete(solver, self._target.dot(self._target).unsqueeze(0))
         self._target_norm = square**0.5
+
+    def _feature(self, gradient: Tensor, span: slice) -> Tensor:
+        """One chunk of the candidate's feature before projection: the gradient or Adam's direction."""
+        return self._adam.direction(gradient, span) if self._adam is not None else gradient
+
+    def _terms(self, gradient: Tensor, span: slice) -> tuple[Tensor, Tensor]:
+        """One chunk's ``<feature, g_T>`` and ``|feature|**2`` (no projection)."""
+        feature = self._feature(gradient, span)
+        return feature.dot(self._target[span]), feature.dot(feature)
 
     def score(self, solver: PolicyGradientModel, candidates: Sequence[ScoredRollouts]) -> Tensor:
         if self._flat is None or self._target is None:
             raise RuntimeError("LoraGradInfluence.score() called before prepare()")
         scores = torch.zeros(len(candidates), dtype=torch.float64)
-        with self._flat.attached():
-            for index, candidate in enumerate(candidates):
-                gradient = policy_gradient(self._flat, solver, candidate)
-                feature = self._adam.direction(gradient) if self._adam is not None else gradient
-                feature = self._sketch(feature) if self._sketch is not None else feature
-                dot, square = complete(solver, feature.dot(self._target), feature.dot(feature))
-                scores[index] = similarity(dot, square, self._target_norm, self.cosine)
+        for index, candidate in enumerate(candidates):
+            if self._sketch is not None:  # project chunk by chunk, then compare the projections
+                sketch = torch.zeros_like(self._target)
+                policy_gradient(self._flat, solver, candidate,
+                                lambda gradient, span: self._sketch.add(sketch, self._feature(gradient, span), span))
+                sums = sketch.dot(self._target).unsqueeze(0), sketch.dot(sketch).unsqueeze(0)
+                dot, square = complete(solver, torch.cat(sums))
+            else:
+                partial = PartialSums(self._terms)
+                policy_gradient(self._flat, solver, candidate, partial)
+                dot, square = complete(solver, partial.totals(2, self._flat.device))
+            scores[index] = similarity(dot, square, self._target_norm, self.cosine)
         return scores
 
 

@@ -9,7 +9,15 @@ import torch
 from torch import Tensor
 
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel
-from infuser.influence.gradients import AdamStep, FlatGradient, complete, policy_gradient, similarity, target_gradient
+from infuser.influence.gradients import (
+    AdamStep,
+    FlatGradient,
+    PartialSums,
+    complete,
+    policy_gradient,
+    similarity,
+    target_gradient,
+)
 from infuser.rollout.rows import ScoredRollouts
 
 Mode = Literal["dot", "cosine", "preconditioned_dot", "preconditioned_cosine"]
@@ -29,6 +37,12 @@ class OptimizerAwareInfluence(InfluenceEstimator):
     first step (``v = 0``), where Adam's first update is ``sign(g)``-like. All parameters the
     Solver trains take part; no projection.
 
+    Memory between :meth:`prepare` and :meth:`release`, in float32 vectors of the Solver's
+    trainable size (of this process's shard under FSDP, which adds one flat gradient buffer): the
+    target gradient, and with preconditioning AdamW's second moment (with ``fixed_v`` instead
+    ``g_T / d`` and ``1 / d**2``); plain ``dot`` and ``cosine`` keep ``g_T`` alone. A candidate's
+    gradient is reduced during its backward and never kept (:mod:`infuser.influence.gradients`).
+
     Args:
         mode: ``preconditioned_cosine`` (INFUSER's default, in ``[-1, 1]``),
             ``preconditioned_dot`` (the first-order target-loss decrease of the step, per unit
@@ -44,11 +58,7 @@ class OptimizerAwareInfluence(InfluenceEstimator):
             raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
         self.fixed_v = fixed_v
-        self._flat: FlatGradient | None = None
-        self._target: Tensor | None = None  # g_T, or g_T / d with fixed_v
-        self._target_norm = 1.0
-        self._adam: AdamStep | None = None
-        self._inverse_square: Tensor | None = None  # 1 / d**2 with fixed_v (the norm of Gamma_q)
+        self.release()
 
     @property
     def preconditioned(self) -> bool:
@@ -59,28 +69,46 @@ class OptimizerAwareInfluence(InfluenceEstimator):
         return self.mode.endswith("cosine")
 
     def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:
+        self.release()  # the last iteration's vectors go before this one's are allocated
         self._flat = FlatGradient(solver.trainable_parameters())
         gradient = target_gradient(self._flat, solver, target)
-        (square,) = complete(solver, gradient.dot(gradient))
+        (square,) = complete(solver, gradient.dot(gradient).unsqueeze(0))
         self._target, self._target_norm = gradient, square**0.5
-        self._adam = AdamStep(solver.optimizer_state(), self._flat, "optimizer_aware") if self.preconditioned else None
-        if self._adam is not None and self.fixed_v:
-            denominator = self._adam.fixed_denominator()
-            self._target = gradient / denominator
-            self._inverse_square = denominator.square_().reciprocal_()
+        if not self.preconditioned:
+            return
+        adam = AdamStep(solver.optimizer_state(), self._flat, "optimizer_aware")
+        if not self.fixed_v:
+            self._adam = adam
+            return
+        denominator = adam.fixed_denominator_()
+        self._target = gradient.div_(denominator)
+        self._inverse_square = denominator.square_().reciprocal_()
+        self._square = torch.empty(min(self._flat.chunk, self._flat.numel), device=self._flat.device)
+
+    def release(self) -> None:
+        self._flat: FlatGradient | None = None
+        self._target: Tensor | None = None  # g_T, or g_T / d with fixed_v
+        self._target_norm = 1.0
+        self._adam: AdamStep | None = None
+        self._inverse_square: Tensor | None = None  # 1 / d**2 with fixed_v (the norm of Gamma_q)
+        self._square: Tensor | None = None  # a chunk's g_q**2 with fixed_v
+
+    def _terms(self, gradient: Tensor, span: slice) -> tuple[Tensor, Tensor]:
+        """One chunk's ``<step, target>`` and ``|step|**2``."""
+        target = self._target[span]
+        if self._inverse_square is not None:
+            square = torch.mul(gradient, gradient, out=self._square[: gradient.numel()])
+            return gradient.dot(target), square.dot(self._inverse_square[span])
+        step = self._adam.preconditioned(gradient, span) if self._adam is not None else gradient
+        return step.dot(target), step.dot(step)
 
     def score(self, solver: PolicyGradientModel, candidates: Sequence[ScoredRollouts]) -> Tensor:
         if self._flat is None or self._target is None:
             raise RuntimeError("OptimizerAwareInfluence.score() called before prepare()")
         scores = torch.zeros(len(candidates), dtype=torch.float64)
-        with self._flat.attached():
-            for index, candidate in enumerate(candidates):
-                gradient = policy_gradient(self._flat, solver, candidate)
-                if self._adam is not None and self.fixed_v:
-                    dot, square = complete(solver, gradient.dot(self._target),
-                                           gradient.square().dot(self._inverse_square))
-                else:
-                    step = self._adam.preconditioned(gradient) if self._adam is not None else gradient
-                    dot, square = complete(solver, step.dot(self._target), step.dot(step))
-                scores[index] = similarity(dot, square, self._target_norm, self.cosine)
+        for index, candidate in enumerate(candidates):
+            sums = PartialSums(self._terms)
+            policy_gradient(self._flat, solver, candidate, sums)
+            dot, square = complete(solver, sums.totals(2, self._flat.device))
+            scores[index] = similarity(dot, square, self._target_norm, self.cosine)
         return scores

@@ -32,5 +32,9 @@ class CountSketch:
         self.sign = (torch.randint(2, (dim,), generator=generator) * 2 - 1).to(device, torch.float32)
 
     def __call__(self, vector: Tensor) -> Tensor:
-        signed = vector * self.sign
-        return torch.zeros(self.k, dtype=signed.dtype, device=signed.device).index_add_(0, self.bucket, signed)
+        return self.add(torch.zeros(self.k, dtype=vector.dtype, device=vector.device), vector, slice(0, vector.numel()))
+
+    def add(self, sketch: Tensor, values: Tensor, span: slice) -> Tensor:
+        """Add the projection of ``values``, the coordinates ``span`` of a vector, to ``sketch``
+        (``S x`` is a sum over coordinates, so a vector can be projected chunk by chunk)."""
+        return sketch.index_add_(0, self.bucket[span], values * self.sign[span])

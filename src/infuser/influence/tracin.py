@@ -11,7 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel
-from infuser.influence.gradients import FlatGradient, complete, policy_gradient, similarity, target_gradient
+from infuser.influence.gradients import (
+    FlatGradient,
+    PartialSums,
+    complete,
+    policy_gradient,
+    similarity,
+    target_gradient,
+)
 from infuser.rollout.rows import ScoredRollouts
 
 
@@ -69,10 +76,14 @@ class TracInInfluence(InfluenceEstimator):
             raise ValueError("tracin: live=false needs at least one entry in checkpoints")
         self.cosine = cosine
         self.live = live
+        self.release()
+
+    def release(self) -> None:
         self._flat: FlatGradient | None = None
         self._points: list[_Point] = []
 
     def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:
+        self.release()  # the last iteration's gradients and checkpoint values go first
         parameters = solver.trainable_parameters()
         self._flat = FlatGradient(parameters)
         names = _names(solver, parameters)
@@ -88,7 +99,7 @@ class TracInInfluence(InfluenceEstimator):
                lr: float) -> _Point:
         with _swapped(self._flat.parameters, values):
             gradient = target_gradient(self._flat, solver, target)
-        (square,) = complete(solver, gradient.dot(gradient))
+        (square,) = complete(solver, gradient.dot(gradient).unsqueeze(0))
         return _Point(values=values, lr=lr, target=gradient, target_norm=square**0.5)
 
     def score(self, solver: PolicyGradientModel, candidates: Sequence[ScoredRollouts]) -> Tensor:
@@ -96,10 +107,11 @@ class TracInInfluence(InfluenceEstimator):
             raise RuntimeError("TracInInfluence.score() called before prepare()")
         scores = torch.zeros(len(candidates), dtype=torch.float64)
         for point in self._points:
-            with _swapped(self._flat.parameters, point.values), self._flat.attached():
+            with _swapped(self._flat.parameters, point.values):
                 for index, candidate in enumerate(candidates):
-                    gradient = policy_gradient(self._flat, solver, candidate)
-                    dot, square = complete(solver, gradient.dot(point.target), gradient.dot(gradient))
+                    sums = PartialSums(lambda gradient, span: (gradient.dot(point.target[span]), gradient.dot(gradient)))
+                    policy_gradient(self._flat, solver, candidate, sums)
+                    dot, square = complete(solver, sums.totals(2, self._flat.device))
                     scores[index] += point.lr * similarity(dot, square, point.target_norm, self.cosine)
         return scores
 
