@@ -156,7 +156,8 @@ class InfuserSide:
         from infuser.models import ModelConfig
         from infuser.rl.advantages import GroupStdAdvantage
         from infuser.rl.loss import PolicyLossConfig
-        from infuser.roles.policy import OptimizerConfig, RoleConfig, UpdateConfig
+        from infuser.rl.update import UpdateConfig
+        from infuser.roles.config import OptimizerConfig, RoleConfig
         from infuser.roles.solver import Solver
         from infuser.rollout.engine import SamplingConfig
 

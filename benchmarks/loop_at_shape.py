@@ -161,8 +161,9 @@ def _anonymous_rss() -> int:
 def _stand_ins(settings: Settings):
     """The Generator and Solver of a random-weight run (see the module docstring)."""
     from infuser.data.questions import MCQuestion
-    from infuser.roles.generator import Drafts, Generator
-    from infuser.roles.solver import Answers, Solver
+    from infuser.roles.generator import Generator
+    from infuser.roles.solver import Solver
+    from infuser.rollout.rows import Answers, Drafts
     from infuser.toy.world import ToyWorld
 
     pool = ToyWorld().question_set("loop-at-shape", 256, seed=settings.seed)
@@ -199,7 +200,8 @@ def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageM
     from infuser.models import ModelConfig
     from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
     from infuser.rl.generator_rewards import InfluenceReward
-    from infuser.roles.policy import OptimizerConfig, RoleConfig, UpdateConfig
+    from infuser.rl.update import UpdateConfig
+    from infuser.roles.config import OptimizerConfig, RoleConfig
     from infuser.rollout.engine import SamplingConfig
 
     def role(tokens: int, advantage) -> RoleConfig:

@@ -9,13 +9,15 @@ import pytest
 import torch
 
 from infuser.data.prompts import PromptTemplates
-from infuser.influence.base import ScoredRollouts
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.models import LoraConfig, ModelConfig, QuantizationConfig, SharedBase, load_causal_lm, load_tokenizer
+from infuser.rl.update import UpdateConfig
+from infuser.roles.config import OptimizerConfig, RoleConfig
 from infuser.roles.generator import Generator
-from infuser.roles.policy import OptimizerConfig, PolicyRole, RoleConfig, UpdateConfig
+from infuser.roles.policy import PolicyRole
 from infuser.roles.solver import Solver
-from infuser.rollout.engine import RolloutBatch, SamplingConfig, completion_logps, generate
+from infuser.rollout.engine import SamplingConfig, completion_logps, generate
+from infuser.rollout.rows import RolloutBatch, ScoredRollouts
 from infuser.toy.world import ToyWorld
 
 pytestmark = [pytest.mark.cuda,
@@ -35,11 +37,11 @@ def test_bfloat16_update_trains_every_weight_and_stays_finite(tiny_model_dir):
                         optimizer=OptimizerConfig(lr=1e-2), sampling=SamplingConfig(max_new_tokens=8),
                         update=UpdateConfig(micro_batch_size=4))
     role = PolicyRole(config, device=fabric.device)
-    role.set_up(fabric)
+    update = role.set_up(fabric)
     assert all(p.dtype == torch.bfloat16 and p.is_cuda for p in role.trainable_parameters())
     batch = role.rollout(PROMPTS, 4, torch.Generator().manual_seed(0))
     before = [p.detach().clone() for p in role.trainable_parameters()]
-    stats = role.update(batch, torch.randn(len(batch), generator=torch.Generator().manual_seed(1)))
+    stats = update(batch, torch.randn(len(batch), generator=torch.Generator().manual_seed(1)))
     assert stats.optimizer_steps == 1 and not stats.skipped and torch.isfinite(torch.tensor(stats.loss))
     assert all(not torch.equal(b, p) for b, p in zip(before, role.trainable_parameters()))
     assert all(p.grad is None for p in role.trainable_parameters())
@@ -77,13 +79,12 @@ def test_4bit_base_shared_by_two_lora_roles(tiny_model_dir):
     shared = SharedBase(fabric.device)
     generator = Generator(config, PromptTemplates(), device=fabric.device, shared=shared)
     solver = Solver(config, PromptTemplates(), device=fabric.device, shared=shared)
-    for role in (generator, solver):
-        role.set_up(fabric)
+    updates = {role: role.set_up(fabric) for role in (generator, solver)}
     assert generator.model is solver.model
     assert any("4bit" in type(module).__name__ for module in solver.model.modules())
     adapters = {role: [p.detach().clone() for p in role.trainable_parameters()] for role in (generator, solver)}
     answers = solver.answer(QUESTIONS, 4, torch.Generator().manual_seed(0))
-    stats = solver.update(answers.batch, torch.randn(len(answers.batch), generator=torch.Generator().manual_seed(1)))
+    stats = updates[solver](answers.batch, torch.randn(len(answers.batch), generator=torch.Generator().manual_seed(1)))
     assert stats.optimizer_steps == 1
     assert any(not torch.equal(b, p) for b, p in zip(adapters[solver], solver.trainable_parameters()))
     assert all(torch.equal(b, p) for b, p in zip(adapters[generator], generator.trainable_parameters()))
@@ -93,20 +94,20 @@ def test_influence_vectors_live_on_the_device_and_are_released(tiny_model_dir):
     """optimizer_aware on the GPU scores the CPU's rollouts as the CPU does (float32 sums in another
     order: a relative 1e-4 is ~1000x float32's rounding over these few thousand terms), keeps its
     vectors on the device, and ``release`` gives their memory back."""
-    solvers = {}
+    solvers, updates = {}, {}
     for device in ("cpu", "cuda"):
         torch.manual_seed(0)
         config = RoleConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)),
                             optimizer=OptimizerConfig(lr=1e-3), sampling=SamplingConfig(max_new_tokens=8))
         solvers[device] = Solver(config, PromptTemplates())
-        solvers[device].set_up(L.Fabric(accelerator=device, devices=1))
+        updates[device] = solvers[device].set_up(L.Fabric(accelerator=device, devices=1))
     answers = solvers["cpu"].answer(QUESTIONS, 4, torch.Generator().manual_seed(0))
     advantages = torch.randn(len(answers.batch), generator=torch.Generator().manual_seed(1))
     scores = {}
     for device, solver in solvers.items():
         batch = RolloutBatch.of_rows(answers.batch.unpadded_rows(), solver.tokenizer.pad_token_id,
                                      torch.device(device))
-        solver.update(batch, advantages)  # the same AdamW moments on both
+        updates[device](batch, advantages)  # the same AdamW moments on both
         candidates = [ScoredRollouts(batch.select(answers.rows_of(q)), advantages[answers.rows_of(q)])
                       for q in range(len(QUESTIONS))]
         estimator = OptimizerAwareInfluence()
