@@ -28,11 +28,16 @@ import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-import torch
-from torch import Tensor, nn
-from torch.distributed.tensor import DTensor
-
 from infuser.influence.base import PolicyGradientModel, ScoredRollouts
+from infuser.lazy import TYPE_CHECKING, lazy_import
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+    from torch.distributed import tensor as dtensor
+else:  # parsing a command line imports this module (through the estimators), never torch
+    torch = lazy_import("torch")
+    dtensor = lazy_import("torch.distributed.tensor")
 
 
 class FlatGradient:
@@ -57,7 +62,7 @@ class FlatGradient:
         if len(dtypes) > 1:
             raise TypeError(f"FlatGradient needs parameters of one dtype, got {sorted(map(str, dtypes))}")
         self.parameters = parameters
-        self._sharded = isinstance(parameters[0], DTensor)
+        self._sharded = isinstance(parameters[0], dtensor.DTensor)
         shards = [_local(p) for p in parameters]
         self.numel = sum(shard.numel() for shard in shards)
         self.buffer = torch.zeros(self.numel, dtype=parameters[0].dtype, device=parameters[0].device)
@@ -66,8 +71,8 @@ class FlatGradient:
         for p, shard in zip(parameters, shards):
             view = self.buffer[offset : offset + shard.numel()].view_as(shard)
             if self._sharded:
-                view = DTensor.from_local(view, p.device_mesh, p.placements, run_check=False, shape=p.shape,
-                                          stride=p.stride())
+                view = dtensor.DTensor.from_local(view, p.device_mesh, p.placements, run_check=False, shape=p.shape,
+                                                  stride=p.stride())
             self._views.append(view)
             offset += shard.numel()
         self._attached = False
@@ -118,7 +123,7 @@ class FlatGradient:
 
 def _local(tensor: Tensor) -> Tensor:
     """This process's shard of a DTensor; any other tensor as it is."""
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+    return tensor.to_local() if isinstance(tensor, dtensor.DTensor) else tensor
 
 
 class AdamStep:

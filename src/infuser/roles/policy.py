@@ -28,76 +28,15 @@ from lightning.fabric.strategies import ModelParallelStrategy
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
+from infuser.config import OptimizerConfig as OptimizerConfig  # re-exported: the configurations live in infuser.config
+from infuser.config import RoleConfig
+from infuser.config import UpdateConfig as UpdateConfig
 from infuser.distributed import Processes, SplitRollouts
 from infuser.influence.base import ScoredRollouts
-from infuser.models import ModelConfig, SharedBase, load_causal_lm, load_tokenizer
-from infuser.rl.advantages import AdvantageEstimator, MeanCentredAdvantage
-from infuser.rl.loss import BatchTotals, PolicyLossConfig, PolicyLossOutput, policy_loss
+from infuser.models import SharedBase, load_causal_lm, load_tokenizer
+from infuser.rl.loss import BatchTotals, PolicyLossOutput, policy_loss
 from infuser.rollout.engine import Lockstep, RolloutBatch, SamplingConfig, call_seed, completion_logps, generate
 from infuser.sharding import gathered, whole_weights
-
-
-@dataclass
-class OptimizerConfig:
-    """AdamW settings (constant learning rate, as in the reference).
-
-    Attributes:
-        lr: learning rate.
-        betas: AdamW betas; ``betas[1]`` also drives the influence preconditioner.
-        eps: AdamW epsilon.
-        weight_decay: decoupled weight decay.
-        grad_clip: max global gradient norm; ``None`` disables clipping.
-    """
-
-    lr: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    grad_clip: float | None = 1.0
-
-
-@dataclass
-class UpdateConfig:
-    """How one RL update consumes a batch of rollouts.
-
-    Attributes:
-        loss: the clipped objective.
-        ppo_epochs: passes over the batch. Whenever an update takes more than one optimizer
-            step (several epochs or mini-batches), the log-probs of the policy before the first
-            step are computed once and kept as the "old" policy of every step.
-        mini_batch_size: rows per optimizer step; ``None`` takes the whole batch in one step.
-        micro_batch_size: rows per forward/backward (gradient accumulation); bounds memory only:
-            the accumulated gradient equals the whole mini-batch's. The Solver's also bounds the
-            influence passes (:meth:`PolicyRole.micro_batches`).
-        mask_truncated_completions: drop rows that hit ``max_new_tokens`` from the loss (they
-            still count as sequences in the ``grpo``/``dr_grpo`` normalisers, as in TRL).
-        completions_to_log: completions (prompt, text, advantage) returned in
-            :attr:`UpdateStats.samples` per update, for inspection.
-    """
-
-    loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
-    ppo_epochs: int = 1
-    mini_batch_size: int | None = None
-    micro_batch_size: int = 32
-    mask_truncated_completions: bool = False
-    completions_to_log: int = 4
-
-    def __post_init__(self) -> None:
-        if self.ppo_epochs < 1 or self.micro_batch_size < 1 or self.completions_to_log < 0:
-            raise ValueError("ppo_epochs and micro_batch_size must be >= 1, completions_to_log >= 0")
-        if self.mini_batch_size is not None and self.mini_batch_size < 1:
-            raise ValueError(f"mini_batch_size must be >= 1 or null, got {self.mini_batch_size}")
-
-
-@dataclass
-class RoleConfig:
-    """Everything that defines one role (Generator or Solver)."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    update: UpdateConfig = field(default_factory=UpdateConfig)
-    advantage: AdvantageEstimator = field(default_factory=MeanCentredAdvantage)
 
 
 @dataclass(frozen=True)
