@@ -21,32 +21,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
-import numpy as np
-import torch
 from jsonargparse import lazy_instance
-from lightning.fabric.strategies import ModelParallelStrategy
 
-from infuser.artifacts import CheckpointError, RunDirectory, default_run_dir, write_json
+from infuser.artifacts import CheckpointError, RunDirectory, default_run_dir, respect_umask, write_json
+from infuser.config import SHARDING_STRATEGIES, ConfigurationError, LoopConfig, RoleConfig, base_differences
+from infuser.console import hide_rebuilt_log_warning, quiet_libraries
 from infuser.data.documents import DocumentSource, ToyDocuments
 from infuser.data.prompts import PromptTemplates
 from infuser.data.question_sets import QuestionSource, ToyQuestions
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-from infuser.loop import Evaluation, InfuserLoop, LoopConfig, LoopState, hold_point
-from infuser.models import SharedBase, base_differences, load_tokenizer
+from infuser.lazy import TYPE_CHECKING, lazy_import
+from infuser.plots import plot_finished_run
+from infuser.preflight import RunSetup, check_before_loading
 from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
 from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
-from infuser.roles.generator import Generator
-from infuser.roles.policy import RoleConfig
-from infuser.roles.solver import Solver
-from infuser.sharding import FSDP, fsdp_strategy, load_full_checkpoint, save_full_checkpoint
+
+# The command line is parsed from this module's signature, so it imports the training stack
+# (torch, Lightning, the loop and the roles) only inside the functions that run it.
+if TYPE_CHECKING:
+    import lightning as L
+    import numpy as np
+    import torch
+    from lightning.fabric.strategies import ModelParallelStrategy
+
+    from infuser.loop import InfuserLoop, LoopState
+else:
+    L = lazy_import("lightning")
+    np = lazy_import("numpy")
+    torch = lazy_import("torch")
 
 log = logging.getLogger(__name__)
-
-
-class ConfigurationError(ValueError):
-    """Arguments of :func:`fit` that cannot work together; raised before any model is loaded."""
 
 
 @dataclass
@@ -95,6 +100,8 @@ def _loggers(names: list[str], root: Path, resuming: bool) -> list:
     """
     from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
 
+    if resuming:
+        hide_rebuilt_log_warning()
     made = []
     for name in names:
         if name == "csv":
@@ -137,6 +144,8 @@ def _state_payload(state: LoopState, documents: DocumentSource) -> dict:
 
 
 def _restore(state: dict, loop: InfuserLoop) -> None:
+    from infuser.loop import Evaluation, LoopState
+
     saved = state["loop"]
     evaluations = {k: Evaluation(**saved[k]) if saved[k] else None for k in ("first_evaluation", "last_evaluation")}
     loop.state = LoopState(**{**saved, **evaluations})
@@ -155,12 +164,13 @@ def _check_resume_arguments(run_dir: str | None, ckpt_path: str | None) -> None:
 # Precisions that leave a 4-bit base alone: the "-true" plugins other than 32-true cast every
 # floating-point parameter (and transformer-engine replaces the linear layers).
 _QUANTIZATION_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16", "16")
-_SHARDING_STRATEGIES = ("fsdp", "deepspeed")
 
 
 def _strategy(trainer: TrainerConfig) -> str | ModelParallelStrategy:
     """What Fabric is given for ``trainer.strategy``: ``fsdp`` is infuser's FSDP2 (see
     :mod:`infuser.sharding`); any other name goes to Lightning as it is."""
+    from infuser.sharding import FSDP, fsdp_strategy
+
     if trainer.strategy == FSDP:
         return fsdp_strategy(trainer.precision)
     if trainer.strategy.startswith(FSDP):
@@ -183,7 +193,7 @@ def _check_model_arguments(generator: RoleConfig, solver: RoleConfig, trainer: T
     turns prompt sharing off by itself.)
     """
     models = {"generator": generator.model, "solver": solver.model}
-    sharded = any(name in trainer.strategy for name in _SHARDING_STRATEGIES)
+    sharded = any(name in trainer.strategy for name in SHARDING_STRATEGIES)
     for role, model in models.items():
         if model.quantization is None:
             continue
@@ -252,6 +262,14 @@ def fit(
     """
     _check_resume_arguments(run_dir, ckpt_path)
     _check_model_arguments(generator, solver, trainer, share_base)
+    check_before_loading(RunSetup(generator, solver, loop, trainer.strategy, share_base), influence, generator_reward)
+    # The training stack is imported once the arguments are known to work (a refusal takes a second).
+    from infuser.loop import InfuserLoop, hold_point
+    from infuser.models import SharedBase, load_tokenizer
+    from infuser.roles.generator import Generator
+    from infuser.roles.solver import Solver
+
+    quiet_libraries()
     run = RunDirectory(run_dir or default_run_dir())
     torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
     fabric = L.Fabric(accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
@@ -315,7 +333,9 @@ def fit(
     for name, role in (("generator", gen), ("solver", sol)):
         role.export(run.root / "final" / name)
     if fabric.global_rank == 0:
+        respect_umask(run.root / "final")
         write_json(run.root / "summary.json", dataclasses.asdict(summary))
+        plot_finished_run(run.root)
         _print_summary(summary)
     for logger in fabric.loggers:
         logger.finalize("success")
@@ -325,6 +345,10 @@ def fit(
 def _save(fabric: L.Fabric, path: Path, payload: dict) -> None:
     """``fabric.save``; under FSDP, :func:`~infuser.sharding.save_full_checkpoint` (Lightning's saves
     one sharded model per checkpoint, infuser has two)."""
+    from lightning.fabric.strategies import ModelParallelStrategy
+
+    from infuser.sharding import save_full_checkpoint
+
     if isinstance(fabric.strategy, ModelParallelStrategy):
         save_full_checkpoint(path, _unwrapped(payload), fabric.global_rank)
     else:
@@ -334,6 +358,10 @@ def _save(fabric: L.Fabric, path: Path, payload: dict) -> None:
 def _load(fabric: L.Fabric, path: Path, state: dict) -> dict:
     """``fabric.load`` with ``weights_only``, or its counterpart of :func:`_save` under FSDP; fills
     ``state``'s modules and optimizers, returns the checkpoint's other entries."""
+    from lightning.fabric.strategies import ModelParallelStrategy
+
+    from infuser.sharding import load_full_checkpoint
+
     if isinstance(fabric.strategy, ModelParallelStrategy):
         return load_full_checkpoint(path, _unwrapped(state))
     return fabric.load(path, state, weights_only=True)
@@ -386,4 +414,4 @@ def _print_summary(summary: Summary) -> None:
     print(f"{'held-out accuracy':<18}{fmt(summary.heldout_accuracy_start):>8}{fmt(summary.heldout_accuracy_end):>8}")
     print(f"{summary.iterations} iterations in {summary.seconds_total:.0f} s; "
           f"slowest stage: {max(summary.seconds_by_stage, key=summary.seconds_by_stage.get)}")
-    print(f"written to {summary.run_dir} (summary.json, questions/, checkpoints/, logs/)")
+    print(f"written to {summary.run_dir} (summary.json, plots/, logs/, questions/, samples/, checkpoints/, final/)")

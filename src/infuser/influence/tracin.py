@@ -7,11 +7,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import Tensor, nn
-
+from infuser.config import ConfigurationError
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel, ScoredRollouts
 from infuser.influence.gradients import FlatGradient, complete, policy_gradient, similarity, target_gradient
+from infuser.lazy import TYPE_CHECKING, lazy_import
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from infuser.preflight import RunSetup
+else:
+    torch = lazy_import("torch")  # parsing a command line imports this module, never torch
 
 
 @dataclass
@@ -70,6 +77,11 @@ class TracInInfluence(InfluenceEstimator):
         self.live = live
         self._flat: FlatGradient | None = None
         self._points: list[_Point] = []
+
+    def check_setup(self, setup: RunSetup) -> None:
+        for index, checkpoint in enumerate(self.checkpoints):
+            if not Path(checkpoint.path).is_file():
+                raise ConfigurationError(f"influence.init_args.checkpoints[{index}].path: no such file: {checkpoint.path}")
 
     def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:
         parameters = solver.trainable_parameters()
