@@ -40,44 +40,49 @@ REFERENCES: dict[str, list[str]] = {
 }
 
 
-def _seconds(command: list[str]) -> float:
+def _run(command: list[str]) -> tuple[float, int]:
+    """Seconds the command took and its exit status."""
     started = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - started
+    status = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    return time.perf_counter() - started, status
 
 
-def measure(repeats: int) -> dict[str, list[float]]:
-    """Seconds per run of every command and reference, ``repeats`` rounds, one run of each per round."""
+def measure(repeats: int) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Seconds per run of every command and reference (``repeats`` rounds, one run of each per
+    round), and each command's exit status (an older version may refuse one: ``infuser list``
+    needed a kind)."""
     executable = shutil.which("infuser") or str(Path(sys.executable).with_name("infuser"))
     commands = {name: [executable, *arguments] for name, arguments in COMMANDS.items()} | REFERENCES
-    for command in commands.values():  # warm the file cache; not counted
-        _seconds(command)
+    statuses = {name: _run(command)[1] for name, command in commands.items()}  # also warms the file cache
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):
         for name, command in commands.items():
-            times[name].append(_seconds(command))
-    return times
+            times[name].append(_run(command)[0])
+    return times, statuses
 
 
-def table(times: dict[str, list[float]]) -> str:
+def table(times: dict[str, list[float]], statuses: dict[str, int]) -> str:
     width = max(map(len, times))
-    lines = [f"{'command':<{width}}  {'median s':>9}  {'fastest s':>9}", "-" * (width + 22)]
-    lines += [f"{name:<{width}}  {statistics.median(values):>9.2f}  {min(values):>9.2f}" for name, values in times.items()]
+    lines = [f"{'command':<{width}}  {'median s':>9}  {'fastest s':>9}  exit", "-" * (width + 28)]
+    lines += [f"{name:<{width}}  {statistics.median(values):>9.2f}  {min(values):>9.2f}  {statuses[name]:>4}"
+              for name, values in times.items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
+    """Measure, print the table, write the JSON; returns the seconds per command."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="runs of each command")
     parser.add_argument("--json", type=Path, help="also write the times as JSON to this path")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
-    times = measure(args.repeats)
+    times, statuses = measure(args.repeats)
     load_after = os.getloadavg()
-    print(table(times))
+    print(table(times, statuses))
     print(f"load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} cores")
     if args.json is not None:
-        summary = {name: {"median_s": statistics.median(v), "fastest_s": min(v), "runs_s": v} for name, v in times.items()}
+        summary = {name: {"median_s": statistics.median(v), "fastest_s": min(v), "runs_s": v,
+                          "exit_status": statuses[name]} for name, v in times.items()}
         args.json.write_text(json.dumps({"repeats": args.repeats, "cpu_count": os.cpu_count(),
                                          "load_average_before": load_before, "load_average_after": load_after,
                                          "commands": summary}, indent=2) + "\n")

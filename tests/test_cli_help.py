@@ -28,7 +28,8 @@ def test_plain_text_drops_restructuredtext_markup():
 def test_fit_help_is_plain_text_with_sections_named_by_key(capsys):
     text = _help(capsys, "fit")
     assert "``" not in text and ":class:" not in text
-    assert text.splitlines()[0] == "usage: infuser [options] fit [-h] [--config FILE] [--print_config] [--KEY VALUE ...]"
+    usage = "usage: infuser [options] fit [-h] [--config FILE] [--print_config] [--KEY VALUE ...]"
+    assert text.splitlines()[0] == usage
     for section in ("solver.model: ", "generator.update.loss: ", "loop: the schedule", "trainer: "):
         assert any(line.startswith(section) for line in text.splitlines()), section
 

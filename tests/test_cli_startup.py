@@ -50,5 +50,5 @@ def _imports(arguments: list[str]) -> tuple[int, list[str]]:
 def test_printing_commands_import_no_heavy_library(arguments):
     status, imported = _imports(arguments)
     assert status in (0, None)
-    assert imported == [], f"`infuser {' '.join(arguments)}` imported {imported}; run it under `python -X importtime` " \
-                           "to see which infuser module pulled them in"
+    assert imported == [], (f"`infuser {' '.join(arguments)}` imported {imported}; run it under "
+                            "`python -X importtime` to see which infuser module pulled them in")

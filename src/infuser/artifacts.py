@@ -49,6 +49,7 @@ def respect_umask(folder: Path) -> None:
 
     safetensors writes ``model.safetensors`` readable by its owner only (``0o600``), so an exported
     model in a shared run folder could not be read by the group that reads everything else in it.
+    The umask can only be read by setting it; it is restored at once.
     """
     umask = os.umask(0)
     os.umask(umask)

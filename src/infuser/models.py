@@ -17,7 +17,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from infuser.config import TOY_MODEL_ID, LoraConfig, ModelConfig, base_differences
-from infuser.config import QuantizationConfig as QuantizationConfig  # re-exported: the configurations live in infuser.config
+# re-exported: the configurations live in infuser.config
+from infuser.config import QuantizationConfig as QuantizationConfig
 from infuser.toy.base_model import ensure_toy_base
 
 if TYPE_CHECKING:

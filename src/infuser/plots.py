@@ -123,6 +123,12 @@ def draw(records: Sequence[RunRecord]):
     _questions(axes[1, 1], records, colours)
     _stage_times(axes[1, 2], records)
     figure.suptitle(_title(records), fontsize=13)
+    if len(records) > 1:
+        from matplotlib.lines import Line2D
+
+        runs = [Line2D([], [], color=colour, linewidth=3, label=record.name)
+                for record, colour in zip(records, colours)]
+        figure.legend(handles=runs, loc="outside lower center", ncols=min(len(records), 6), fontsize=10)
     return figure
 
 
@@ -143,23 +149,35 @@ def _lines(axis: Axes, records: Sequence[RunRecord], colours: Sequence[str],
     """One line per run and metric (``metrics``: name -> (line style, label)); whether anything
     was drawn."""
     drawn = False
-    for record, colour in zip(records, colours):
-        for metric, (style, label) in metrics.items():
+    for metric, (style, label) in metrics.items():
+        shown = False
+        for record, colour in zip(records, colours):
             steps, values = record.series(metric)
             if steps:
-                axis.plot(steps, values, style, color=colour, marker="o", markersize=3,
-                          label=_label(record, records, label))
-                drawn = True
+                axis.plot(steps, values, style, color=colour, marker="o", markersize=3, label=_label(records, label))
+                shown = True
+        if shown:
+            _key(axis, records, style, label)
+        drawn |= shown
     return drawn
 
 
-def _label(record: RunRecord, records: Sequence[RunRecord], what: str) -> str:
-    return what if len(records) == 1 else f"{record.name}: {what}"
+def _label(records: Sequence[RunRecord], what: str) -> str:
+    """A line's legend entry: its metric for one run; for several, the panel's key says the metric
+    (:func:`_key`) and the figure's legend the run, so the line itself gets none."""
+    return what if len(records) == 1 else f"_{what}"
+
+
+def _key(axis: Axes, records: Sequence[RunRecord], style: str, label: str) -> None:
+    """With several runs, a grey legend entry for what line style ``style`` means in this panel."""
+    if len(records) > 1:
+        axis.plot([], [], style, color="grey", marker="o", markersize=3, label=label)
 
 
 def _finish(axis: Axes, title: str, ylabel: str, drawn: bool, legend: bool = True, xlabel: str = "iteration",
-            fraction: bool = False) -> None:
-    """Titles, grid and legend of a panel; ``fraction``: the values are shares in [0, 1]."""
+            fraction: bool = False, stacked: bool = False) -> None:
+    """Titles, grid and legend of a panel; ``fraction``: the values are shares in [0, 1];
+    ``stacked``: the panel's series are stacked layers."""
     from matplotlib.ticker import MaxNLocator
 
     axis.set_title(title)
@@ -173,7 +191,10 @@ def _finish(axis: Axes, title: str, ylabel: str, drawn: bool, legend: bool = Tru
     if not drawn:
         axis.text(0.5, 0.5, _NO_DATA, ha="center", va="center", transform=axis.transAxes, color="grey")
     elif legend:
-        axis.legend(fontsize=8)
+        handles, labels = axis.get_legend_handles_labels()
+        if stacked:  # list the layers top first, as they are drawn
+            handles, labels = handles[::-1], labels[::-1]
+        axis.legend(handles, labels, fontsize=8, ncols=2 if len(labels) > 4 else 1)
 
 
 def _accuracy(axis: Axes, records: Sequence[RunRecord], colours: Sequence[str]) -> None:
@@ -195,12 +216,15 @@ def _influence(axis: Axes, records: Sequence[RunRecord], colours: Sequence[str])
         if not steps:
             continue
         spreads = [record.rows[step].get("influence/std", 0.0) for step in steps]
-        axis.plot(steps, means, "-", color=colour, marker="o", markersize=3, label=_label(record, records, "mean"))
+        axis.plot(steps, means, "-", color=colour, marker="o", markersize=3, label=_label(records, "mean"))
         axis.fill_between(steps, [m - s for m, s in zip(means, spreads)], [m + s for m, s in zip(means, spreads)],
-                          color=colour, alpha=0.15, label=_label(record, records, "mean ± std"))
+                          color=colour, alpha=0.15, label=_label(records, "mean ± std"))
         drawn = True
     if drawn:
         axis.axhline(0.0, color="grey", linewidth=0.8)
+        _key(axis, records, "-", "mean")
+        if len(records) > 1:
+            axis.fill_between([], [], [], color="grey", alpha=0.15, label="mean ± std")
     _finish(axis, "Influence of the scored questions", "influence score", drawn)
 
 
@@ -212,13 +236,13 @@ def _curriculum(axis: Axes, records: Sequence[RunRecord], colours: Sequence[str]
         steps = sorted(step for step, row in record.rows.items() if any(f"curriculum/{k}" in row for k in kinds))
         shares = [[record.rows[step].get(f"curriculum/{kind}", 0.0) for step in steps] for kind in kinds]
         axis.stackplot(steps, shares, labels=kinds, colors=[f"C{i % 10}" for i in range(len(kinds))], alpha=0.8)
-        axis.set_ylim(0, 1)
         drawn = True
     else:
         styles = ["-", "--", ":", "-."]
         for index, kind in enumerate(kinds):
             drawn |= _lines(axis, records, colours, {f"curriculum/{kind}": (styles[index % len(styles)], kind)})
-    _finish(axis, "Curriculum: share of each question kind", "share of valid questions", drawn, fraction=True)
+    _finish(axis, "Curriculum: share of each question kind", "share of valid questions", drawn, fraction=True,
+            stacked=len(records) == 1)
 
 
 def _questions(axis: Axes, records: Sequence[RunRecord], colours: Sequence[str]) -> None:
@@ -240,7 +264,8 @@ def _stage_times(axis: Axes, records: Sequence[RunRecord]) -> None:
             seconds = [record.rows[step].get(stage, 0.0) for step in steps]
             axis.bar(steps, seconds, bottom=bottom, color=f"C{index % 10}", label=stage.split("/", 1)[1])
             bottom = [b + s for b, s in zip(bottom, seconds)]
-        _finish(axis, "Seconds per stage", "seconds", drawn)
+        _headroom(axis, bottom)
+        _finish(axis, "Seconds per stage", "seconds", drawn, stacked=True)
         return
     names = [record.name for record in records]
     bottom = [0.0] * len(records)
@@ -248,8 +273,15 @@ def _stage_times(axis: Axes, records: Sequence[RunRecord]) -> None:
         seconds = [_mean(record.series(stage)[1]) for record in records]
         axis.bar(names, seconds, bottom=bottom, color=f"C{index % 10}", label=stage.split("/", 1)[1])
         bottom = [b + s for b, s in zip(bottom, seconds)]
-    _finish(axis, "Seconds per stage, mean per iteration", "seconds", drawn, xlabel="run")
+    _headroom(axis, bottom)
+    _finish(axis, "Seconds per stage, mean per iteration", "seconds", drawn, xlabel="run", stacked=True)
     axis.tick_params(axis="x", labelrotation=20)
+
+
+def _headroom(axis: Axes, heights: Sequence[float]) -> None:
+    """Room above the tallest bar for the legend of the stages."""
+    if heights:
+        axis.set_ylim(0, 1.45 * max(heights))
 
 
 def _mean(values: Sequence[float]) -> float:

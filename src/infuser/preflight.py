@@ -106,7 +106,8 @@ def _check_hub_model(key: str, repo_id: str, revision: str | None) -> None:
 
     if any(isinstance(try_to_load_from_cache(repo_id, file, revision=revision), str) for file in _MODEL_FILES):
         return
-    where = f"{key}.name_or_path: {repo_id} is not a local folder and not in the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    where = (f"{key}.name_or_path: {repo_id} is not a local folder and not in the Hugging Face cache "
+             f"({constants.HF_HUB_CACHE})")
     if _offline(constants.HF_HUB_OFFLINE):
         raise ConfigurationError(f"{where}, and downloads are off (HF_HUB_OFFLINE); download it while online or give "
                                  "a local folder")
@@ -115,7 +116,8 @@ def _check_hub_model(key: str, repo_id: str, revision: str | None) -> None:
     except GatedRepoError:
         return  # it exists; from_pretrained says how to get access
     except RevisionNotFoundError:
-        raise ConfigurationError(f"{key}.revision: the Hugging Face Hub has no revision {revision!r} of {repo_id}") from None
+        raise ConfigurationError(f"{key}.revision: the Hugging Face Hub has no revision {revision!r} of "
+                                 f"{repo_id}") from None
     except RepositoryNotFoundError:
         raise ConfigurationError(f"{where}, and the Hugging Face Hub has no model of that name (a private one needs "
                                  "`hf auth login`)") from None

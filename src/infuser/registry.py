@@ -13,10 +13,11 @@ have none).
 jsonargparse knows import paths (and the class names of subclasses already imported), not
 registered names, so :func:`expand` rewrites registered names, and the class names of registered
 members, to import paths in the loaded configuration *before* jsonargparse sees it; parsing then
-imports only the components a configuration names. It is driven by the type hints of the function being configured: a value is rewritten only where the
-annotation is a kind's base class (``influence: InfluenceEstimator``, ``solver.advantage:
-AdvantageEstimator``, inside dataclasses, lists, dicts and the ``init_args`` of a member), never a
-plain string that happens to spell a registered name elsewhere (``loss_type: dr_grpo``).
+imports only the components a configuration names. It is driven by the type hints of the function
+being configured: a value is rewritten only where the annotation is a kind's base class
+(``influence: InfluenceEstimator``, ``solver.advantage: AdvantageEstimator``, inside dataclasses,
+lists, dicts and the ``init_args`` of a member), never a plain string that happens to spell a
+registered name elsewhere (``loss_type: dr_grpo``).
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ class TracInInfluence(InfluenceEstimator):
     def check_setup(self, setup: RunSetup) -> None:
         for index, checkpoint in enumerate(self.checkpoints):
             if not Path(checkpoint.path).is_file():
-                raise ConfigurationError(f"influence.init_args.checkpoints[{index}].path: no such file: {checkpoint.path}")
+                raise ConfigurationError(f"influence.init_args.checkpoints[{index}].path: no such file: "
+                                         f"{checkpoint.path}")
 
     def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:
         parameters = solver.trainable_parameters()
