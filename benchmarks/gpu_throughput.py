@@ -193,11 +193,11 @@ def measure(shape: ModelShape, settings: Settings, model_dir: Path | None = None
             build_checkpoint(shape, Path(directory), settings.dtype, settings.device, settings.seed)
             return measure(shape, settings, Path(directory))
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-    from infuser.models import ModelConfig
-    from infuser.rl.update import UpdateConfig
-    from infuser.roles.config import OptimizerConfig, RoleConfig
+    from infuser.config import ModelConfig
+    from infuser.config import UpdateConfig
+    from infuser.config import OptimizerConfig, RoleConfig
     from infuser.roles.policy import PolicyRole
-    from infuser.rollout.engine import SamplingConfig
+    from infuser.config import SamplingConfig
     from infuser.rollout.rows import ScoredRollouts
 
     device = torch.device(settings.device)

@@ -153,13 +153,13 @@ class InfuserSide:
 
     def __init__(self, settings: Settings, model_dir: str) -> None:
         from infuser.data.prompts import PromptTemplates
-        from infuser.models import ModelConfig
+        from infuser.config import ModelConfig
         from infuser.rl.advantages import GroupStdAdvantage
-        from infuser.rl.loss import PolicyLossConfig
-        from infuser.rl.update import UpdateConfig
-        from infuser.roles.config import OptimizerConfig, RoleConfig
+        from infuser.config import PolicyLossConfig
+        from infuser.config import UpdateConfig
+        from infuser.config import OptimizerConfig, RoleConfig
         from infuser.roles.solver import Solver
-        from infuser.rollout.engine import SamplingConfig
+        from infuser.config import SamplingConfig
 
         config = RoleConfig(
             model=ModelConfig(name_or_path=model_dir),

@@ -46,10 +46,11 @@ from torch import Tensor, nn
 from infuser.data.prompts import PromptTemplates
 from infuser.influence.gradients import AdamStep, FlatGradient, target_gradient
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-from infuser.models import ModelConfig
-from infuser.roles.config import OptimizerConfig, RoleConfig
+from infuser.config import ModelConfig
+from infuser.config import OptimizerConfig, RoleConfig
 from infuser.roles.solver import Solver
-from infuser.rollout.engine import SamplingConfig, completion_logps
+from infuser.rollout.engine import completion_logps
+from infuser.config import SamplingConfig
 from infuser.rollout.rows import Answers, RolloutBatch, ScoredRollouts
 from infuser.toy.world import ToyWorld
 

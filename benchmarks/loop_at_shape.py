@@ -196,13 +196,14 @@ def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageM
     from infuser.data.question_sets import ToyQuestions
     from infuser.fit import TrainerConfig, fit
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-    from infuser.loop import InfuserLoop, LoopConfig
-    from infuser.models import ModelConfig
+    from infuser.loop import InfuserLoop
+    from infuser.config import LoopConfig
+    from infuser.config import ModelConfig
     from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
     from infuser.rl.generator_rewards import InfluenceReward
-    from infuser.rl.update import UpdateConfig
-    from infuser.roles.config import OptimizerConfig, RoleConfig
-    from infuser.rollout.engine import SamplingConfig
+    from infuser.config import UpdateConfig
+    from infuser.config import OptimizerConfig, RoleConfig
+    from infuser.config import SamplingConfig
 
     def role(tokens: int, advantage) -> RoleConfig:
         return RoleConfig(model=ModelConfig(name_or_path=str(model_dir), dtype=settings.dtype),
@@ -239,7 +240,8 @@ def prompt_lengths(model_dir: Path, settings: Settings) -> tuple[int, int]:
     from infuser.data.documents import ToyDocuments
     from infuser.data.prompts import PromptTemplates
     from infuser.data.question_sets import ToyQuestions
-    from infuser.models import ModelConfig, load_tokenizer
+    from infuser.models import load_tokenizer
+    from infuser.config import ModelConfig
     from infuser.toy.world import ToyWorld
 
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)))

@@ -8,15 +8,22 @@ import lightning as L
 import pytest
 import torch
 
+from infuser.config import (
+    LoraConfig,
+    ModelConfig,
+    OptimizerConfig,
+    QuantizationConfig,
+    RoleConfig,
+    SamplingConfig,
+    UpdateConfig,
+)
 from infuser.data.prompts import PromptTemplates
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-from infuser.models import LoraConfig, ModelConfig, QuantizationConfig, SharedBase, load_causal_lm, load_tokenizer
-from infuser.rl.update import UpdateConfig
-from infuser.roles.config import OptimizerConfig, RoleConfig
+from infuser.models import SharedBase, load_causal_lm, load_tokenizer
 from infuser.roles.generator import Generator
 from infuser.roles.policy import PolicyRole
 from infuser.roles.solver import Solver
-from infuser.rollout.engine import SamplingConfig, completion_logps, generate
+from infuser.rollout.engine import completion_logps, generate
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts
 from infuser.toy.world import ToyWorld
 

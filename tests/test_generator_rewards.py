@@ -11,8 +11,13 @@ import torch
 
 from infuser import registry
 from infuser.cli import main
-from infuser.rl.generator_rewards import (ConstantReward, DraftOutcomes, InfluenceReward, RZeroUncertaintyReward,
-                                          SpiceVarianceReward)
+from infuser.rl.generator_rewards import (
+    ConstantReward,
+    DraftOutcomes,
+    InfluenceReward,
+    RZeroUncertaintyReward,
+    SpiceVarianceReward,
+)
 
 RATES = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
 REPO = Path(__file__).resolve().parents[1]

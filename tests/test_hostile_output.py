@@ -17,15 +17,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from infuser.answers.choice import extract_choice
+from infuser.answers.extraction import Extraction
 from infuser.data.jsonl import load_json_line
 from infuser.data.question_sets import _row_to_question
 from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
 from infuser.eval.data import supergpqa_row
-from infuser.answers.choice import extract_choice
-from infuser.answers.extraction import Extraction
-from infuser.eval.olympiad.gold import OlympiadGold
 from infuser.eval.limits import LimitedWorker, Outcome
 from infuser.eval.olympiad.extract import extract_olympiad_answer
+from infuser.eval.olympiad.gold import OlympiadGold
 from infuser.eval.score import JudgeConfig, Scorer
 
 FRAGMENTS = st.sampled_from([

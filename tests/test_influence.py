@@ -8,16 +8,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from infuser.config import LoraConfig, ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.influence.gradients import FlatGradient, target_gradient
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.influence.projection import CountSketch
 from infuser.influence.tracin import TracInCheckpoint, TracInInfluence
-from infuser.models import LoraConfig, ModelConfig
-from infuser.roles.config import OptimizerConfig, RoleConfig
 from infuser.roles.solver import Solver
-from infuser.rollout.engine import SamplingConfig
 from infuser.rollout.rows import ScoredRollouts
 from infuser.toy.world import ToyWorld
 

@@ -8,23 +8,23 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from infuser.data.prompts import PromptTemplates
-from infuser.fit import ConfigurationError, TrainerConfig, fit
-from infuser.models import (
+from infuser.config import (
+    ConfigurationError,
     LoraConfig,
     ModelConfig,
+    OptimizerConfig,
     QuantizationConfig,
-    SharedBase,
-    device_map,
-    load_causal_lm,
-    load_tokenizer,
+    RoleConfig,
+    SamplingConfig,
 )
+from infuser.data.prompts import PromptTemplates
+from infuser.fit import TrainerConfig, fit
+from infuser.models import SharedBase, device_map, load_causal_lm, load_tokenizer
 from infuser.rl.update import PolicyUpdate
-from infuser.roles.config import OptimizerConfig, RoleConfig
 from infuser.roles.generator import Generator
 from infuser.roles.policy import PolicyRole
 from infuser.roles.solver import Solver
-from infuser.rollout.engine import SamplingConfig, completion_logps, generate
+from infuser.rollout.engine import completion_logps, generate
 
 PROMPTS = ["Question: What is 3 plus 4?\nA) 6\nB) 7\nC) 8\nD) 9\nAnswer:", "Document: 5 times 2 is 10.\n",
            "Question: What is 9 minus 2?\nA) 5\nB) 6\nC) 7\nD) 8\nAnswer:"]

@@ -22,16 +22,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 from infuser.cli import main
+from infuser.config import ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
 from infuser.distributed import Processes
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.influence.tracin import TracInInfluence
-from infuser.models import ModelConfig
 from infuser.rl.advantages import DuGRPOAdvantage
-from infuser.rl.update import UpdateConfig
-from infuser.roles.config import OptimizerConfig, RoleConfig
 from infuser.roles.policy import PolicyRole
-from infuser.rollout.engine import SamplingConfig
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from infuser.artifacts import RunDirectory
-from infuser.fit import _random_states, _set_random_states
+from infuser.checkpointing import random_states, set_random_states
 
 
 def _draws() -> tuple:
@@ -24,10 +24,10 @@ def test_random_states_survive_a_weights_only_load(tmp_path: Path) -> None:
     np.random.seed(2)
     torch.manual_seed(3)
     np.random.standard_normal()  # leaves a cached Gaussian in numpy's state
-    torch.save(_random_states(), tmp_path / "rng.pt")
+    torch.save(random_states(), tmp_path / "rng.pt")
     expected = _draws()
     _draws()  # move every generator on
-    _set_random_states(torch.load(tmp_path / "rng.pt", weights_only=True))
+    set_random_states(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert _draws() == expected
 
 

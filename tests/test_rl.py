@@ -8,15 +8,23 @@ import lightning as L
 import pytest
 import torch
 
-from infuser.models import LoraConfig, ModelConfig
+from infuser.config import (
+    LOSS_TYPES,
+    LoraConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PolicyLossConfig,
+    RoleConfig,
+    SamplingConfig,
+    UpdateConfig,
+)
 from infuser.registry import resolve
 from infuser.rl.advantages import BatchStdAdvantage, DuGRPOAdvantage, GroupStdAdvantage, MeanCentredAdvantage
-from infuser.rl.loss import LOSS_TYPES, BatchTotals, PolicyLossConfig, aggregate, per_token_policy_loss
+from infuser.rl.loss import BatchTotals, aggregate, per_token_policy_loss
 from infuser.rl.rewards import RewardColumn, RewardStats, combine_rewards
-from infuser.rl.update import PolicyUpdate, UpdateConfig
-from infuser.roles.config import OptimizerConfig, RoleConfig
+from infuser.rl.update import PolicyUpdate
 from infuser.roles.policy import PolicyRole
-from infuser.rollout.engine import SamplingConfig, completion_logps
+from infuser.rollout.engine import completion_logps
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts
 
 PROMPTS = ["Question: What is 3 plus 4?\nA) 6\nB) 7\nC) 8\nD) 9\nAnswer:", "Document: 5 times 2 is 10.\n",

@@ -1,8 +1,9 @@
 import torch
 from transformers import AutoModelForCausalLM
 
-from infuser.models import ModelConfig, load_causal_lm, load_tokenizer
-from infuser.rollout.engine import SamplingConfig, _stop_ids, call_seed, completion_logps, generate
+from infuser.config import ModelConfig, SamplingConfig
+from infuser.models import load_causal_lm, load_tokenizer
+from infuser.rollout.engine import _stop_ids, call_seed, completion_logps, generate
 from infuser.rollout.rows import RolloutBatch
 
 PROMPTS = ["Question: What is the sum of 2 and 3?\nA) 4\nB) 5\nC) 6\nD) 7\nAnswer:", "Document: 1 plus 1 is 2.\n"]

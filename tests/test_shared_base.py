@@ -13,18 +13,27 @@ import torch
 from peft import PeftModel
 
 from infuser.cli import main
+from infuser.config import (
+    ConfigurationError,
+    LoraConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PolicyLossConfig,
+    QuantizationConfig,
+    RoleConfig,
+    SamplingConfig,
+    UpdateConfig,
+)
 from infuser.data.prompts import PromptTemplates
-from infuser.fit import ConfigurationError, TrainerConfig, fit
+from infuser.fit import TrainerConfig, fit
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-from infuser.models import LoraConfig, ModelConfig, QuantizationConfig, SharedBase, load_causal_lm
-from infuser.rl.loss import PolicyLossConfig
-from infuser.rl.update import PolicyUpdate, UpdateConfig
-from infuser.roles.config import OptimizerConfig, RoleConfig
+from infuser.models import SharedBase, load_causal_lm
+from infuser.rl.update import PolicyUpdate
 from infuser.roles.generator import Generator
 from infuser.roles.policy import PolicyRole
 from infuser.roles.solver import Solver
-from infuser.rollout.engine import SamplingConfig, completion_logps
+from infuser.rollout.engine import completion_logps
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts
 
 PROMPTS = ["Question: What is 3 plus 4?\nA) 6\nB) 7\nC) 8\nD) 9\nAnswer:", "Document: 5 times 2 is 10.\n",

@@ -43,6 +43,21 @@ def atomic_path(path: Path):
             temporary.unlink()
 
 
+def respect_umask(folder: Path) -> None:
+    """Give every file below ``folder`` the permissions a file created by ``open`` gets (``0o666``
+    less the umask).
+
+    safetensors writes ``model.safetensors`` readable by its owner only (``0o600``), so an exported
+    model in a shared run folder could not be read by the group that reads everything else in it.
+    The umask can only be read by setting it; it is restored at once.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
+
+
 def write_json(path: Path, payload: Any) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

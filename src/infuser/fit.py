@@ -16,38 +16,40 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
-import numpy as np
-import torch
 from jsonargparse import lazy_instance
-from lightning.fabric.strategies import ModelParallelStrategy
 
-from infuser.artifacts import CheckpointError, RunDirectory, default_run_dir, write_json
+from infuser.artifacts import RunDirectory, default_run_dir, respect_umask, write_json
+from infuser.config import SHARDING_STRATEGIES, ConfigurationError, LoopConfig, RoleConfig, base_differences
+from infuser.console import hide_rebuilt_log_warning, quiet_libraries
 from infuser.data.documents import DocumentSource, ToyDocuments
 from infuser.data.prompts import PromptTemplates
 from infuser.data.question_sets import QuestionSource, ToyQuestions
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-from infuser.loop import InfuserLoop, LoopConfig, LoopState, hold_point
-from infuser.models import SharedBase, base_differences, load_tokenizer
-from infuser.records import Evaluation
+from infuser.lazy import TYPE_CHECKING, lazy_import
+from infuser.plots import plot_finished_run
+from infuser.preflight import RunSetup, check_before_loading
 from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
 from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
-from infuser.roles.config import RoleConfig
-from infuser.roles.generator import Generator
-from infuser.roles.solver import Solver
-from infuser.sharding import FSDP, fsdp_strategy, load_full_checkpoint, save_full_checkpoint
+
+# The command line is parsed from this module's signature, so it imports the training stack
+# (torch, Lightning, the loop and the roles) only inside the functions that run it.
+if TYPE_CHECKING:
+    import lightning as L
+    import numpy as np
+    import torch
+    from lightning.fabric.strategies import ModelParallelStrategy
+
+else:
+    L = lazy_import("lightning")
+    np = lazy_import("numpy")
+    torch = lazy_import("torch")
 
 log = logging.getLogger(__name__)
-
-
-class ConfigurationError(ValueError):
-    """Arguments of :func:`fit` that cannot work together; raised before any model is loaded."""
 
 
 @dataclass
@@ -96,6 +98,8 @@ def _loggers(names: list[str], root: Path, resuming: bool) -> list:
     """
     from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
 
+    if resuming:
+        hide_rebuilt_log_warning()
     made = []
     for name in names:
         if name == "csv":
@@ -104,45 +108,6 @@ def _loggers(names: list[str], root: Path, resuming: bool) -> list:
             made.append(TensorBoardLogger(root, name="tensorboard", version="",
                                           **({"purge_step": 0} if resuming else {})))
     return made
-
-
-def _random_states() -> dict:
-    """Every global random state, as tensors and plain values (loadable with ``weights_only``)."""
-    numpy_state = np.random.get_state(legacy=False)
-    return {
-        "python": random.getstate(),
-        "numpy": {**numpy_state, "state": {"key": numpy_state["state"]["key"].tolist(),
-                                           "pos": numpy_state["state"]["pos"]}},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _set_random_states(states: dict) -> None:
-    random.setstate(states["python"])
-    numpy_state = states["numpy"]
-    np.random.set_state({**numpy_state, "state": {"key": np.asarray(numpy_state["state"]["key"], dtype=np.uint32),
-                                                  "pos": numpy_state["state"]["pos"]}})
-    torch.set_rng_state(states["torch"])
-    cuda = states["cuda"]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    elif cuda:
-        log.warning("the checkpoint holds random states of %d CUDA devices but %d are visible; "
-                    "CUDA random draws will differ from the original run", len(cuda),
-                    torch.cuda.device_count() if torch.cuda.is_available() else 0)
-
-
-def _state_payload(state: LoopState, documents: DocumentSource) -> dict:
-    return {"loop": dataclasses.asdict(state), "documents": documents.state_dict(), "rng": _random_states()}
-
-
-def _restore(state: dict, loop: InfuserLoop) -> None:
-    saved = state["loop"]
-    evaluations = {k: Evaluation(**saved[k]) if saved[k] else None for k in ("first_evaluation", "last_evaluation")}
-    loop.state = LoopState(**{**saved, **evaluations})
-    loop.documents.load_state_dict(state["documents"])
-    _set_random_states(state["rng"])
 
 
 def _check_resume_arguments(run_dir: str | None, ckpt_path: str | None) -> None:
@@ -156,12 +121,13 @@ def _check_resume_arguments(run_dir: str | None, ckpt_path: str | None) -> None:
 # Precisions that leave a 4-bit base alone: the "-true" plugins other than 32-true cast every
 # floating-point parameter (and transformer-engine replaces the linear layers).
 _QUANTIZATION_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16", "16")
-_SHARDING_STRATEGIES = ("fsdp", "deepspeed")
 
 
 def _strategy(trainer: TrainerConfig) -> str | ModelParallelStrategy:
     """What Fabric is given for ``trainer.strategy``: ``fsdp`` is infuser's FSDP2 (see
     :mod:`infuser.sharding`); any other name goes to Lightning as it is."""
+    from infuser.sharding import FSDP, fsdp_strategy
+
     if trainer.strategy == FSDP:
         return fsdp_strategy(trainer.precision)
     if trainer.strategy.startswith(FSDP):
@@ -184,7 +150,7 @@ def _check_model_arguments(generator: RoleConfig, solver: RoleConfig, trainer: T
     turns prompt sharing off by itself.)
     """
     models = {"generator": generator.model, "solver": solver.model}
-    sharded = any(name in trainer.strategy for name in _SHARDING_STRATEGIES)
+    sharded = any(name in trainer.strategy for name in SHARDING_STRATEGIES)
     for role, model in models.items():
         if model.quantization is None:
             continue
@@ -253,6 +219,15 @@ def fit(
     """
     _check_resume_arguments(run_dir, ckpt_path)
     _check_model_arguments(generator, solver, trainer, share_base)
+    check_before_loading(RunSetup(generator, solver, loop, trainer.strategy, share_base), influence, generator_reward)
+    # The training stack is imported once the arguments are known to work (a refusal takes a second).
+    from infuser.checkpointing import Checkpointer
+    from infuser.loop import InfuserLoop
+    from infuser.models import SharedBase, load_tokenizer
+    from infuser.roles.generator import Generator
+    from infuser.roles.solver import Solver
+
+    quiet_libraries()
     run = RunDirectory(run_dir or default_run_dir())
     torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
     fabric = L.Fabric(accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
@@ -280,32 +255,11 @@ def fit(
     if fabric.global_rank == 0:
         run.root.mkdir(parents=True, exist_ok=True)
 
-    def checkpoint(iteration: int) -> None:
-        """Write under a temporary name, record the digest, rename: all or nothing."""
-        payload = {**modules, **_state_payload(infuser_loop.state, documents)}
-        try:
-            _save(fabric, run.partial_checkpoint_path(iteration), payload)
-            hold_point("checkpoint_write", iteration)
-            if fabric.global_rank == 0:
-                run.commit_checkpoint(iteration)
-        except Exception as error:  # a full disk, a lost mount...: say what is still good, then stop
-            if fabric.global_rank == 0:
-                run.discard_partial_checkpoints()
-            previous = run.completed_checkpoints()
-            kept = (f"{previous[-1]} is intact and --ckpt_path last resumes from it" if previous
-                    else "no earlier checkpoint exists")
-            raise CheckpointError(f"cannot write checkpoint {run.checkpoint_path(iteration)}: "
-                                  f"{type(error).__name__}: {error}; {kept}") from error
-        fabric.barrier()
-        if fabric.global_rank == 0:
-            run.prune_checkpoints(loop.keep_checkpoints)
-
-    if fabric.global_rank == 0:
-        for stale in run.discard_partial_checkpoints():
-            log.warning("removed %s: a checkpoint whose writing never finished", stale)
+    checkpoints = Checkpointer(fabric, run, modules, infuser_loop, keep=loop.keep_checkpoints)
+    checkpoints.discard_unfinished()
     if ckpt_path is not None:
-        _resume(fabric, run, ckpt_path, modules, infuser_loop)
-    state = infuser_loop.fit(checkpoint)
+        checkpoints.resume(ckpt_path)
+    state = infuser_loop.fit(checkpoints.save)
     first, last = state.first_evaluation, state.last_evaluation
     summary = Summary(
         iterations=state.iteration, target_accuracy_start=first.target_accuracy,
@@ -316,61 +270,13 @@ def fit(
     for name, role in (("generator", gen), ("solver", sol)):
         role.export(run.root / "final" / name)
     if fabric.global_rank == 0:
+        respect_umask(run.root / "final")
         write_json(run.root / "summary.json", dataclasses.asdict(summary))
+        plot_finished_run(run.root)
         _print_summary(summary)
     for logger in fabric.loggers:
         logger.finalize("success")
     return summary
-
-
-def _save(fabric: L.Fabric, path: Path, payload: dict) -> None:
-    """``fabric.save``; under FSDP, :func:`~infuser.sharding.save_full_checkpoint` (Lightning's saves
-    one sharded model per checkpoint, infuser has two)."""
-    if isinstance(fabric.strategy, ModelParallelStrategy):
-        save_full_checkpoint(path, payload, fabric.global_rank)
-    else:
-        fabric.save(path, payload)
-
-
-def _load(fabric: L.Fabric, path: Path, state: dict) -> dict:
-    """``fabric.load`` with ``weights_only``, or its counterpart of :func:`_save` under FSDP; fills
-    ``state``'s modules and optimizers, returns the checkpoint's other entries."""
-    if isinstance(fabric.strategy, ModelParallelStrategy):
-        return load_full_checkpoint(path, state)
-    return fabric.load(path, state, weights_only=True)
-
-
-def _resume(fabric: L.Fabric, run: RunDirectory, ckpt_path: str, modules: dict, loop: InfuserLoop) -> None:
-    """Load ``ckpt_path``, or for ``last`` the newest checkpoint that verifies and loads.
-
-    A checkpoint is verified against its recorded SHA-256 (rank 0 reads it; the verdict is
-    broadcast) and loaded with ``weights_only=True``: tensors and plain values only, never
-    arbitrary pickled objects. With ``last``, a corrupt or unreadable checkpoint is reported by
-    name and the previous one is tried.
-    """
-    candidates = list(reversed(run.completed_checkpoints())) if ckpt_path == "last" else [Path(ckpt_path)]
-    if not candidates:
-        log.warning("ckpt_path=last but %s holds no checkpoint; starting from scratch", run.checkpoints)
-        return
-    problems = []
-    for path in candidates:
-        problem = run.verify_checkpoint(path) if fabric.global_rank == 0 else None
-        problem = fabric.broadcast(problem)
-        if problem is None:
-            state = {**modules, "loop": None, "documents": None, "rng": None}
-            try:
-                remainder = _load(fabric, path, state)
-            except Exception as error:  # noqa: BLE001 - any failure to read means: try the previous one
-                problem = f"cannot be loaded ({type(error).__name__}: {' '.join(str(error).split())[:300]})"
-            else:
-                _restore({**state, **(remainder or {})}, loop)
-                log.info("resumed from %s after iteration %d", path, loop.state.iteration)
-                return
-        if ckpt_path != "last":
-            raise CheckpointError(f"checkpoint {path} {problem}")
-        log.warning("checkpoint %s %s; trying the previous one", path, problem)
-        problems.append(f"{path.name} {problem}")
-    raise CheckpointError(f"no usable checkpoint in {run.checkpoints}: {'; '.join(problems)}")
 
 
 def _print_summary(summary: Summary) -> None:
@@ -382,4 +288,4 @@ def _print_summary(summary: Summary) -> None:
     print(f"{'held-out accuracy':<18}{fmt(summary.heldout_accuracy_start):>8}{fmt(summary.heldout_accuracy_end):>8}")
     print(f"{summary.iterations} iterations in {summary.seconds_total:.0f} s; "
           f"slowest stage: {max(summary.seconds_by_stage, key=summary.seconds_by_stage.get)}")
-    print(f"written to {summary.run_dir} (summary.json, questions/, checkpoints/, logs/)")
+    print(f"written to {summary.run_dir} (summary.json, plots/, logs/, questions/, samples/, checkpoints/, final/)")

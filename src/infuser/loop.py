@@ -36,14 +36,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
 
 import lightning as L
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from infuser.artifacts import RunDirectory
+from infuser.config import LoopConfig
+from infuser.console import ProgressDisplay, progress
 from infuser.data.documents import DocumentSource
 from infuser.data.questions import MCQuestion
 from infuser.distributed import Processes
@@ -53,7 +53,6 @@ from infuser.rl.generator_rewards import DraftOutcomes, GeneratorReward
 from infuser.rl.update import PolicyUpdate, UpdateStats
 from infuser.roles.generator import Generator
 from infuser.roles.solver import Solver
-from infuser.rollout.engine import SamplingConfig
 from infuser.rollout.rows import Answers, ScoredRollouts, SplitRollouts
 
 log = logging.getLogger(__name__)
@@ -75,63 +74,6 @@ def hold_point(name: str, iteration: int) -> None:
     if os.environ.get(HOLD_ENV) == f"{name}@{iteration}":
         print(f"infuser: holding at {name}@{iteration} ({HOLD_ENV})", file=sys.stderr, flush=True)
         threading.Event().wait()
-
-
-@dataclass
-class LoopConfig:
-    """The schedule of the co-evolution loop.
-
-    Attributes:
-        iterations: outer iterations.
-        documents_per_iteration: documents the Generator reads per round.
-        questions_per_document: questions drafted per document (one DuGRPO group).
-        answers_per_question: Solver samples per generated question (one Dr.GRPO group).
-        target_answers_per_question: Solver samples per target question for the target gradient.
-        generator_steps_per_solver_step: Generator rounds (draft, solve, score, update) per
-            Solver update; the Solver trains on the last round's questions.
-        freeze_generator: never update the Generator (the frozen-generator baseline).
-        solver_data: what the Solver trains on: ``generated`` questions (self-evolution) or the
-            ``target`` set itself (a reference arm that bypasses the Generator: no drafting
-            and no Generator update happen).
-        influence_batch_size: candidates scored per call to the estimator.
-        eval_every: evaluate target and held-out accuracy every this many iterations (0: only at
-            start and end).
-        eval_samples: samples per evaluation question (accuracy is avg@k).
-        eval_sampling: sampling settings of evaluation.
-        keep_checkpoints: how many per-iteration checkpoints to keep (0: all). Keep at least 2
-            to be able to fall back to the previous one when the newest is found corrupt.
-    """
-
-    iterations: int = 10
-    documents_per_iteration: int = 16
-    questions_per_document: int = 4
-    answers_per_question: int = 8
-    target_answers_per_question: int = 8
-    generator_steps_per_solver_step: int = 1
-    freeze_generator: bool = False
-    solver_data: Literal["generated", "target"] = "generated"
-    influence_batch_size: int = 8
-    eval_every: int = 1
-    eval_samples: int = 4
-    eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=16))
-    keep_checkpoints: int = 2
-
-    def __post_init__(self) -> None:
-        for name in ("iterations", "documents_per_iteration", "questions_per_document", "answers_per_question",
-                     "target_answers_per_question", "generator_steps_per_solver_step", "influence_batch_size",
-                     "eval_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"loop.{name} must be at least 1, got {getattr(self, name)}")
-        if self.answers_per_question < 2 or self.target_answers_per_question < 2:
-            raise ValueError("loop.answers_per_question and loop.target_answers_per_question must be at least 2: "
-                             "a group of one answer never has a non-zero advantage")
-        if self.questions_per_document < 2 and not self.freeze_generator:
-            raise ValueError("loop.questions_per_document must be at least 2 unless loop.freeze_generator: the "
-                             "drafts of one document are one advantage group, and a group of one never has a "
-                             "non-zero advantage, so the Generator could never learn")
-        for name in ("eval_every", "keep_checkpoints"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loop.{name} must be at least 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -204,7 +146,7 @@ class InfuserLoop:
         self.config, self.run, self.seed = config, run, seed
         self.processes = Processes.of(fabric)
         self.state = LoopState()
-        self._progress: tqdm | None = None
+        self._progress: ProgressDisplay | None = None
 
     @contextmanager
     def _stage(self, name: str, iteration: int, seconds: dict[str, float]) -> Iterator[None]:
@@ -389,7 +331,7 @@ class InfuserLoop:
         else:
             self._replay_metrics()
         remaining = range(self.state.iteration + 1, self.config.iterations + 1)
-        self._progress = tqdm(remaining, desc="infuser", unit="iter", disable=self.fabric.global_rank != 0,
+        self._progress = progress(remaining, desc="infuser", unit="iter", disable=self.fabric.global_rank != 0,
                               initial=self.state.iteration, total=self.config.iterations)
         for iteration in self._progress:
             result = self.iteration(iteration)

@@ -10,12 +10,14 @@ and once it is installed, ``influence: my_estimator`` selects it in YAML. A kind
 entry-point group plus the base class its members subclass (benchmarks are typed functions and
 have none).
 
-jsonargparse knows class names and import paths, not registered names, so :func:`expand` rewrites
-registered names to import paths in the loaded configuration *before* jsonargparse sees it. It is
-driven by the type hints of the function being configured: a value is rewritten only where the
-annotation is a kind's base class (``influence: InfluenceEstimator``, ``solver.advantage:
-AdvantageEstimator``, inside dataclasses, lists, dicts and the ``init_args`` of a member), never a
-plain string that happens to spell a registered name elsewhere (``loss_type: dr_grpo``).
+jsonargparse knows import paths (and the class names of subclasses already imported), not
+registered names, so :func:`expand` rewrites registered names, and the class names of registered
+members, to import paths in the loaded configuration *before* jsonargparse sees it; parsing then
+imports only the components a configuration names. It is driven by the type hints of the function
+being configured: a value is rewritten only where the annotation is a kind's base class
+(``influence: InfluenceEstimator``, ``solver.advantage: AdvantageEstimator``, inside dataclasses,
+lists, dicts and the ``init_args`` of a member), never a plain string that happens to spell a
+registered name elsewhere (``loss_type: dr_grpo``).
 """
 
 from __future__ import annotations
@@ -102,11 +104,6 @@ def resolve(kind: str, name: str) -> Any:
     return members[name].load()
 
 
-def import_all(kind: str) -> list[Any]:
-    """Import every installed member, so jsonargparse can resolve them by class name too."""
-    return [entry.load() for entry in registered(kind).values()]
-
-
 def origin(entry: EntryPoint) -> str:
     """Which installed distribution provides ``entry``."""
     return f"{entry.dist.name} {entry.dist.version}" if entry.dist is not None else "unknown distribution"
@@ -129,13 +126,19 @@ def kind_of(hint: Any) -> Kind | None:
 
 
 def class_path(kind: Kind, name: str, key: str) -> str:
-    """The import path for ``name`` given at config ``key``: registered names are rewritten,
-    import paths and class names of imported members pass through, anything else is an error."""
+    """The import path for ``name`` given at config ``key``.
+
+    Registered names and the class names of registered members are rewritten (from the entry
+    point, without importing the member: parsing imports only what a configuration names), import
+    paths and class names of other imported subclasses pass through, anything else is an error.
+    """
     if "." in name:
         return name
     members = registered(kind.name)
-    if name in members:
-        module, _, attribute = members[name].value.partition(":")
+    by_class_name = {entry.value.partition(":")[2]: entry for entry in members.values()}
+    entry = members.get(name) or by_class_name.get(name)
+    if entry is not None:
+        module, _, attribute = entry.value.partition(":")
         return f"{module}.{attribute}"
     if name in _class_names(kind.base_class()):
         return name

@@ -32,10 +32,10 @@ from safetensors.torch import load_file
 
 from infuser.artifacts import CheckpointError, RunDirectory
 from infuser.cli import main
+from infuser.config import ConfigurationError
 from infuser.data.documents import CorpusError, JsonlDocuments
 from infuser.data.question_sets import JsonlQuestions, QuestionSetError
 from infuser.eval.data import RowError, load_supergpqa
-from infuser.fit import ConfigurationError
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.roles.generator import Generator
 from infuser.roles.policy import PolicyRole

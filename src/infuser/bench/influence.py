@@ -44,15 +44,14 @@ from torch import Tensor
 
 from infuser.artifacts import write_json
 from infuser.bench.common import pyplot, slug
+from infuser.config import LoraConfig, ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
 from infuser.influence.base import InfluenceEstimator
-from infuser.models import LoraConfig, ModelConfig
 from infuser.rl.loss import BatchTotals, policy_loss
 from infuser.rl.update import PolicyUpdate
-from infuser.roles.config import OptimizerConfig, RoleConfig
 from infuser.roles.solver import Solver
-from infuser.rollout.engine import SamplingConfig, completion_logps
+from infuser.rollout.engine import completion_logps
 from infuser.rollout.rows import Answers, ScoredRollouts
 from infuser.toy.world import ToyWorld
 

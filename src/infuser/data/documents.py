@@ -24,11 +24,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import PreTrainedTokenizerBase
-
 from infuser.data.jsonl import JSONLineError, encodable, load_json_line
 from infuser.data.questions import MCQuestion
+from infuser.lazy import TYPE_CHECKING
 from infuser.toy.world import KINDS, ToyWorld, ToyWorldConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from infuser.config import SamplingConfig
 from infuser.eval.data import (
     OLYMPIAD_DEFAULT_SUBSETS,
     OLYMPIAD_HF_ID,
@@ -50,7 +51,6 @@ from infuser.eval.prompts import (
 from infuser.eval.report import EvalResults, ItemRecord, summarize, write_results
 from infuser.eval.score import ItemScore, JudgeConfig, Scorer
 from infuser.eval.target_set import load_exclusion
-from infuser.rollout.sampling import SamplingConfig
 
 BenchmarkName = Literal["olympiadbench", "supergpqa"]
 
@@ -134,7 +134,7 @@ class EvalModelConfig:
 @dataclass(frozen=True)
 class EvalSamplingConfig:
     """Sampling settings (recorded in ``results.json``): the rollout engine's
-    :class:`~infuser.rollout.sampling.SamplingConfig`, with greedy decoding spelled
+    :class:`~infuser.config.SamplingConfig`, with greedy decoding spelled
     ``temperature: 0`` and the number of samples per item added.
 
     Attributes:
@@ -416,7 +416,8 @@ def load_model(config: EvalModelConfig) -> tuple[Any, Any]:
     """
     import torch
 
-    from infuser.models import ModelConfig, load_causal_lm, load_tokenizer
+    from infuser.config import ModelConfig
+    from infuser.models import load_causal_lm, load_tokenizer
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model_config = ModelConfig(

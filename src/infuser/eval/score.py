@@ -18,14 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from infuser.eval.data import SuperGPQARow
 from infuser.answers.choice import extract_choice
 from infuser.answers.extraction import MAX_OUTPUT_CHARS, Extraction, bound_text
+from infuser.eval.data import SuperGPQARow
+from infuser.eval.limits import LimitedPool, Outcome
+from infuser.eval.olympiad.extract import extract_olympiad_answer
 from infuser.eval.olympiad.gold import JudgeSettings, OlympiadGold, Verdict
 from infuser.eval.olympiad.mathverify import judge_math_verify, needs_math_verify
 from infuser.eval.olympiad.official import judge_official
-from infuser.eval.limits import LimitedPool, Outcome
-from infuser.eval.olympiad.extract import extract_olympiad_answer
 
 
 @dataclass(frozen=True)

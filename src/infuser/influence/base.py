@@ -46,15 +46,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-import torch
-from torch import Tensor, nn
+from infuser.lazy import TYPE_CHECKING
 
-from infuser.rollout.rows import ScoredRollouts
+if TYPE_CHECKING:  # annotations only: parsing a command line imports this module, never torch
+    import torch
+    from torch import Tensor, nn
 
-if TYPE_CHECKING:
     from infuser.distributed import Processes
+    from infuser.preflight import RunSetup
+    from infuser.rollout.rows import ScoredRollouts
 
 
 class PolicyGradientModel(Protocol):
@@ -95,6 +97,11 @@ class InfluenceEstimator(ABC):
     Subclass it and register the class under the ``infuser.influence`` entry-point group to add
     an estimator; its ``__init__`` arguments become the ``init_args`` of the YAML.
     """
+
+    def check_setup(self, setup: RunSetup) -> None:
+        """Refuse a run this estimator cannot score, before any model loads: raise
+        :class:`~infuser.config.ConfigurationError` naming the keys (``lora_grad`` needs
+        ``solver.model.lora``). The default accepts every run."""
 
     @abstractmethod
     def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:

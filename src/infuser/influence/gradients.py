@@ -35,12 +35,18 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-import torch
-from torch import Tensor, nn
-from torch.distributed.tensor import DTensor
+from infuser.lazy import TYPE_CHECKING, lazy_import
 
-from infuser.influence.base import PolicyGradientModel
-from infuser.rollout.rows import ScoredRollouts
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+    from torch.distributed import tensor as dtensor
+
+    from infuser.influence.base import PolicyGradientModel
+    from infuser.rollout.rows import ScoredRollouts
+else:  # parsing a command line imports this module (through the estimators), never torch
+    torch = lazy_import("torch")
+    dtensor = lazy_import("torch.distributed.tensor")
 
 T = TypeVar("T")
 
@@ -54,7 +60,7 @@ def chunk_elements(device: torch.device) -> int:
     return CHUNK_ELEMENTS.get(device.type, DEFAULT_CHUNK_ELEMENTS)
 
 
-Reduction = Callable[[Tensor, slice], None]
+Reduction = Callable[["Tensor", slice], None]
 """Takes one chunk of a float32 gradient and where it sits in the flat vector (``span``)."""
 
 
@@ -79,7 +85,7 @@ class FlatGradient:
         if len(dtypes) > 1:
             raise TypeError(f"FlatGradient needs parameters of one dtype, got {sorted(map(str, dtypes))}")
         self.parameters = parameters
-        self._sharded = isinstance(parameters[0], DTensor)
+        self._sharded = isinstance(parameters[0], dtensor.DTensor)
         self.spans: list[slice] = []
         offset = 0
         for p in parameters:
@@ -148,7 +154,7 @@ class FlatGradient:
             self._buffer = torch.zeros(self.numel, dtype=self.parameters[0].dtype, device=self.device)
             for p, span in zip(self.parameters, self.spans):
                 view = self._buffer[span].view_as(_local(p))
-                self._views.append(DTensor.from_local(view, p.device_mesh, p.placements, run_check=False,
+                self._views.append(dtensor.DTensor.from_local(view, p.device_mesh, p.placements, run_check=False,
                                                       shape=p.shape, stride=p.stride()))
         self._buffer.zero_()
         for p, view in zip(self.parameters, self._views):
@@ -193,7 +199,7 @@ class PartialSums:
 
 def _local(tensor: Tensor) -> Tensor:
     """This process's shard of a DTensor; any other tensor as it is."""
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+    return tensor.to_local() if isinstance(tensor, dtensor.DTensor) else tensor
 
 
 class AdamStep:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor, nn
-
+from infuser.config import ConfigurationError
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel
 from infuser.influence.gradients import (
     AdamStep,
@@ -18,7 +16,16 @@ from infuser.influence.gradients import (
     target_gradient,
 )
 from infuser.influence.projection import CountSketch
-from infuser.rollout.rows import ScoredRollouts
+from infuser.lazy import TYPE_CHECKING, lazy_import
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from infuser.preflight import RunSetup
+    from infuser.rollout.rows import ScoredRollouts
+else:
+    torch = lazy_import("torch")  # parsing a command line imports this module, never torch
 
 
 class LoraGradInfluence(InfluenceEstimator):
@@ -56,6 +63,16 @@ class LoraGradInfluence(InfluenceEstimator):
         self._sketch: CountSketch | None = None
         self._target: Tensor | None = None
         self._target_norm = 1.0
+
+    def check_setup(self, setup: RunSetup) -> None:
+        if setup.solver.model.lora is None:
+            raise ConfigurationError("influence: lora_grad differentiates the Solver's LoRA adapter and the Solver has "
+                                     "none; set solver.model.lora (e.g. --solver.model.lora '{r: 16}') or choose "
+                                     "another estimator")
+        if self.projection_dim is not None and setup.shards_parameters:
+            raise ConfigurationError(f"influence.init_args.projection_dim: lora_grad projects whole LoRA gradients and "
+                                     f"trainer.strategy {setup.strategy} splits them over processes; set "
+                                     "projection_dim: null")
 
     def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:
         self.release()  # the last iteration's vectors go before this one's are allocated

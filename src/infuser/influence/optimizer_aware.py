@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import torch
-from torch import Tensor
-
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel
 from infuser.influence.gradients import (
     AdamStep,
@@ -18,7 +15,15 @@ from infuser.influence.gradients import (
     similarity,
     target_gradient,
 )
-from infuser.rollout.rows import ScoredRollouts
+from infuser.lazy import TYPE_CHECKING, lazy_import
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from infuser.rollout.rows import ScoredRollouts
+else:
+    torch = lazy_import("torch")  # parsing a command line imports this module, never torch
 
 Mode = Literal["dot", "cosine", "preconditioned_dot", "preconditioned_cosine"]
 MODES: tuple[str, ...] = ("dot", "cosine", "preconditioned_dot", "preconditioned_cosine")

@@ -9,8 +9,13 @@ Johnson-Lindenstrauss map, at O(P) time and memory (one bucket index and sign pe
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from infuser.lazy import TYPE_CHECKING, lazy_import
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:
+    torch = lazy_import("torch")  # parsing a command line imports this module, never torch
 
 
 class CountSketch:

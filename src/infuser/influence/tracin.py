@@ -7,9 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import Tensor, nn
-
+from infuser.config import ConfigurationError
 from infuser.influence.base import InfluenceEstimator, PolicyGradientModel
 from infuser.influence.gradients import (
     FlatGradient,
@@ -19,7 +17,16 @@ from infuser.influence.gradients import (
     similarity,
     target_gradient,
 )
-from infuser.rollout.rows import ScoredRollouts
+from infuser.lazy import TYPE_CHECKING, lazy_import
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from infuser.preflight import RunSetup
+    from infuser.rollout.rows import ScoredRollouts
+else:
+    torch = lazy_import("torch")  # parsing a command line imports this module, never torch
 
 
 @dataclass
@@ -81,6 +88,12 @@ class TracInInfluence(InfluenceEstimator):
     def release(self) -> None:
         self._flat: FlatGradient | None = None
         self._points: list[_Point] = []
+
+    def check_setup(self, setup: RunSetup) -> None:
+        for index, checkpoint in enumerate(self.checkpoints):
+            if not Path(checkpoint.path).is_file():
+                raise ConfigurationError(f"influence.init_args.checkpoints[{index}].path: no such file: "
+                                         f"{checkpoint.path}")
 
     def prepare(self, solver: PolicyGradientModel, target: ScoredRollouts) -> None:
         self.release()  # the last iteration's gradients and checkpoint values go first

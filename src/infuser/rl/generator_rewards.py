@@ -18,8 +18,15 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
+from infuser.lazy import TYPE_CHECKING, lazy_import
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from infuser.preflight import RunSetup
+else:
+    torch = lazy_import("torch")  # parsing a command line imports this module, never torch
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,10 @@ class GeneratorReward(ABC):
     """
 
     needs_influence: bool = False
+
+    def check_setup(self, setup: RunSetup) -> None:
+        """Refuse a run this reward cannot work in, before any model loads: raise
+        :class:`~infuser.config.ConfigurationError` naming the keys. The default accepts every run."""
 
     @abstractmethod
     def __call__(self, outcomes: DraftOutcomes) -> Tensor:

@@ -11,62 +11,11 @@ memory, never the objective. The per-token quantities match TRL's ``GRPOTrainer`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
-LOSS_TYPES: tuple[str, ...] = ("grpo", "dr_grpo", "dapo", "bnpo")
-
-
-@dataclass
-class PolicyLossConfig:
-    """Settings of the clipped objective (the defaults are the INFUSER reference's).
-
-    Attributes:
-        loss_type: how per-token losses become one number. ``grpo``: mean over each sequence's
-            tokens, then over sequences (length-biased). ``dr_grpo``: sum over all tokens divided
-            by the constant ``sequences x max_completion_length``. ``dapo``: token-mean over the
-            mini-batch of every process together. ``bnpo``: token-mean over this process's
-            mini-batch (the same as ``dapo`` on one process).
-        eps_low: lower clip range of the importance ratio (``1 - eps_low``).
-        eps_high: upper clip range (``1 + eps_high``); larger than ``eps_low`` is "clip-higher"
-            (DAPO recommends 0.28 with ``eps_low`` 0.2).
-        beta: weight of the k3 KL penalty to the reference policy; 0 disables it and skips the
-            reference forward pass (and, without LoRA, the frozen reference copy).
-        kl_ratio_correction: multiply the per-token KL by the (differentiable) importance ratio
-            ``pi / pi_old``, which makes its gradient the unbiased reverse-KL gradient for tokens
-            sampled from ``pi_old`` (TRL's ``use_bias_correction_kl``, on by default there too).
-        entropy_coef: weight of an entropy bonus: the token-mean entropy of the mini-batch is
-            subtracted from the loss, whatever ``loss_type`` (as in TRL). 0 disables it.
-        importance_cap: cap ``C`` of the truncated importance weight
-            ``min(pi_old / pi_sampler, C)`` that corrects for the sampler's and the trainer's
-            probabilities differing (numerics, top-k/top-p filtering); ``null`` disables it.
-        max_completion_length: the constant of ``dr_grpo``; ``null`` takes the role's
-            ``sampling.max_new_tokens`` (TRL: ``max_completion_length``).
-    """
-
-    loss_type: LossType = "dapo"
-    eps_low: float = 0.2
-    eps_high: float = 0.2
-    beta: float = 0.0
-    kl_ratio_correction: bool = True
-    entropy_coef: float = 0.0
-    importance_cap: float | None = 2.0
-    max_completion_length: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type: expected one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
-        if not (0 <= self.eps_low < 1) or self.eps_high < 0:
-            raise ValueError(f"eps_low must be in [0, 1) and eps_high >= 0, got {self.eps_low}, {self.eps_high}")
-        if self.importance_cap is not None and self.importance_cap <= 0:
-            raise ValueError(f"importance_cap must be positive or null, got {self.importance_cap}")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
-        if self.max_completion_length is not None and self.max_completion_length < 1:
-            raise ValueError(f"max_completion_length must be >= 1 or null, got {self.max_completion_length}")
+from infuser.config import LossType, PolicyLossConfig
 
 
 @dataclass(frozen=True)

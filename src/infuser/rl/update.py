@@ -30,42 +30,10 @@ from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 from transformers import PreTrainedTokenizerBase
 
+from infuser.config import UpdateConfig
 from infuser.distributed import Processes
-from infuser.rl.loss import BatchTotals, PolicyLossConfig, PolicyLossOutput
+from infuser.rl.loss import BatchTotals, PolicyLossOutput
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts
-
-
-@dataclass
-class UpdateConfig:
-    """How one RL update consumes a batch of rollouts.
-
-    Attributes:
-        loss: the clipped objective.
-        ppo_epochs: passes over the batch. Whenever an update takes more than one optimizer
-            step (several epochs or mini-batches), the log-probs of the policy before the first
-            step are computed once and kept as the "old" policy of every step.
-        mini_batch_size: rows per optimizer step; ``None`` takes the whole batch in one step.
-        micro_batch_size: rows per forward/backward (gradient accumulation); bounds memory only:
-            the accumulated gradient equals the whole mini-batch's. The Solver's also bounds the
-            influence passes (:meth:`~infuser.roles.policy.PolicyRole.micro_batches`).
-        mask_truncated_completions: drop rows that hit ``max_new_tokens`` from the loss (they
-            still count as sequences in the ``grpo``/``dr_grpo`` normalisers, as in TRL).
-        completions_to_log: completions (prompt, text, advantage) returned in
-            :attr:`UpdateStats.samples` per update, for inspection.
-    """
-
-    loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
-    ppo_epochs: int = 1
-    mini_batch_size: int | None = None
-    micro_batch_size: int = 32
-    mask_truncated_completions: bool = False
-    completions_to_log: int = 4
-
-    def __post_init__(self) -> None:
-        if self.ppo_epochs < 1 or self.micro_batch_size < 1 or self.completions_to_log < 0:
-            raise ValueError("ppo_epochs and micro_batch_size must be >= 1, completions_to_log >= 0")
-        if self.mini_batch_size is not None and self.mini_batch_size < 1:
-            raise ValueError(f"mini_batch_size must be >= 1 or null, got {self.mini_batch_size}")
 
 
 @dataclass(frozen=True)

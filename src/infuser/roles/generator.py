@@ -6,11 +6,11 @@ import random
 
 import torch
 
+from infuser.config import RoleConfig
 from infuser.data.documents import Document
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
 from infuser.models import SharedBase
-from infuser.roles.config import RoleConfig
 from infuser.roles.policy import PolicyRole
 from infuser.rollout.rows import Drafts
 

@@ -27,12 +27,12 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from infuser.config import RoleConfig, SamplingConfig
 from infuser.distributed import Processes
 from infuser.models import SharedBase, load_causal_lm, load_tokenizer
 from infuser.rl.loss import BatchTotals, policy_loss
 from infuser.rl.update import MicroBatchOutput, PolicyUpdate, carrying_gradient
-from infuser.roles.config import RoleConfig
-from infuser.rollout.engine import Lockstep, SamplingConfig, call_seed, completion_logps, generate
+from infuser.rollout.engine import Lockstep, call_seed, completion_logps, generate
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts, SplitRollouts
 from infuser.sharding import gathered, whole_weights
 

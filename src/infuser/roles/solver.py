@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from infuser.config import RoleConfig, SamplingConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
 from infuser.models import SharedBase
-from infuser.roles.config import RoleConfig
 from infuser.roles.policy import PolicyRole
-from infuser.rollout.engine import SamplingConfig
 from infuser.rollout.rows import Answers
 
 

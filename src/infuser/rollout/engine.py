@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from infuser.config import SamplingConfig
 from infuser.rollout.rows import RolloutBatch, left_pad
-from infuser.rollout.sampling import SamplingConfig
 
 
 def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:

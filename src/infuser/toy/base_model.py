@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 EOS = "<|endoftext|>"
 UNK = "<|unk|>"
-TOY_MODEL_ID = "builtin:toy"
 _FORMAT_VERSION = 3  # bump when the corpus or training recipe changes meaning
 
 

@@ -17,7 +17,6 @@ from infuser.eval.olympiad.numbers import AnswerParseError, PercentRule, close, 
 from infuser.eval.olympiad.structure import Group, outer_group, split_equation, union_pieces
 from infuser.eval.olympiad.symbolic import exact_value, numeric_value, to_sympy
 
-
 SYMBOLIC_TOLERANCE = 1e-3
 """The official rule for expressions with free symbols: equal when ``simplify(gold - answer)`` is a
 number smaller than this in magnitude (whatever the row's ``error``)."""

@@ -1,0 +1,342 @@
+"""The typed configuration a run is built from: what the YAML keys of ``infuser fit`` map to.
+
+Models, sampling, the clipped objective, optimizers, updates, roles and the loop's schedule. They
+live together, apart from the code that uses them, because the command line is parsed from their
+signatures alone: this module (and the constructors of the registered components) imports no
+torch, so ``infuser fit --help`` and ``--print_config`` answer without loading the training stack.
+``tests/test_cli_startup.py`` keeps it that way.
+
+The modules that use a configuration import it from here (``from infuser.roles.policy import
+RoleConfig`` keeps working for that reason).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from infuser.lazy import TYPE_CHECKING
+from infuser.rl.advantages import AdvantageEstimator, MeanCentredAdvantage
+
+if TYPE_CHECKING:
+    from transformers import BitsAndBytesConfig
+
+TOY_MODEL_ID = "builtin:toy"
+
+
+# ``trainer.strategy`` names that split the parameters over processes.
+SHARDING_STRATEGIES = ("fsdp", "deepspeed")
+
+
+class ConfigurationError(ValueError):
+    """Arguments of :func:`~infuser.fit.fit` that cannot work together; raised before any model is loaded."""
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+DTypeName = Literal["float32", "bfloat16", "float16"]
+
+# ``from_pretrained`` arguments that have a key of their own: passing them through ``extra_kwargs``
+# would bypass it (or clash with what the loader sets).
+_RESERVED_KWARGS = {
+    "trust_remote_code": "set model.trust_remote_code",
+    "quantization_config": "set model.quantization",
+    "device_map": "each process loads onto its own device",
+}
+
+
+@dataclass
+class LoraConfig:
+    """A peft LoRA adapter on the base.
+
+    Attributes:
+        r: adapter rank.
+        alpha: scaling numerator (the update is scaled by alpha / r).
+        dropout: dropout on the adapter input.
+        target_modules: module names to adapt, or ``all-linear``.
+    """
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class QuantizationConfig:
+    """A 4-bit frozen base through bitsandbytes (QLoRA); the LoRA adapter trains in full precision.
+
+    Attributes:
+        quant_type: ``nf4`` (QLoRA's normal-float code) or ``fp4``.
+        double_quant: quantize the per-block scales too (about 0.4 bit per weight less).
+        compute_dtype: the dtype 4-bit weights are dequantized to for each matmul.
+    """
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: DTypeName = "bfloat16"
+
+    def bitsandbytes(self) -> BitsAndBytesConfig:
+        """The equivalent ``transformers.BitsAndBytesConfig``."""
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=self.quant_type,
+                                  bnb_4bit_use_double_quant=self.double_quant,
+                                  bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype))
+
+
+@dataclass
+class ModelConfig:
+    """Where a role's model comes from and how it is loaded.
+
+    Attributes:
+        name_or_path: a Hugging Face id, a local directory, or ``builtin:toy``.
+        revision: a pinned revision for hub ids.
+        dtype: parameter dtype (of the layers that stay unquantized, with ``quantization``).
+        attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2``...; ``None`` lets
+            transformers choose.
+        trust_remote_code: run code shipped with the checkpoint; off unless you trust it.
+        lora: wrap the model with a LoRA adapter (only the adapter trains).
+        quantization: load the base in 4 bits (QLoRA); needs ``lora``, since a 4-bit base
+            cannot be trained itself.
+        gradient_checkpointing: recompute activations in the backward pass (non-reentrant;
+            switched off while sampling).
+        extra_kwargs: further ``from_pretrained`` arguments.
+    """
+
+    name_or_path: str = TOY_MODEL_ID
+    revision: str | None = None
+    dtype: DTypeName = "float32"
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    lora: LoraConfig | None = None
+    quantization: QuantizationConfig | None = None
+    gradient_checkpointing: bool = False
+    extra_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Code shipped with a checkpoint runs only when asked for by name, never through a side door.
+        for key, instead in _RESERVED_KWARGS.items():
+            if key in self.extra_kwargs:
+                raise ValueError(f"model.extra_kwargs: {instead} instead of passing {key} here")
+        if self.quantization is not None and self.lora is None:
+            raise ValueError("model.quantization: a 4-bit base cannot be trained; set model.lora too (QLoRA trains "
+                             "the adapter only)")
+
+
+def base_differences(first: ModelConfig, second: ModelConfig) -> list[str]:
+    """The keys, other than ``lora``, in which two model configurations differ: two roles can
+    share one base only when there are none."""
+    return [f.name for f in dataclasses.fields(ModelConfig)
+            if f.name != "lora" and getattr(first, f.name) != getattr(second, f.name)]
+
+
+# -- sampling and the RL update -------------------------------------------------------------------
+
+@dataclass
+class SamplingConfig:
+    """How a role samples.
+
+    Attributes:
+        temperature: softmax temperature; also applied when scoring tokens for the update.
+        top_p: nucleus sampling mass (1.0 disables).
+        top_k: keep only the k most likely tokens (0 disables).
+        max_new_tokens: completion budget; rows without EOS by then are marked truncated.
+        do_sample: ``False`` decodes greedily (evaluation).
+        batch_size: rows per forward pass (prompts x samples); bounds memory.
+        stop_token_ids: token ids that end a completion besides the tokenizer's EOS and the
+            model's ``generation_config.eos_token_id`` (e.g. a chat model's end-of-turn token).
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 64
+    do_sample: bool = True
+    batch_size: int = 256
+    stop_token_ids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("top_k must be >= 0; max_new_tokens and batch_size >= 1")
+
+
+LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
+LOSS_TYPES: tuple[str, ...] = ("grpo", "dr_grpo", "dapo", "bnpo")
+
+
+@dataclass
+class PolicyLossConfig:
+    """Settings of the clipped objective (the defaults are the INFUSER reference's).
+
+    Attributes:
+        loss_type: how per-token losses become one number. ``grpo``: mean over each sequence's
+            tokens, then over sequences (length-biased). ``dr_grpo``: sum over all tokens divided
+            by the constant ``sequences x max_completion_length``. ``dapo``: token-mean over the
+            mini-batch of every process together. ``bnpo``: token-mean over this process's
+            mini-batch (the same as ``dapo`` on one process).
+        eps_low: lower clip range of the importance ratio (``1 - eps_low``).
+        eps_high: upper clip range (``1 + eps_high``); larger than ``eps_low`` is "clip-higher"
+            (DAPO recommends 0.28 with ``eps_low`` 0.2).
+        beta: weight of the k3 KL penalty to the reference policy; 0 disables it and skips the
+            reference forward pass (and, without LoRA, the frozen reference copy).
+        kl_ratio_correction: multiply the per-token KL by the (differentiable) importance ratio
+            ``pi / pi_old``, which makes its gradient the unbiased reverse-KL gradient for tokens
+            sampled from ``pi_old`` (TRL's ``use_bias_correction_kl``, on by default there too).
+        entropy_coef: weight of an entropy bonus: the token-mean entropy of the mini-batch is
+            subtracted from the loss, whatever ``loss_type`` (as in TRL). 0 disables it.
+        importance_cap: cap ``C`` of the truncated importance weight
+            ``min(pi_old / pi_sampler, C)`` that corrects for the sampler's and the trainer's
+            probabilities differing (numerics, top-k/top-p filtering); ``null`` disables it.
+        max_completion_length: the constant of ``dr_grpo``; ``null`` takes the role's
+            ``sampling.max_new_tokens`` (TRL: ``max_completion_length``).
+    """
+
+    loss_type: LossType = "dapo"
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    beta: float = 0.0
+    kl_ratio_correction: bool = True
+    entropy_coef: float = 0.0
+    importance_cap: float | None = 2.0
+    max_completion_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type: expected one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
+        if not (0 <= self.eps_low < 1) or self.eps_high < 0:
+            raise ValueError(f"eps_low must be in [0, 1) and eps_high >= 0, got {self.eps_low}, {self.eps_high}")
+        if self.importance_cap is not None and self.importance_cap <= 0:
+            raise ValueError(f"importance_cap must be positive or null, got {self.importance_cap}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.max_completion_length is not None and self.max_completion_length < 1:
+            raise ValueError(f"max_completion_length must be >= 1 or null, got {self.max_completion_length}")
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW settings (constant learning rate, as in the reference).
+
+    Attributes:
+        lr: learning rate.
+        betas: AdamW betas; ``betas[1]`` also drives the influence preconditioner.
+        eps: AdamW epsilon.
+        weight_decay: decoupled weight decay.
+        grad_clip: max global gradient norm; ``None`` disables clipping.
+    """
+
+    lr: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    grad_clip: float | None = 1.0
+
+
+@dataclass
+class UpdateConfig:
+    """How one RL update consumes a batch of rollouts.
+
+    Attributes:
+        loss: the clipped objective.
+        ppo_epochs: passes over the batch. Whenever an update takes more than one optimizer
+            step (several epochs or mini-batches), the log-probs of the policy before the first
+            step are computed once and kept as the "old" policy of every step.
+        mini_batch_size: rows per optimizer step; ``None`` takes the whole batch in one step.
+        micro_batch_size: rows per forward/backward (gradient accumulation); bounds memory only:
+            the accumulated gradient equals the whole mini-batch's. The Solver's also bounds the
+            influence passes (:meth:`PolicyRole.micro_batches`).
+        mask_truncated_completions: drop rows that hit ``max_new_tokens`` from the loss (they
+            still count as sequences in the ``grpo``/``dr_grpo`` normalisers, as in TRL).
+        completions_to_log: completions (prompt, text, advantage) returned in
+            :attr:`UpdateStats.samples` per update, for inspection.
+    """
+
+    loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    ppo_epochs: int = 1
+    mini_batch_size: int | None = None
+    micro_batch_size: int = 32
+    mask_truncated_completions: bool = False
+    completions_to_log: int = 4
+
+    def __post_init__(self) -> None:
+        if self.ppo_epochs < 1 or self.micro_batch_size < 1 or self.completions_to_log < 0:
+            raise ValueError("ppo_epochs and micro_batch_size must be >= 1, completions_to_log >= 0")
+        if self.mini_batch_size is not None and self.mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1 or null, got {self.mini_batch_size}")
+
+
+@dataclass
+class RoleConfig:
+    """Everything that defines one role (Generator or Solver)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    advantage: AdvantageEstimator = field(default_factory=MeanCentredAdvantage)
+
+
+# -- the loop --------------------------------------------------------------------------------------
+
+@dataclass
+class LoopConfig:
+    """The schedule of the co-evolution loop.
+
+    Attributes:
+        iterations: outer iterations.
+        documents_per_iteration: documents the Generator reads per round.
+        questions_per_document: questions drafted per document (one DuGRPO group).
+        answers_per_question: Solver samples per generated question (one Dr.GRPO group).
+        target_answers_per_question: Solver samples per target question for the target gradient.
+        generator_steps_per_solver_step: Generator rounds (draft, solve, score, update) per
+            Solver update; the Solver trains on the last round's questions.
+        freeze_generator: never update the Generator (the frozen-generator baseline).
+        solver_data: what the Solver trains on: ``generated`` questions (self-evolution) or the
+            ``target`` set itself (a reference arm that bypasses the Generator: no drafting
+            and no Generator update happen).
+        influence_batch_size: candidates scored per call to the estimator.
+        eval_every: evaluate target and held-out accuracy every this many iterations (0: only at
+            start and end).
+        eval_samples: samples per evaluation question (accuracy is avg@k).
+        eval_sampling: sampling settings of evaluation.
+        keep_checkpoints: how many per-iteration checkpoints to keep (0: all). Keep at least 2
+            to be able to fall back to the previous one when the newest is found corrupt.
+    """
+
+    iterations: int = 10
+    documents_per_iteration: int = 16
+    questions_per_document: int = 4
+    answers_per_question: int = 8
+    target_answers_per_question: int = 8
+    generator_steps_per_solver_step: int = 1
+    freeze_generator: bool = False
+    solver_data: Literal["generated", "target"] = "generated"
+    influence_batch_size: int = 8
+    eval_every: int = 1
+    eval_samples: int = 4
+    eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=16))
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "documents_per_iteration", "questions_per_document", "answers_per_question",
+                     "target_answers_per_question", "generator_steps_per_solver_step", "influence_batch_size",
+                     "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"loop.{name} must be at least 1, got {getattr(self, name)}")
+        if self.answers_per_question < 2 or self.target_answers_per_question < 2:
+            raise ValueError("loop.answers_per_question and loop.target_answers_per_question must be at least 2: "
+                             "a group of one answer never has a non-zero advantage")
+        if self.questions_per_document < 2 and not self.freeze_generator:
+            raise ValueError("loop.questions_per_document must be at least 2 unless loop.freeze_generator: the "
+                             "drafts of one document are one advantage group, and a group of one never has a "
+                             "non-zero advantage, so the Generator could never learn")
+        for name in ("eval_every", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loop.{name} must be at least 0, got {getattr(self, name)}")

@@ -1,0 +1,132 @@
+"""Refusing a run that cannot work before any model loads: model sources and what components need.
+
+A wrong path or an impossible combination should cost seconds, not the minutes it takes to load
+two models and run a first evaluation (with an 8B model, much more). :func:`check_before_loading`
+runs in :func:`~infuser.fit.fit` before anything is loaded and checks
+
+* each role's ``model.name_or_path``: a local folder must exist and hold a saved model; a name
+  that looks like a Hugging Face id must be in the local cache or, online, on the Hub;
+* what the components need: an influence estimator or a generator reward may refuse a run it
+  cannot work in (``check_setup``, e.g. ``lora_grad`` needs ``solver.model.lora``), looking at the
+  run through :class:`RunSetup`.
+
+Every refusal is one :class:`~infuser.config.ConfigurationError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from infuser.config import SHARDING_STRATEGIES, TOY_MODEL_ID, ConfigurationError, LoopConfig, ModelConfig, RoleConfig
+
+if TYPE_CHECKING:
+    from infuser.influence.base import InfluenceEstimator
+    from infuser.rl.generator_rewards import GeneratorReward
+
+# Files that make a folder loadable by ``from_pretrained``: a model, or a peft adapter on a base.
+_MODEL_FILES = ("config.json", "adapter_config.json")
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """The settings of a run that a component may check before anything loads.
+
+    Attributes:
+        generator: the Generator's configuration.
+        solver: the Solver's configuration.
+        loop: the schedule.
+        strategy: ``trainer.strategy``.
+        share_base: whether the roles train adapters on one shared base.
+    """
+
+    generator: RoleConfig
+    solver: RoleConfig
+    loop: LoopConfig
+    strategy: str
+    share_base: bool
+
+    @property
+    def shards_parameters(self) -> bool:
+        """Whether the strategy splits the parameters over processes (FSDP, DeepSpeed)."""
+        return any(name in self.strategy for name in SHARDING_STRATEGIES)
+
+
+def check_before_loading(setup: RunSetup, influence: InfluenceEstimator, generator_reward: GeneratorReward) -> None:
+    """Raise :class:`~infuser.config.ConfigurationError` for a run that cannot work (see the module
+    docstring). The influence estimator is asked only when it will run: when the reward uses
+    influence and the Generator drafts the Solver's questions."""
+    checked: set[tuple[str, str | None]] = set()
+    for role, config in (("generator", setup.generator), ("solver", setup.solver)):
+        source = (config.model.name_or_path, config.model.revision)
+        if source not in checked:
+            check_model_source(f"{role}.model", config.model)
+            checked.add(source)
+    generator_reward.check_setup(setup)
+    if generator_reward.needs_influence and setup.loop.solver_data == "generated":
+        influence.check_setup(setup)
+
+
+def check_model_source(key: str, model: ModelConfig) -> None:
+    """Refuse a ``model.name_or_path`` (at config ``key``, e.g. ``solver.model``) that names nothing
+    loadable, without loading it."""
+    name, where = model.name_or_path, f"{key}.name_or_path"
+    if name == TOY_MODEL_ID:
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not any((path / file).is_file() for file in _MODEL_FILES):
+            raise ConfigurationError(f"{where}: {name} holds no {' or '.join(_MODEL_FILES)}; expected a folder written "
+                                     f"by save_pretrained, a Hugging Face id or {TOY_MODEL_ID}")
+        return
+    if path.exists():
+        raise ConfigurationError(f"{where}: {name} is a file; expected a folder written by save_pretrained, a Hugging "
+                                 f"Face id or {TOY_MODEL_ID}")
+    if not _is_hub_id(name):
+        raise ConfigurationError(f"{where}: no such folder: {name}")
+    _check_hub_model(key, name, model.revision)
+
+
+def _is_hub_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _check_hub_model(key: str, repo_id: str, revision: str | None) -> None:
+    """A Hugging Face id must be in the local cache, or (online) exist on the Hub."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if any(isinstance(try_to_load_from_cache(repo_id, file, revision=revision), str) for file in _MODEL_FILES):
+        return
+    where = (f"{key}.name_or_path: {repo_id} is not a local folder and not in the Hugging Face cache "
+             f"({constants.HF_HUB_CACHE})")
+    if _offline(constants.HF_HUB_OFFLINE):
+        raise ConfigurationError(f"{where}, and downloads are off (HF_HUB_OFFLINE); download it while online or give "
+                                 "a local folder")
+    try:
+        HfApi().model_info(repo_id, revision=revision, timeout=10)
+    except GatedRepoError:
+        return  # it exists; from_pretrained says how to get access
+    except RevisionNotFoundError:
+        raise ConfigurationError(f"{key}.revision: the Hugging Face Hub has no revision {revision!r} of "
+                                 f"{repo_id}") from None
+    except RepositoryNotFoundError:
+        raise ConfigurationError(f"{where}, and the Hugging Face Hub has no model of that name (a private one needs "
+                                 "`hf auth login`)") from None
+    except Exception as error:  # noqa: BLE001 - the HTTP client's connection errors differ between versions
+        raise ConfigurationError(f"{where}, and the Hugging Face Hub cannot be reached ({type(error).__name__}: "
+                                 f"{error}); are you offline?") from None
+
+
+def _offline(configured: bool) -> bool:
+    """Offline mode as huggingface_hub read it at import, or as the environment sets it now."""
+    flags = (os.environ.get(name, "").upper() for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return configured or any(flag in ("1", "ON", "YES", "TRUE") for flag in flags)
