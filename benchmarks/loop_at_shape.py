@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import gc
 import hashlib
 import logging
@@ -184,7 +185,7 @@ def _stand_ins(settings: Settings):
         def answer(self, questions, num_samples, generator=None, sampling=None) -> Answers:
             answers = super().answer(questions, num_samples, generator, sampling)
             rewards = torch.tensor([hash_parity(text) for text in answers.rollouts.texts])
-            return Answers(questions=answers.questions, rollouts=answers.rollouts, rewards=rewards)
+            return dataclasses.replace(answers, rewards=rewards)
 
     return StandInGenerator, HashParitySolver
 

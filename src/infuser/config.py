@@ -301,6 +301,21 @@ class LoopConfig:
         solver_data: what the Solver trains on: ``generated`` questions (self-evolution) or the
             ``target`` set itself (a reference arm that bypasses the Generator: no drafting
             and no Generator update happen).
+        solver_labels: what the Solver's answers to generated questions are graded against.
+            ``golden``: the Generator's golden answer. ``majority_vote``: the most frequent answer
+            among the Solver's own ``answers_per_question`` samples (R-Zero's pseudo-label, Huang
+            et al. 2025, arXiv:2508.05004, sec. 3: m = 10 samples, reward 1 when an answer matches
+            it), so no draft's golden answer reaches the Solver; pass rates (and the rewards of the
+            Generator that read them, e.g. ``rzero_uncertainty``) are then R-Zero's empirical
+            accuracy, the share of samples that agree with the majority. A tie goes to the answer
+            sampled first. The target set, the held-out set and evaluation always use their own
+            answers.
+        pass_rate_band: ``[low, high]``: only generated questions whose pass rate (against the
+            labels above) lies in the band, ends included, train the Solver; the Generator is still
+            rewarded on every valid draft. R-Zero keeps ``|p - 1/2| <= 0.25``, i.e. ``[0.25, 0.75]``
+            (3 to 7 of its 10 samples agree with the majority), which it reports as both a
+            difficulty filter and a filter of ambiguous questions. ``null``: every question with
+            a pass rate strictly between 0 and 1 trains it (which the band never widens).
         influence_batch_size: candidates scored per call to the estimator.
         eval_every: evaluate target and held-out accuracy every this many iterations (0: only at
             start and end).
@@ -318,11 +333,26 @@ class LoopConfig:
     generator_steps_per_solver_step: int = 1
     freeze_generator: bool = False
     solver_data: Literal["generated", "target"] = "generated"
+    solver_labels: Literal["golden", "majority_vote"] = "golden"
+    pass_rate_band: tuple[float, float] | None = None
     influence_batch_size: int = 8
     eval_every: int = 1
     eval_samples: int = 4
     eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=16))
     keep_checkpoints: int = 2
+
+    def in_band(self, pass_rates: list[float]) -> list[bool]:
+        """Whether each pass rate lies in ``pass_rate_band`` (every one, without a band).
+
+        Pass rates are float32 shares k/n, within 2**-24 of the exact fraction, and a band's
+        ends are decimals (0.6 for 3/5); both ends are widened by that rounding so that a share
+        on an end counts as inside.
+        """
+        if self.pass_rate_band is None:
+            return [True] * len(pass_rates)
+        low, high = self.pass_rate_band
+        rounding = 2.0**-24
+        return [low - rounding <= rate <= high + rounding for rate in pass_rates]
 
     def __post_init__(self) -> None:
         for name in ("iterations", "documents_per_iteration", "questions_per_document", "answers_per_question",
@@ -337,6 +367,11 @@ class LoopConfig:
             raise ValueError("loop.questions_per_document must be at least 2 unless loop.freeze_generator: the "
                              "drafts of one document are one advantage group, and a group of one never has a "
                              "non-zero advantage, so the Generator could never learn")
+        if self.pass_rate_band is not None:
+            low, high = self.pass_rate_band
+            if not 0.0 <= low <= high <= 1.0:
+                raise ValueError(f"loop.pass_rate_band must be [low, high] with 0 <= low <= high <= 1, got "
+                                 f"{list(self.pass_rate_band)}")
         for name in ("eval_every", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be at least 0, got {getattr(self, name)}")

@@ -8,9 +8,13 @@ that the next stages read and from which the iteration's records and metrics are
     3 solve             valid drafts ──► Solver answers (n per question) ──► pass rates
     4 influence         questions with 0 < pass rate < 1 ──► influence scores
     5 generator_update  pass rates (+ influence) ──► generator reward ──► DuGRPO ──► Generator update
-    6 solver_update     answers to questions with 0 < pass rate < 1 ──► Dr.GRPO ──► Solver update
+    6 solver_update     answers to questions with 0 < pass rate < 1 (in band) ──► Dr.GRPO ──► Solver update
     7 evaluate          Solver accuracy on the target and held-out sets
     8 checkpoint        everything a resumed run needs (by ``fit``'s callback)
+
+Pass rates are against the golden answers, or with ``solver_labels: majority_vote`` against the
+Solver's own majority answer (R-Zero's pseudo-labels, :mod:`infuser.rl.pseudo_labels`), from stage
+3 on; ``pass_rate_band`` narrows the questions of stage 6.
 
 Stages 2-5 form one Generator round, repeated ``generator_steps_per_solver_step`` times. A generator
 reward that reads pass rates only (SPICE, R-Zero) skips the target and influence stages; with
@@ -50,6 +54,7 @@ from infuser.distributed import Processes
 from infuser.influence.base import InfluenceEstimator
 from infuser.records import Evaluation, GeneratorRound, InfluenceScores, IterationResult, TargetRollouts, Updated
 from infuser.rl.generator_rewards import DraftOutcomes, GeneratorReward
+from infuser.rl.pseudo_labels import MajorityVote
 from infuser.rl.update import PolicyUpdate, UpdateStats
 from infuser.roles.generator import Generator
 from infuser.roles.solver import Solver
@@ -176,12 +181,17 @@ class InfuserLoop:
         self.influence.release()  # its vectors (model-sized) are not held through the Solver's update and after
         answers = target.answers if on_target else rounds[-1].answers
         solver_update, skipped = self.update_solver(answers, streams, seconds)
+        in_band = None
+        if self.config.pass_rate_band is not None and answers is not None:
+            kept = self.config.in_band(answers.pass_rates().tolist())
+            in_band = sum(kept) / len(kept)
         evaluation = None
         if self.config.eval_every and iteration % self.config.eval_every == 0 or iteration == self.config.iterations:
             with self._stage("evaluate", iteration, seconds):
                 evaluation = self.evaluate(iteration)
         return IterationResult(iteration=iteration, target=target, rounds=rounds, solver_update=solver_update,
-                               solver_skipped=skipped, evaluation=evaluation, seconds=seconds)
+                               solver_skipped=skipped, evaluation=evaluation, seconds=seconds,
+                               in_band_fraction=in_band)
 
     def generator_round(self, streams: RandomStreams, round_: int, target: TargetRollouts | None,
                         seconds: dict[str, float]) -> GeneratorRound:
@@ -193,14 +203,17 @@ class InfuserLoop:
         result.rewards = torch.zeros(len(result.drafts.rollouts), dtype=torch.float64)
         if valid:
             with self._stage("solve", iteration, seconds):
-                result.answers, result.solver_tokens_per_s = self.solve([result.drafts.parsed[r] for r in valid],
-                                                                        sampling)
+                graded, result.solver_tokens_per_s = self.solve([result.drafts.parsed[r] for r in valid], sampling)
+            result.vote = MajorityVote.of(graded)
+            majority = self.config.solver_labels == "majority_vote"
+            result.answers = graded.graded_against(result.vote.labels) if majority else graded
             if self.reward.needs_influence:
                 with self._stage("influence", iteration, seconds):
                     result.influence = self.score_influence(result.answers, target, iteration)
             scores = result.influence.scores if result.influence is not None else None
             result.rewards[valid] = self.reward(DraftOutcomes(pass_rates=result.answers.pass_rates().double(),
-                                                              influence=scores))
+                                                              influence=scores,
+                                                              majority_agrees_golden=result.vote.agrees_golden))
         result.advantages = self.generator.advantages(result.rewards, result.drafts.rollouts.groups)
         if not self.config.freeze_generator:
             with self._stage("generator_update", iteration, seconds):
@@ -270,15 +283,19 @@ class InfuserLoop:
 
     def update_solver(self, answers: Answers | None, streams: RandomStreams, seconds: dict[str, float]
                       ) -> tuple[Updated | None, str]:
-        """Stage 6: the Solver's update on the answers to questions with signal; with the reason when
-        there is none."""
+        """Stage 6: the Solver's update on the answers to questions with signal (and a pass rate in
+        ``pass_rate_band``); with the reason when there is none."""
         if answers is None:
             log.info("solver update skipped: no valid generated question")
             return None, "no valid generated question"
-        rows, advantages = self._signal_rows(answers)
+        rows, advantages = self._signal_rows(answers, banded=True)
         if not rows:
-            log.info("solver update skipped: every question was all right or all wrong")
-            return None, "every question was all right or all wrong"
+            reason = "every question was all right or all wrong"
+            if self.config.pass_rate_band is not None:
+                band = list(self.config.pass_rate_band)
+                reason = f"no question with signal has a pass rate in loop.pass_rate_band {band}"
+            log.info("solver update skipped: %s", reason)
+            return None, reason
         with self._stage("solver_update", streams.iteration, seconds):
             share = answers.rollouts.scored(rows, advantages)
             return self._update("solver", share.batch, share.advantages, streams.update_order("solver update"),
@@ -293,12 +310,14 @@ class InfuserLoop:
         return Evaluation(target_accuracy=target, heldout_accuracy=heldout)
 
     # -- helpers of the stages ------------------------------------------------------------------
-    def _signal_rows(self, answers: Answers) -> tuple[list[int], Tensor]:
-        """Rows of questions with a pass rate strictly between 0 and 1, and Dr.GRPO advantages
-        (both of every process's rows)."""
+    def _signal_rows(self, answers: Answers, banded: bool = False) -> tuple[list[int], Tensor]:
+        """Rows of questions with a pass rate strictly between 0 and 1 (``banded``: and in
+        ``pass_rate_band``), and Dr.GRPO advantages (both of every process's rows)."""
         advantages = self.solver.advantages(answers.rewards, answers.rollouts.groups)
-        rates = answers.pass_rates()
-        rows = [r for q, rate in enumerate(rates.tolist()) if 0.0 < rate < 1.0 for r in answers.rows_of(q)]
+        rates = answers.pass_rates().tolist()
+        kept = self.config.in_band(rates) if banded else [True] * len(rates)
+        rows = [r for q, (rate, keep) in enumerate(zip(rates, kept)) if keep and 0.0 < rate < 1.0
+                for r in answers.rows_of(q)]
         return rows, advantages
 
     def _update(self, role: str, batch, advantages: Tensor, order: torch.Generator, iteration: int) -> Updated:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from infuser.data.documents import DocumentSource
 from infuser.data.questions import InvalidQuestion, MCQuestion
+from infuser.rl.pseudo_labels import MajorityVote
 from infuser.rl.rewards import RewardStats
 from infuser.rl.update import CompletionSample, UpdateStats
 from infuser.rollout.rows import Answers, Drafts, ScoredRollouts
@@ -73,11 +74,13 @@ class InfluenceScores:
 @dataclass
 class GeneratorRound:
     """One round of the Generator: its drafts (with the sampling throughput), the Solver's answers to
-    the valid ones, their influence, the Generator's rewards and advantages per draft, its update."""
+    the valid ones (graded against ``loop.solver_labels``) and their majority vote, their influence,
+    the Generator's rewards and advantages per draft, its update."""
 
     drafts: Drafts
     generator_tokens_per_s: float
     answers: Answers | None = None
+    vote: MajorityVote | None = None
     solver_tokens_per_s: float | None = None
     influence: InfluenceScores | None = None
     rewards: Tensor | None = None
@@ -96,6 +99,7 @@ class IterationResult:
     solver_skipped: str  # why the Solver did not update ("" when it did)
     evaluation: Evaluation | None
     seconds: dict[str, float] = field(default_factory=dict)
+    in_band_fraction: float | None = None  # share of the Solver's questions in loop.pass_rate_band (None: no band)
 
     @property
     def trained(self) -> bool:
@@ -112,6 +116,8 @@ class IterationResult:
             metrics.update(self.solver_update.stats.as_metrics("solver"))
         elif self.solver_skipped:
             metrics["solver/update_skipped"] = 1.0
+        if self.in_band_fraction is not None:
+            metrics["solver/in_band_fraction"] = self.in_band_fraction
         if self.evaluation is not None:
             metrics.update(self.evaluation.as_metrics())
         metrics.update({f"time/{name}": seconds for name, seconds in self.seconds.items()})
@@ -140,7 +146,8 @@ class QuestionRecord:
     options: tuple[str, ...] = ()
     answer: str = ""
     kind: str = ""
-    pass_rate: float | None = None
+    pass_rate: float | None = None  # against loop.solver_labels (the majority's share under majority_vote)
+    majority: str = ""  # the Solver's most frequent answer (its pseudo-label under majority_vote)
     influence: float | None = None  # None: no score, or a non-finite one (excluded)
     reward: float | None = 0.0  # None: excluded (a non-finite influence score)
     advantage: float = 0.0
@@ -164,6 +171,7 @@ def question_records(iteration: int, round_: GeneratorRound, documents: Document
             record.question, record.options, record.answer = item.question, item.options, item.answer_letter
             record.kind = documents.kind_of(item)
             record.pass_rate = rates[index]
+            record.majority = round_.vote.labels[index] if round_.vote is not None else ""
             record.influence = nan_to_none(float(scores[index])) if scores is not None else None
         records.append(record)
     return records
@@ -199,6 +207,11 @@ def _round_metrics(round_: GeneratorRound, documents: DocumentSource) -> dict[st
     signal = (rates > 0) & (rates < 1)
     metrics.update(RewardStats.of(answers.rewards, answers.rollouts.groups).as_metrics("solver"))
     metrics["influence/zero_signal_fraction"] = float((~signal).float().mean())
+    if round_.vote is not None:
+        metrics["solver/majority_agrees_golden"] = float(round_.vote.agrees_golden.float().mean())
+        verdicts = [v for v in round_.vote.correct(answers, documents.golden_is_correct) if v is not None]
+        if verdicts:
+            metrics["solver/majority_correct"] = sum(verdicts) / len(verdicts)
     metrics.update(answers.rollouts.completion_stats().as_metrics("solver"))
     if round_.influence is None:
         return metrics

@@ -68,7 +68,12 @@ class MCQuestion:
         input, while a process round trip per rollout would cost more than the extraction itself.
         The property tests check that it returns promptly and never raises on any string.
         """
-        return extract_choice(output, self.options).answer == self.answer_letter
+        return self.choice_in(output) == self.answer_letter
+
+    def choice_in(self, output: str) -> str:
+        """The option letter a model's ``output`` picks ("" when it picks none): what a majority
+        vote over several answers counts (see :meth:`is_answered_by` for the extraction)."""
+        return extract_choice(output, self.options).answer or ""
 
     def shuffled(self, rng: random.Random) -> MCQuestion:
         """The same question with its options in a random order (the golden index follows)."""

@@ -37,10 +37,14 @@ class DraftOutcomes:
         pass_rates: the Solver's fraction of correct answers per question (float64).
         influence: the influence score per question (0 without signal, NaN when excluded), or
             ``None`` when the reward did not ask for influence.
+        majority_agrees_golden: per question (bool), whether the Solver's most frequent answer
+            is the Generator's golden answer (:class:`~infuser.rl.pseudo_labels.MajorityVote`);
+            ``None`` where it was not computed.
     """
 
     pass_rates: Tensor
     influence: Tensor | None = None
+    majority_agrees_golden: Tensor | None = None
 
 
 class GeneratorReward(ABC):
@@ -70,6 +74,46 @@ class InfluenceReward(GeneratorReward):
         if outcomes.influence is None:
             raise ValueError("InfluenceReward needs influence scores; the loop computes them when needs_influence")
         return outcomes.influence.to(torch.float64)
+
+
+class MajorityGatedInfluenceReward(GeneratorReward):
+    """Influence, kept only for questions whose golden answer the Solver's majority confirms.
+
+    Influence measures how a question's training update moves the Solver's target-set loss; it
+    does not read whether the question's golden answer is right. A question with a wrong golden
+    answer still moves the Solver's weights, and that move can lower the target loss (it trains
+    the shared skill, or its wrong label happens to align with the target gradient), so it can
+    score a positive influence and the Generator is paid for drafting it. A Generator trained on
+    influence alone can therefore let its golden answers drift wrong while its mix improves.
+
+    The gate reads the one check of a golden answer that needs no oracle: the Solver's own
+    majority answer (R-Zero's pseudo-label, :mod:`infuser.rl.pseudo_labels`). Where it agrees,
+    the reward is the influence; where it does not, the reward is ``min(influence, 0) - penalty``:
+    never more than the ungated influence, so a disputed question can only lose reward.
+
+    The price: a hard question with a right golden answer that most samples miss is gated too,
+    so the gate pulls the curriculum toward questions whose golden answer is already the Solver's
+    most frequent one. And a majority that shares the Generator's mistake (both roles start from
+    one base) passes the gate: agreement is evidence, not proof.
+
+    Args:
+        penalty: subtracted from a disputed question's reward (0: the reward is only capped at 0).
+    """
+
+    needs_influence = True
+
+    def __init__(self, penalty: float = 0.0) -> None:
+        if not (math.isfinite(penalty) and penalty >= 0):
+            raise ValueError(f"generator_reward.penalty must be finite and >= 0, got {penalty}")
+        self.penalty = penalty
+
+    def __call__(self, outcomes: DraftOutcomes) -> Tensor:
+        if outcomes.influence is None or outcomes.majority_agrees_golden is None:
+            raise ValueError("MajorityGatedInfluenceReward needs influence scores and the Solver's majority vote; the "
+                             "loop computes both when needs_influence")
+        influence = outcomes.influence.to(torch.float64)
+        disputed = influence.clamp(max=0.0) - self.penalty  # NaN stays NaN: a missing reward
+        return torch.where(outcomes.majority_agrees_golden.bool(), influence, disputed)
 
 
 class SpiceVarianceReward(GeneratorReward):

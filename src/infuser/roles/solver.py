@@ -27,7 +27,7 @@ class Solver(PolicyRole):
         if not questions:
             raise ValueError("Solver.answer() needs at least one question")
         rollouts = self.sample([self.prompts.for_solver(q) for q in questions], num_samples, generator, sampling)
-        rewards = torch.tensor(
-            [float(questions[row // num_samples].is_answered_by(text)) for row, text in enumerate(rollouts.texts)]
-        )
-        return Answers(questions=questions, rollouts=rollouts, rewards=rewards)
+        choices = [questions[row // num_samples].choice_in(text) for row, text in enumerate(rollouts.texts)]
+        rewards = torch.tensor([float(choice == questions[row // num_samples].answer_letter)
+                                for row, choice in enumerate(choices)])
+        return Answers(questions=questions, rollouts=rollouts, rewards=rewards, choices=choices)

@@ -19,7 +19,7 @@ split across processes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -246,13 +246,22 @@ class Answers:
     """``n`` answers per question, prompt-major, with their 0/1 rewards.
 
     Split across processes by question (a question's answers are never split): ``rollouts.batch``
-    holds this process's rows; texts and ``rewards`` cover every row of every process, so pass
-    rates are the same everywhere.
+    holds this process's rows; texts, ``choices`` and ``rewards`` cover every row of every process,
+    so pass rates are the same everywhere.
     """
 
     questions: list[MCQuestion]
     rollouts: SplitRollouts
     rewards: Tensor  # float, one per row of every process
+    choices: list[str]  # the option letter each row picks ("" for none), one per row of every process
+
+    def graded_against(self, labels: Sequence[str]) -> Answers:
+        """The same answers rewarded 1 where a row picks its question's entry of ``labels`` (one
+        letter per question; "" matches no row) instead of the golden answer."""
+        n = self.rollouts.num_samples
+        rewards = torch.tensor([float(bool(labels[row // n]) and choice == labels[row // n])
+                                for row, choice in enumerate(self.choices)])
+        return replace(self, rewards=rewards)
 
     @property
     def batch(self) -> RolloutBatch:
