@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
 
-from infuser.bench.curriculum import Arm, ArmRecord, bench_curriculum, code_digest, verdict
-from infuser.cli import main
+from infuser.bench import curriculum
+from infuser.bench.curriculum import (Arm, ArmRecord, Profile, bench_curriculum, code_digest, headroom, paired_vs,
+                                      verdict)
+from infuser.cli import build_parser, expand_argv, main
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"loop": {"iterations": 1, "documents_per_iteration": 3, "questions_per_document": 2,
@@ -36,20 +40,163 @@ def test_a_reference_arm_may(tmp_path):
                          str(tmp_path / "missing.yaml"), cache_dir=str(tmp_path))
 
 
-def _record(name: str, gain: float, std: float, reference: bool = False) -> ArmRecord:
-    return ArmRecord(arm=name, seeds=[0, 1, 2], heldout_gain_mean=gain, heldout_gain_std=std, seconds=1.0,
-                     heldout_start_mean=0.5, heldout_end_mean=0.5 + gain, target_gain_mean=gain, reference=reference,
+def _record(name: str, gains: list[float], reference: bool = False, seeds: list[int] | None = None) -> ArmRecord:
+    """A record with per-seed ``gains`` (on seeds 0, 1, ... unless given)."""
+    seeds = seeds if seeds is not None else list(range(len(gains)))
+    mean = statistics.fmean(gains)
+    return ArmRecord(arm=name, seeds=seeds, heldout_gains=gains, heldout_gain_mean=mean,
+                     heldout_gain_std=statistics.stdev(gains) if len(gains) > 1 else 0.0, seconds=1.0,
+                     heldout_start_mean=0.5, heldout_end_mean=0.5 + mean, target_gain_mean=mean, reference=reference,
                      heldout_by_iteration={}, curriculum_by_iteration={}, golden_accuracy_by_iteration={})
 
 
+SEED_EFFECT = [0.10, -0.05, 0.20, 0.00, 0.08]  # what every arm shares on a seed: far larger than the arms' difference
+
+
 def test_verdict_ignores_references_and_needs_more_than_noise():
-    records = [_record("INFUSER", 0.15, 0.01), _record("SPICE", 0.10, 0.01), _record("ref", 0.4, 0.0, True)]
+    spice = [0.10 + e for e in SEED_EFFECT]
+    infuser = [g + 0.05 + 0.001 * i for i, g in enumerate(spice)]
+    records = [_record("INFUSER", infuser), _record("SPICE", spice), _record("ref", [0.4] * 5, reference=True)]
     result = verdict(records, "INFUSER")
-    assert result.baseline == "SPICE" and result.ratio == pytest.approx(1.5) and result.beyond_noise
-    noisy = verdict([_record("INFUSER", 0.15, 0.1), _record("SPICE", 0.10, 0.1)], "INFUSER")
-    assert not noisy.beyond_noise  # ratio 1.5 but the difference is within two standard errors
-    losing = verdict([_record("INFUSER", -0.01, 0.0), _record("SPICE", -0.02, 0.0)], "INFUSER")
+    assert result.baseline == "SPICE" and result.beyond_noise
+    assert result.ratio == pytest.approx(statistics.fmean(infuser) / statistics.fmean(spice)) and result.ratio > 1.2
+    noisy = verdict([_record("INFUSER", [g + d for g, d in zip(spice, [0.2, -0.15, 0.1, -0.1, 0.2])]),
+                     _record("SPICE", spice)], "INFUSER")
+    assert noisy.ratio > 1.2 and not noisy.beyond_noise  # the per-seed differences straddle 0
+    losing = verdict([_record("INFUSER", [-0.01, -0.01]), _record("SPICE", [-0.02, -0.02])], "INFUSER")
     assert not losing.beyond_noise
+
+
+def test_paired_vs_takes_the_seeds_both_arms_ran():
+    """The difference is paired seed by seed over the common seeds; its interval is Student-t on
+    those differences (t_0.975 with 2 degrees of freedom: 4.302652729911275)."""
+    infuser = _record("INFUSER", [0.3, 0.1, 0.5, 0.2, 0.4])
+    rzero = _record("R-Zero", [0.25, 0.12, 0.41], seeds=[0, 1, 2])
+    result = paired_vs(infuser, rzero)
+    differences = [0.05, -0.02, 0.09]
+    half = 4.302652729911275 * statistics.stdev(differences) / math.sqrt(3)
+    assert result["n"] == 3 and result["mean"] == pytest.approx(statistics.fmean(differences), rel=1e-12)
+    assert result["ci_low"] == pytest.approx(result["mean"] - half, rel=1e-7)
+    assert result["ci_high"] == pytest.approx(result["mean"] + half, rel=1e-7)
+    mirrored = paired_vs(rzero, infuser)
+    assert mirrored["mean"] == pytest.approx(-result["mean"]) and mirrored["n"] == 3
+
+
+def test_pairing_removes_the_variance_the_arms_share():
+    """A small, steady difference under a large seed effect: paired, it is beyond noise; compared
+    as two independent samples (Welch), it would be lost in the seed effect."""
+    frozen = [0.1 + e for e in SEED_EFFECT]
+    oracle = [g + 0.03 + 0.002 * (i % 2) for i, g in enumerate(frozen)]
+    paired = paired_vs(_record("oracle", oracle), _record("frozen", frozen))
+    assert paired["ci_low"] > 0
+    welch = math.sqrt(statistics.variance(oracle) / 5 + statistics.variance(frozen) / 5)
+    assert paired["mean"] < 2 * welch  # unpaired, the same data would not separate the arms
+
+
+def test_headroom_gate():
+    frozen = [0.1 + e for e in SEED_EFFECT]
+    records = [_record("oracle", [g + 0.03 + 0.002 * (i % 2) for i, g in enumerate(frozen)]), _record("frozen", frozen)]
+    gate = headroom(records, "oracle", "frozen")
+    assert gate.passed and gate.n == 5 and "room for a curriculum" in gate.verdict
+    assert gate.difference > 3 * gate.standard_error
+    noisy = [_record("oracle", [g + d for g, d in zip(frozen, [0.05, -0.04, 0.03, 0.0, -0.02])]),
+             _record("frozen", frozen)]
+    gate = headroom(noisy, "oracle", "frozen")
+    assert not gate.passed and "the world has no room for any curriculum" in gate.verdict
+    single = headroom([_record("oracle", [0.5]), _record("frozen", [0.1])], "oracle", "frozen")
+    assert not single.passed and single.n == 1 and "undecided" in single.verdict
+
+
+@pytest.mark.parametrize("argv, quick", [(["--quick"], True), (["--quick", "--json", "x.json"], True),
+                                         (["--quick", "true"], True), (["--quick", "false"], False),
+                                         (["--quick=true"], True), ([], False)])
+def test_quick_is_a_flag(argv, quick, tmp_path):
+    argv = ["bench", "curriculum", "--base_config", "configs/toy.yaml", "--arms", "[{name: INFUSER}]", *argv]
+    expanded = expand_argv(argv)
+    config = build_parser(expanded).parse_args(expanded)
+    assert config.bench.curriculum.quick is quick
+
+
+def test_arm_seeds_are_a_prefix_and_must_be_positive():
+    profile = Profile(seeds=[3, 1, 4, 1, 5])
+    assert Arm("R-Zero", seeds=2).seeds_of(profile) == [3, 1] and Arm("INFUSER").seeds_of(profile) == profile.seeds
+    assert Arm("many", seeds=9).seeds_of(profile) == profile.seeds  # at most: a quick profile has fewer seeds
+    with pytest.raises(ValueError, match=r"arms\[R-Zero\].seeds"):
+        Arm("R-Zero", seeds=0)
+
+
+def test_the_gate_needs_both_arms(tmp_path):
+    with pytest.raises(ValueError, match="oracle and frozen"):
+        bench_curriculum([Arm("INFUSER"), Arm("oracle")], str(REPO / "configs" / "toy.yaml"), oracle="oracle",
+                         cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="frozen: 'nope'"):
+        bench_curriculum([Arm("INFUSER"), Arm("oracle")], str(REPO / "configs" / "toy.yaml"), oracle="oracle",
+                         frozen="nope", cache_dir=str(tmp_path))
+
+
+def _fake_execute(gains):
+    """Stands in for the runs: writes what a finished ``infuser fit`` leaves (summary, metrics,
+    first drafts), with ``gains(arm, seed)`` as the metric's gain over two evaluations."""
+
+    def execute(runs, workers, threads):
+        for run in runs:
+            run.root.mkdir(parents=True, exist_ok=True)
+            gain = gains(run.arm.name, run.seed)
+            (run.root / "summary.json").write_text(json.dumps({"seconds_total": 2.0, "target_accuracy_start": 0.5,
+                                                               "target_accuracy_end": 0.5 + gain}))
+            (run.root / "logs").mkdir(exist_ok=True)
+            rows = [{"step": 0, "eval/heldout_exact": 0.4}, {"step": 1, "curriculum/product": 0.5 + gain},
+                    {"step": 2, "eval/heldout_exact": 0.4 + gain, "curriculum/product": 0.5}]
+            with open(run.root / "logs" / "metrics.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=["step", "eval/heldout_exact", "curriculum/product"])
+                writer.writeheader()
+                writer.writerows(rows)
+            (run.root / "questions").mkdir(exist_ok=True)
+            drafts = "scripted" if run.arm.name == "oracle" else f"drawn with seed {run.seed}"
+            (run.root / "questions" / "iter_00001.jsonl").write_text(json.dumps({"text": drafts}) + "\n")
+            (run.root / "bench_seconds").write_text("3.0\n")
+
+    return execute
+
+
+def test_the_json_carries_paired_differences_the_gate_and_the_budget(tmp_path, monkeypatch, capsys):
+    effect = dict(zip(range(5), SEED_EFFECT))
+    offsets = {"INFUSER": 0.05, "frozen": 0.0, "oracle": 0.2, "R-Zero": 0.02}
+    monkeypatch.setattr(curriculum, "_execute", _fake_execute(lambda arm, seed: offsets[arm] + effect[seed]))
+    output = tmp_path / "out" / "bench.json"
+    result = bench_curriculum(
+        [Arm("INFUSER"), Arm("frozen"), Arm("oracle", reference=True), Arm("R-Zero", seeds=3)],
+        str(REPO / "configs" / "toy.yaml"), profile=Profile(seeds=[0, 1, 2, 3, 4], budget_minutes=1.0),
+        metric="eval/heldout_exact", oracle="oracle", frozen="frozen", cache_dir=str(tmp_path / "cache"),
+        json=str(output))
+    saved = json.loads(output.read_text())
+    assert saved["metric"] == "eval/heldout_exact" and saved["profile"] == "full"
+    arms = {record["arm"]: record for record in saved["arms"]}
+    assert arms["R-Zero"]["seeds"] == [0, 1, 2] and arms["INFUSER"]["seeds"] == [0, 1, 2, 3, 4]
+    versus = arms["INFUSER"]["paired_vs"]["R-Zero"]
+    assert versus["n"] == 3 and versus["mean"] == pytest.approx(0.03)
+    assert versus["ci_low"] == pytest.approx(0.03) and versus["ci_high"] == pytest.approx(0.03)  # no seed noise left
+    assert arms["INFUSER"]["heldout_gain_mean"] == pytest.approx(0.05 + statistics.fmean(SEED_EFFECT))
+    assert arms["INFUSER"]["run_seconds"] == [3.0] * 5 and saved["run_seconds_total"] == pytest.approx(3.0 * 18)
+    assert saved["within_budget"] is True  # 54 s over 2 workers, within 1 minute
+    assert saved["headroom"]["passed"] and result.headroom.passed
+    out = capsys.readouterr().out
+    assert "INFUSER minus each arm" in out and "headroom gate: PASSED" in out
+    assert "first drafts differ from INFUSER's on a common seed: oracle" in out
+    assert (tmp_path / "out" / "bench.heldout.png").stat().st_size > 0
+    assert (tmp_path / "out" / "bench.curriculum.png").stat().st_size > 0
+
+    offsets["oracle"] = 0.0  # a world in which even the oracle's questions teach nothing
+    bench_curriculum([Arm("INFUSER"), Arm("frozen"), Arm("oracle", reference=True), Arm("R-Zero", seeds=3)],
+                     str(REPO / "configs" / "toy.yaml"), profile=Profile(seeds=[0, 1, 2, 3, 4]),
+                     metric="eval/heldout_exact", oracle="oracle", frozen="frozen", cache_dir=str(tmp_path / "cache"))
+    assert "headroom gate: FAILED" in capsys.readouterr().out
+
+
+def test_a_missing_metric_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(curriculum, "_execute", _fake_execute(lambda arm, seed: 0.1))
+    with pytest.raises(ValueError, match="metric: INFUSER / seed 0 logged no 'eval/heldout_accuracy'"):
+        bench_curriculum([Arm("INFUSER")], str(REPO / "configs" / "toy.yaml"), cache_dir=str(tmp_path))
 
 
 def _step_one(run: Path) -> dict[str, str]:

@@ -209,7 +209,8 @@ def _selected(argv: list[str]) -> tuple[list[str], Callable[..., object] | None]
 
 
 def expand_argv(argv: list[str]) -> list[str]:
-    """``argv`` with registered names in ``--key value`` / ``--key=value`` options expanded."""
+    """``argv`` with registered names in ``--key value`` / ``--key=value`` options expanded, and a
+    bare ``bool`` option (``--quick``, followed by another option or nothing) made ``--quick=true``."""
     path, function = _selected(argv)
     if function is None:
         return argv
@@ -221,6 +222,9 @@ def expand_argv(argv: list[str]) -> list[str]:
         if token.startswith("--") and "=" in token:
             key, _, value = token[2:].partition("=")
             out.append(f"--{key}={registry.expand_option(function, key, value)}")
+        elif (token.startswith("--") and registry.is_flag(function, token[2:])
+              and (index + 1 == len(rest) or rest[index + 1].startswith("--"))):
+            out.append(f"{token}=true")
         elif token.startswith("--") and token != "--config" and index + 1 < len(rest):
             out += [token, registry.expand_option(function, token[2:], rest[index + 1])]
             index += 1

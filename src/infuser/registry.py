@@ -213,6 +213,12 @@ def _expand_fields(values: dict[str, Any], hints: dict[str, Any], key: str) -> d
     return {k: expand(v, hints[k], prefix + k) if k in hints else v for k, v in values.items()}
 
 
+def is_flag(function: Callable, key: str) -> bool:
+    """Whether ``--key`` of ``function`` is a ``bool``, which the command line accepts bare
+    (``--quick`` for ``--quick true``)."""
+    return _hint_at(function, key.split(".")) is bool
+
+
 def _hint_at(function: Callable, parts: list[str]) -> Any:
     """The annotation of the dotted key ``parts`` below ``function``'s parameters (``None``: unknown)."""
     hint: Any = None

@@ -16,9 +16,24 @@ The cache is keyed on configuration, not on code: each run records a digest of t
 source it was started (or resumed) with, and the table warns when the runs it reads were made by
 different code, which a comparison of arms must not mix.
 
-The number reported is the held-out accuracy gain over the base (the accuracy of the last
-evaluation minus the first, on questions of the target distribution that no arm trains on),
-mean and std over seeds.
+The number reported is the gain of the headline metric (``metric``; by default the sampled
+held-out accuracy ``eval/heldout_accuracy``) over the base: its value at the last evaluation minus
+the first, on questions of the target distribution that no arm trains on.
+
+Arms are compared seed by seed. Every arm runs a prefix of the profile's seeds (``Arm.seeds``),
+and a seed fixes everything an arm does not override: the documents, the target and held-out
+sets (the budget check refuses arms that change them) and every random stream, so arms that
+share a seed draw the same first drafts from the same base Generator (each record carries a digest
+of its first drafts per seed, and the report names arms whose drafts differ). The difference of
+two arms' gains on a seed then lacks the variance the arms share (the documents drawn, the
+questions sampled), and ``paired_vs`` is the mean of those differences over the seeds both ran,
+with its 95% Student-t interval.
+
+A comparison of curricula means something only if a curriculum can matter in the world at hand.
+With ``oracle`` (an arm whose drafts are the best questions the world allows) and ``frozen`` (the
+base Generator's drafts) named, the report checks that headroom first: the oracle must beat the
+frozen arm by more than three paired standard errors, or no curriculum can be told apart from
+any other in this world.
 """
 
 from __future__ import annotations
@@ -41,7 +56,7 @@ from typing import Any
 import yaml
 
 from infuser.artifacts import write_json
-from infuser.bench.common import pyplot, slug
+from infuser.bench.common import Interval, mean_interval, paired_interval, print_table, pyplot, slug
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +64,12 @@ log = logging.getLogger(__name__)
 BUDGET_KEYS = ("loop.iterations", "loop.documents_per_iteration", "loop.questions_per_document",
                "loop.answers_per_question", "loop.target_answers_per_question",
                "loop.generator_steps_per_solver_step", "loop.eval_every", "loop.eval_samples", "loop.eval_sampling",
-               "solver.optimizer", "solver.update", "solver.sampling", "heldout_set", "target_set", "seed")
+               "solver.optimizer", "solver.update", "solver.sampling", "heldout_set", "target_set", "documents",
+               "seed")
+
+# Paired standard errors by which an oracle arm must beat the frozen arm for the world to have room
+# for a curriculum (the headroom gate).
+HEADROOM_STANDARD_ERRORS = 3.0
 
 
 @dataclass
@@ -60,13 +80,25 @@ class Arm:
         name: the label in the table, the JSON and the plots.
         overrides: ``infuser fit`` arguments layered over the base configuration (registered
             names work as in any YAML, e.g. ``{generator_reward: spice_variance}``).
-        reference: a reference, not a competitor (e.g. the Solver trained on the target set):
-            shown, but not counted as "the best baseline", and exempt from the budget check.
+        reference: a reference, not a competitor (e.g. the Solver trained on the target set, or
+            an oracle): shown, but not counted as "the best baseline", and exempt from the budget
+            check.
+        seeds: run at most this many of the profile's seeds, the first ones (``null``: all), so
+            that a costly or secondary arm can run fewer seeds and still pair with every other.
     """
 
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
     reference: bool = False
+    seeds: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.seeds is not None and self.seeds < 1:
+            raise ValueError(f"arms[{self.name}].seeds must be at least 1 (or null: every seed), got {self.seeds}")
+
+    def seeds_of(self, profile: Profile) -> list[int]:
+        """The profile's seeds this arm runs."""
+        return profile.seeds[: self.seeds] if self.seeds is not None else list(profile.seeds)
 
 
 @dataclass
@@ -74,20 +106,25 @@ class Profile:
     """How much to run: the seeds, and overrides applied to every arm (e.g. fewer iterations).
 
     Attributes:
-        seeds: ``infuser fit --seed`` values; every arm runs each one.
+        seeds: ``infuser fit --seed`` values; every arm runs them, or the first ``Arm.seeds``.
         overrides: layered over the base configuration for every arm, before the arm's own.
+        budget_minutes: the wall time the profile is meant to fit on the machine it is sized
+            for; the report compares the runs' seconds, divided over ``workers``, with it.
     """
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     overrides: dict[str, Any] = field(default_factory=dict)
+    budget_minutes: float | None = None
 
 
 @dataclass
 class ArmRecord:
-    """One arm's result; the ``--json`` file is a list of these."""
+    """One arm's result (``arms`` of the ``--json`` file). ``heldout_*`` fields are of the
+    benchmark's ``metric``; lists run over ``seeds``."""
 
     arm: str
     seeds: list[int]
+    heldout_gains: list[float]  # per seed: the metric at the last evaluation minus the first
     heldout_gain_mean: float
     heldout_gain_std: float
     seconds: float  # wall-clock seconds of the arm's runs, summed over seeds
@@ -95,10 +132,46 @@ class ArmRecord:
     heldout_end_mean: float
     target_gain_mean: float
     reference: bool
-    heldout_by_iteration: dict[str, list[float]]  # iteration -> accuracy per seed
+    heldout_by_iteration: dict[str, list[float]]  # iteration -> metric per seed (seeds that evaluated there)
     curriculum_by_iteration: dict[str, dict[str, float]]  # iteration -> kind -> share (mean over seeds)
     golden_accuracy_by_iteration: dict[str, float]  # iteration -> the Generator's golden-answer accuracy
+    run_seconds: list[float] = field(default_factory=list)  # per seed: wall-clock seconds of its run (resumes summed)
+    first_drafts: list[str] = field(default_factory=list)  # per seed: digest of iteration 1's drafts ("": none)
+    paired_vs: dict[str, dict[str, float]] = field(default_factory=dict)  # other arm -> {mean, ci_low, ci_high, n}
     code: list[str] = field(default_factory=list)  # per seed: the code digest(s) its run was made by, "+"-joined
+
+    def gain_by_seed(self) -> dict[int, float]:
+        return dict(zip(self.seeds, self.heldout_gains))
+
+
+@dataclass
+class Headroom:
+    """The headroom gate: does the oracle arm beat the frozen arm by more than
+    ``HEADROOM_STANDARD_ERRORS`` paired standard errors of their per-seed gain difference?"""
+
+    oracle: str
+    frozen: str
+    difference: float  # mean over common seeds of oracle gain - frozen gain
+    standard_error: float  # of that mean (NaN with fewer than two common seeds)
+    n: int
+    passed: bool
+    verdict: str
+
+
+@dataclass
+class BenchResult:
+    """The ``--json`` file."""
+
+    profile: str
+    metric: str
+    headline: str
+    arms: list[ArmRecord]
+    headroom: Headroom | None
+    run_seconds_total: float  # every run's wall-clock seconds, summed
+    wall_seconds: float  # this invocation, start to end (cached runs cost nothing here)
+    workers: int
+    budget_minutes: float | None
+    within_budget: bool | None  # run_seconds_total / workers <= budget (None: no budget)
 
 
 @dataclass
@@ -123,13 +196,16 @@ def bench_curriculum(
     quick_profile: Profile = Profile(seeds=[0]),
     quick: bool = False,
     headline: str = "INFUSER",
+    metric: str = "eval/heldout_accuracy",
+    oracle: str | None = None,
+    frozen: str | None = None,
     curriculum_arms: list[str] | None = None,
     workers: int = 2,
     threads_per_worker: int = 1,
     cache_dir: str = "runs/bench/curriculum",
     json: str | None = None,
-) -> list[ArmRecord]:
-    """Held-out gain of INFUSER against self-evolution baselines, each arm over several seeds.
+) -> BenchResult:
+    """Held-out gain of INFUSER against self-evolution baselines, paired over seeds.
 
     Args:
         arms: the arms; each is the base configuration plus its overrides.
@@ -137,22 +213,29 @@ def bench_curriculum(
             taken from the working directory).
         profile: seeds and shared overrides of the full benchmark.
         quick_profile: seeds and shared overrides of ``--quick`` (a smoke-sized run).
-        quick: run ``quick_profile`` instead of ``profile``.
-        headline: the arm whose gain is compared with the best non-reference arm.
+        quick: run ``quick_profile`` instead of ``profile`` (``--quick`` alone means true).
+        headline: the arm every other is compared with, seed by seed.
+        metric: the logged evaluation metric whose gain is reported (``eval/heldout_accuracy``:
+            sampled held-out accuracy; a world with exact answers may log a sharper one).
+        oracle, frozen: arms for the headroom gate (both or neither): the oracle must beat the
+            frozen arm by more than three paired standard errors.
         curriculum_arms: arms whose question-kind mix is plotted over iterations (default: the
-            headline and the first arm with a frozen generator).
+            headline, the frozen arm and the oracle).
         workers: runs at a time (processes).
         threads_per_worker: torch threads per run (``OMP_NUM_THREADS``).
         cache_dir: where runs are kept; finished runs are reused, interrupted ones resumed.
-        json: write the records here, and the plots next to it.
+        json: write the result here, and the plots next to it.
     """
     if not arms:
         raise ValueError("arms: list at least one arm")
     names = [arm.name for arm in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"arms: names must be unique, got {names}")
-    if headline not in names:
-        raise ValueError(f"headline: {headline!r} is not one of the arms {names}")
+    for key, value in (("headline", headline), ("oracle", oracle), ("frozen", frozen)):
+        if value is not None and value not in names:
+            raise ValueError(f"{key}: {value!r} is not one of the arms {names}")
+    if (oracle is None) != (frozen is None):
+        raise ValueError("oracle and frozen: the headroom gate needs both arms named (or neither)")
     if workers < 1 or threads_per_worker < 1:
         raise ValueError("workers and threads_per_worker must be at least 1")
     base = Path(base_config).resolve()
@@ -165,15 +248,25 @@ def bench_curriculum(
         if not arm.reference:
             _check_budget(arm)
     root = Path(cache_dir) / profile_name
-    runs = [_plan(arm, seed, base, chosen, root) for arm in arms for seed in chosen.seeds]
+    runs = [_plan(arm, seed, base, chosen, root) for arm in arms for seed in arm.seeds_of(chosen)]
     started = time.perf_counter()
     _execute(runs, workers, threads_per_worker)
-    records = [_record(arm, [run for run in runs if run.arm is arm]) for arm in arms]
-    _print_table(records, headline, profile_name, time.perf_counter() - started)
+    records = [_record(arm, [run for run in runs if run.arm is arm], metric) for arm in arms]
+    for record in records:
+        record.paired_vs = {other.arm: paired_vs(record, other) for other in records if other is not record
+                            and set(record.seeds) & set(other.seeds)}
+    total = round(sum(seconds for record in records for seconds in record.run_seconds), 1)
+    budget = chosen.budget_minutes
+    result = BenchResult(profile=profile_name, metric=metric, headline=headline, arms=records,
+                         headroom=headroom(records, oracle, frozen) if oracle and frozen else None,
+                         run_seconds_total=total, wall_seconds=round(time.perf_counter() - started, 1),
+                         workers=workers, budget_minutes=budget,
+                         within_budget=None if budget is None else total / workers <= budget * 60)
+    report(result)
     if json is not None:
-        write_json(Path(json), [asdict(record) for record in records])
-        _plot(records, Path(json), curriculum_arms or _default_curriculum_arms(arms, headline))
-    return records
+        write_json(Path(json), asdict(result))
+        _plot(records, Path(json), metric, curriculum_arms or _default_curriculum_arms(arms, headline, frozen, oracle))
+    return result
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -259,6 +352,7 @@ def _execute(runs: list[_Run], workers: int, threads: int) -> None:
                 if process.poll() is None:
                     continue
                 active.remove(item)
+                _add_seconds(run, time.perf_counter() - began)
                 if process.returncode != 0:
                     failures.append(f"{run.label} (exit {process.returncode}; see {run.root / 'bench_output.log'})")
                     print(f"FAILED    {run.label}", flush=True)
@@ -272,6 +366,20 @@ def _execute(runs: list[_Run], workers: int, threads: int) -> None:
 
 
 # -- results ----------------------------------------------------------------------------------
+def _add_seconds(run: _Run, seconds: float) -> None:
+    """Add a finished process's wall-clock seconds to its run's total (a resumed run has several)."""
+    path = run.root / "bench_seconds"
+    before = float(path.read_text()) if path.exists() else 0.0
+    path.write_text(f"{before + seconds:.1f}\n")
+
+
+def _run_seconds(run: _Run, summary: dict[str, Any]) -> float:
+    """The run's wall-clock seconds as the benchmark timed it (its own training time, for a run
+    cached before the benchmark timed runs)."""
+    path = run.root / "bench_seconds"
+    return float(path.read_text()) if path.exists() else float(summary["seconds_total"])
+
+
 def _metrics_by_step(run_root: Path) -> dict[int, dict[str, float]]:
     """Every logged metric of a run, by iteration (iteration 0: the first evaluation)."""
     rows: dict[int, dict[str, float]] = {}
@@ -282,13 +390,29 @@ def _metrics_by_step(run_root: Path) -> dict[int, dict[str, float]]:
     return rows
 
 
-def _record(arm: Arm, runs: list[_Run]) -> ArmRecord:
+def _first_drafts(run_root: Path) -> str:
+    """A digest of the texts the Generator drafted in iteration 1 ("" when it drafted none): equal
+    across arms that share a seed and the base Generator's sampling."""
+    path = run_root / "questions" / "iter_00001.jsonl"
+    texts = [json.loads(line)["text"] for line in path.read_text().splitlines()] if path.exists() else []
+    return hashlib.sha256("\0".join(texts).encode()).hexdigest()[:12] if texts else ""
+
+
+def _record(arm: Arm, runs: list[_Run], metric: str) -> ArmRecord:
     summaries = [json.loads((run.root / "summary.json").read_text()) for run in runs]
     metrics = [_metrics_by_step(run.root) for run in runs]
-    gains = [s["heldout_accuracy_end"] - s["heldout_accuracy_start"] for s in summaries]
-    steps = sorted({step for m in metrics for step, row in m.items() if "eval/heldout_accuracy" in row})
-    heldout = {str(step): [m[step]["eval/heldout_accuracy"] for m in metrics if "eval/heldout_accuracy" in m.get(step, {})]
-               for step in steps}
+    series = []
+    for run, by_step in zip(runs, metrics):
+        values = [(step, row[metric]) for step, row in sorted(by_step.items()) if metric in row]
+        if not values or values[0][0] != 0:
+            raise ValueError(f"metric: {run.label} logged no {metric!r} at the first evaluation (see "
+                             f"{run.root / 'logs' / 'metrics.csv'})")
+        series.append(values)
+    gains = [values[-1][1] - values[0][1] for values in series]
+    heldout: dict[str, list[float]] = {}
+    for values in series:
+        for step, value in values:
+            heldout.setdefault(str(step), []).append(value)
     curriculum: dict[str, dict[str, float]] = {}
     golden: dict[str, float] = {}
     for step in sorted({step for m in metrics for step in m}):
@@ -302,16 +426,52 @@ def _record(arm: Arm, runs: list[_Run]) -> ArmRecord:
                     shares.setdefault(key.removeprefix("curriculum/"), []).append(value)
         if shares:
             curriculum[str(step)] = {kind: statistics.fmean(values) for kind, values in sorted(shares.items())}
+    run_seconds = [round(_run_seconds(run, summary), 1) for run, summary in zip(runs, summaries)]
     return ArmRecord(
-        arm=arm.name, seeds=[run.seed for run in runs], heldout_gain_mean=statistics.fmean(gains),
-        heldout_gain_std=statistics.stdev(gains) if len(gains) > 1 else 0.0,
-        seconds=round(sum(s["seconds_total"] for s in summaries), 1),
-        heldout_start_mean=statistics.fmean(s["heldout_accuracy_start"] for s in summaries),
-        heldout_end_mean=statistics.fmean(s["heldout_accuracy_end"] for s in summaries),
+        arm=arm.name, seeds=[run.seed for run in runs], heldout_gains=gains, heldout_gain_mean=statistics.fmean(gains),
+        heldout_gain_std=statistics.stdev(gains) if len(gains) > 1 else 0.0, seconds=round(sum(run_seconds), 1),
+        heldout_start_mean=statistics.fmean(values[0][1] for values in series),
+        heldout_end_mean=statistics.fmean(values[-1][1] for values in series),
         target_gain_mean=statistics.fmean(s["target_accuracy_end"] - s["target_accuracy_start"] for s in summaries),
         reference=arm.reference, heldout_by_iteration=heldout, curriculum_by_iteration=curriculum,
-        golden_accuracy_by_iteration=golden, code=[_run_code(run) for run in runs],
+        golden_accuracy_by_iteration=golden, run_seconds=run_seconds,
+        first_drafts=[_first_drafts(run.root) for run in runs], code=[_run_code(run) for run in runs],
     )
+
+
+def _paired_gains(record: ArmRecord, other: ArmRecord) -> tuple[list[float], list[float]]:
+    """The two arms' gains on the seeds both ran, in the same order."""
+    mine, theirs = record.gain_by_seed(), other.gain_by_seed()
+    common = [seed for seed in record.seeds if seed in theirs]
+    return [mine[seed] for seed in common], [theirs[seed] for seed in common]
+
+
+def paired_vs(record: ArmRecord, other: ArmRecord) -> dict[str, float]:
+    """``record``'s gain minus ``other``'s, seed by seed over the seeds both ran: the mean and its
+    95% t interval (``n``: the number of pairs; with one pair the interval is the point)."""
+    mine, theirs = _paired_gains(record, other)
+    return {**paired_interval(mine, theirs).as_dict(), "n": len(mine)}
+
+
+def headroom(records: list[ArmRecord], oracle: str, frozen: str) -> Headroom:
+    """The headroom gate on the oracle and frozen arms' records."""
+    by_name = {record.arm: record for record in records}
+    mine, theirs = _paired_gains(by_name[oracle], by_name[frozen])
+    differences = [a - b for a, b in zip(mine, theirs)]
+    n = len(differences)
+    mean = statistics.fmean(differences) if differences else math.nan
+    error = statistics.stdev(differences) / math.sqrt(n) if n > 1 else math.nan
+    passed = n > 1 and mean > HEADROOM_STANDARD_ERRORS * error
+    if n < 2:
+        verdict = (f"undecided: {oracle} and {frozen} share {n} seed(s), the gate needs two or more; until then "
+                   f"assume the world has no room for any curriculum")
+    else:
+        errors = f"{mean / error:.1f}" if error > 0 else ("inf" if mean > 0 else "0")
+        verdict = (f"{oracle} - {frozen}: {mean:+.3f} = {errors} paired standard errors over {n} seeds; "
+                   + ("the world has room for a curriculum" if passed else
+                      f"not above {HEADROOM_STANDARD_ERRORS:g}: the world has no room for any curriculum"))
+    return Headroom(oracle=oracle, frozen=frozen, difference=mean, standard_error=error, n=n, passed=passed,
+                    verdict=verdict)
 
 
 def code_digest() -> str:
@@ -335,14 +495,16 @@ def code_versions(records: list[ArmRecord]) -> set[str]:
     return {digest for record in records for run in record.code for digest in run.split("+")}
 
 
+
 @dataclass(frozen=True)
 class Verdict:
-    """The headline arm against the best non-reference arm."""
+    """The headline arm against the best non-reference arm, paired over their common seeds."""
 
     baseline: str
     headline_gain: float
     baseline_gain: float
-    standard_error: float  # of the difference of the two means (Welch)
+    difference: Interval  # per-seed headline gain - baseline gain: mean and 95% t interval
+    standard_error: float  # of the mean difference (0 with one pair)
 
     @property
     def ratio(self) -> float:
@@ -352,51 +514,91 @@ class Verdict:
     @property
     def beyond_noise(self) -> bool:
         """The headline gained, at least 1.2x the baseline (or the baseline did not gain), and the
-        difference of the means exceeds two standard errors."""
+        95% interval of the paired difference lies above 0."""
         large_enough = self.ratio >= 1.2 if self.baseline_gain > 0 else self.headline_gain > 0
-        return large_enough and self.headline_gain - self.baseline_gain > 2 * self.standard_error
+        return large_enough and self.difference.low > 0
 
 
 def verdict(records: list[ArmRecord], headline: str) -> Verdict | None:
-    """How the headline arm compares with the best other non-reference arm (``None``: no other arm)."""
+    """How the headline arm compares with the best other non-reference arm that shares a seed with
+    it (``None``: no such arm). Gains are means over the common seeds, so both are of the same seeds."""
     lead = next(r for r in records if r.arm == headline)
-    others = [r for r in records if r.arm != headline and not r.reference]
+    others = [r for r in records if r.arm != headline and not r.reference and set(r.seeds) & set(lead.seeds)]
     if not others:
         return None
-    best = max(others, key=lambda r: r.heldout_gain_mean)
-    error = math.sqrt(lead.heldout_gain_std**2 / len(lead.seeds) + best.heldout_gain_std**2 / len(best.seeds))
-    return Verdict(baseline=best.arm, headline_gain=lead.heldout_gain_mean, baseline_gain=best.heldout_gain_mean,
-                   standard_error=error)
+    pairs = {other.arm: _paired_gains(lead, other) for other in others}
+    best = max(others, key=lambda r: statistics.fmean(pairs[r.arm][1]))
+    mine, theirs = pairs[best.arm]
+    differences = [a - b for a, b in zip(mine, theirs)]
+    error = statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else 0.0
+    return Verdict(baseline=best.arm, headline_gain=statistics.fmean(mine), baseline_gain=statistics.fmean(theirs),
+                   difference=paired_interval(mine, theirs), standard_error=error)
 
 
-def _print_table(records: list[ArmRecord], headline: str, profile: str, seconds: float) -> None:
-    width = max(len(r.arm) + (6 if r.reference else 0) for r in records) + 2
-    print(f"\ncurriculum benchmark ({profile} profile): held-out accuracy gain over the base, mean ± std over seeds")
-    print(f"{'arm':<{width}}{'seeds':>6}{'start':>8}{'end':>8}{'gain':>9}{'± std':>8}{'seconds':>9}")
+def report(result: BenchResult) -> None:
+    """Print the arms, the paired differences against the headline, the gates and the budget."""
+    records, headline = result.arms, result.headline
+    print(f"\ncurriculum benchmark ({result.profile} profile): gain of {result.metric} over the base, per arm over "
+          f"its seeds (mean, std, 95% t interval)")
+    rows = []
     for r in records:
-        label = r.arm + (" (ref)" if r.reference else "")
-        print(f"{label:<{width}}{len(r.seeds):>6}{r.heldout_start_mean:>8.3f}{r.heldout_end_mean:>8.3f}"
-              f"{r.heldout_gain_mean:>+9.3f}{r.heldout_gain_std:>8.3f}{r.seconds:>9.0f}")
-    result = verdict(records, headline)
-    if result is not None:
-        print(f"{headline} / best baseline ({result.baseline}): ratio {result.ratio:.2f}, difference "
-              f"{result.headline_gain - result.baseline_gain:+.3f} ± {result.standard_error:.3f} (s.e.) -> "
-              f"{'beyond' if result.beyond_noise else 'NOT beyond'} seed noise at ratio >= 1.2")
+        interval = mean_interval(r.heldout_gains)
+        rows.append([r.arm + (" (ref)" if r.reference else ""), len(r.seeds), f"{r.heldout_start_mean:.3f}",
+                     f"{r.heldout_end_mean:.3f}", f"{r.heldout_gain_mean:+.3f}", f"{r.heldout_gain_std:.3f}",
+                     f"[{interval.low:+.3f}, {interval.high:+.3f}]", f"{r.seconds:.0f}"])
+    print_table(["arm", "seeds", "start", "end", "gain", "std", "95% CI", "seconds"], rows)
+    lead = next(r for r in records if r.arm == headline)
+    paired = []
+    for other, d in lead.paired_vs.items():
+        excludes = Interval(d["mean"], d["ci_low"], d["ci_high"]).excludes_zero
+        paired.append([other, int(d["n"]), f"{d['mean']:+.3f}", f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
+                       ("yes" if excludes else "no") if d["n"] > 1 else "n/a (1 pair)"])
+    if paired:
+        print(f"\n{headline} minus each arm, seed by seed over the seeds both ran (paired_vs in the JSON)")
+        print_table(["arm", "pairs", "difference", "95% CI", "CI excludes 0"], paired)
+    compared = verdict(records, headline)
+    if compared is not None:
+        print(f"{headline} / best baseline ({compared.baseline}): ratio {compared.ratio:.2f}, paired difference "
+              f"{compared.difference.mean:+.3f} [{compared.difference.low:+.3f}, {compared.difference.high:+.3f}] -> "
+              f"{'beyond' if compared.beyond_noise else 'NOT beyond'} seed noise at ratio >= 1.2")
+    _report_first_drafts(records, lead)
+    if result.headroom is not None:
+        print(f"headroom gate: {'PASSED' if result.headroom.passed else 'FAILED'}: {result.headroom.verdict}")
     versions = code_versions(records)
     if len(versions) > 1:
         print(f"WARNING: these runs were made by {len(versions)} versions of infuser's code "
               f"({', '.join(sorted(versions))}; per run in the JSON's `code`): the arms are not compared on "
               f"equal terms. Run again with an empty cache_dir to redo them with the current code.")
-    print(f"benchmark wall time {seconds:.0f} s")
+    runs = sum(len(r.seeds) for r in records)
+    budget = (f"; budget {result.budget_minutes:g} min: {'within' if result.within_budget else 'OVER'}"
+              if result.budget_minutes is not None else "")
+    print(f"{runs} runs, {result.run_seconds_total:.0f} s of run time (about "
+          f"{result.run_seconds_total / result.workers / 60:.1f} min at {result.workers} workers){budget}; "
+          f"this invocation {result.wall_seconds:.0f} s")
 
 
-def _default_curriculum_arms(arms: list[Arm], headline: str) -> list[str]:
-    frozen = [arm.name for arm in arms if arm.overrides.get("loop", {}).get("freeze_generator")]
-    return [headline, *frozen[:1]]
+def _report_first_drafts(records: list[ArmRecord], lead: ArmRecord) -> None:
+    """Name the drafting arms whose first drafts differ from the headline's on a common seed: they
+    are not paired with it as the benchmark assumes (expected only for arms that script drafts)."""
+    headline, drafts = lead.arm, dict(zip(lead.seeds, lead.first_drafts))
+    differing = [r.arm for r in records if r is not lead and any(
+        digest and drafts.get(seed) and digest != drafts[seed] for seed, digest in zip(r.seeds, r.first_drafts))]
+    if differing:
+        print(f"first drafts differ from {headline}'s on a common seed: {', '.join(differing)} (expected for arms "
+              f"that script or skip drafts; otherwise these arms are not paired with {headline})")
+    else:
+        print(f"first drafts: every drafting arm drew {headline}'s first drafts on every seed they share")
 
 
-def _plot(records: list[ArmRecord], json_path: Path, curriculum_arms: list[str]) -> None:
-    """``<json>.heldout.png`` (accuracy against iteration, every arm) and ``<json>.curriculum.png``."""
+def _default_curriculum_arms(arms: list[Arm], headline: str, frozen: str | None, oracle: str | None) -> list[str]:
+    if frozen is None:
+        frozen = next((arm.name for arm in arms if arm.overrides.get("loop", {}).get("freeze_generator")), None)
+    return [name for name in dict.fromkeys((headline, frozen, oracle)) if name is not None]
+
+
+def _plot(records: list[ArmRecord], json_path: Path, metric: str, curriculum_arms: list[str]) -> None:
+    """``<json>.heldout.png`` (the metric against iteration, every arm: mean and 95% t band over
+    seeds) and ``<json>.curriculum.png`` (the question-kind mix of ``curriculum_arms``)."""
     plt = pyplot()
     if plt is None:
         return
@@ -404,15 +606,17 @@ def _plot(records: list[ArmRecord], json_path: Path, curriculum_arms: list[str])
     figure, axes = plt.subplots(figsize=(8, 5))
     for record in records:
         steps = sorted(int(s) for s in record.heldout_by_iteration)
-        means = [statistics.fmean(record.heldout_by_iteration[str(s)]) for s in steps]
-        stds = [statistics.stdev(v) if len(v := record.heldout_by_iteration[str(s)]) > 1 else 0.0 for s in steps]
+        intervals = [mean_interval(record.heldout_by_iteration[str(s)]) for s in steps]
         style = "--" if record.reference else "-"
-        axes.plot(steps, means, style, marker="o", markersize=3, label=record.arm,
-                  linewidth=2.5 if record.arm == curriculum_arms[0] else 1.2)
-        axes.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], alpha=0.1)
+        line, = axes.plot(steps, [i.mean for i in intervals], style, marker="o", markersize=3,
+                          label=f"{record.arm} ({len(record.seeds)} seeds)",
+                          linewidth=2.5 if record.arm == curriculum_arms[0] else 1.2)
+        axes.fill_between(steps, [i.low for i in intervals], [i.high for i in intervals], alpha=0.12,
+                          color=line.get_color())
     axes.set_xlabel("outer iteration")
-    axes.set_ylabel("held-out accuracy (mean over seeds)")
-    axes.set_title("Held-out accuracy on the target distribution")
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.set_ylabel(f"{metric} (mean over seeds, 95% band)")
+    axes.set_title(f"{metric} on the target distribution")
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(f"{stem}.heldout.png", dpi=120)
@@ -433,6 +637,7 @@ def _plot(records: list[ArmRecord], json_path: Path, curriculum_arms: list[str])
             axis.plot(steps, [values[str(s)] for s in steps], marker="o", markersize=3, label=arm)
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("outer iteration")
+        axis.xaxis.get_major_locator().set_params(integer=True)
         axis.set_ylim(0, 1)
     axes[0][0].legend(fontsize=8)
     figure.tight_layout()
