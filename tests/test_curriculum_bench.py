@@ -264,3 +264,21 @@ def test_runs_are_cached_and_resumed(tmp_path, capsys, monkeypatch):
     path.write_text(json.dumps(config))
     assert main(argv) == 0
     assert "running   INFUSER / seed 0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("files", [["bench_curriculum.yaml"], ["bench_curriculum_distractor.yaml"],
+                                   ["bench_curriculum_rules.yaml"],
+                                   ["bench_curriculum_rules.yaml", "bench_curriculum_rules_checked.yaml"]])
+def test_the_bundled_benchmarks_parse(files, monkeypatch):
+    """Every bundled benchmark parses; the claim's benchmarks run 10 seeds of the claim's arms, 5 of the rest."""
+    monkeypatch.chdir(REPO)
+    argv = expand_argv(["bench", "curriculum", *[a for f in files for a in ("--config", f"configs/{f}")]])
+    config = build_parser(argv).parse_args(argv).bench.curriculum
+    arms = [arm if isinstance(arm, Arm) else Arm(**vars(arm)) for arm in config.arms]
+    assert config.headline in [arm.name for arm in arms]
+    if files[0] == "bench_curriculum_distractor.yaml":
+        return  # a follow-up of three seeds, run as it was
+    profile = Profile(seeds=config.profile.seeds)
+    for arm in arms:
+        claim = arm.name in ("INFUSER", "frozen generator", "SPICE variance")
+        assert len(arm.seeds_of(profile)) >= (10 if claim else 5), arm.name
