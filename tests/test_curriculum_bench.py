@@ -126,7 +126,7 @@ def test_arm_seeds_are_a_prefix_and_must_be_positive():
 
 
 def test_the_gate_needs_both_arms(tmp_path):
-    with pytest.raises(ValueError, match="oracle and frozen"):
+    with pytest.raises(ValueError, match="oracle: the headroom gate"):
         bench_curriculum([Arm("INFUSER"), Arm("oracle")], str(REPO / "configs" / "toy.yaml"), oracle="oracle",
                          cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="frozen: 'nope'"):
