@@ -223,15 +223,19 @@ def test_runs_are_cached_and_resumed(tmp_path, capsys, monkeypatch):
     path = tmp_path / "bench.yaml"
     path.write_text(json.dumps(config))
     output = tmp_path / "out" / "curriculum.json"
-    argv = ["bench", "curriculum", "--config", str(path), "--quick", "true", "--json", str(output)]
+    argv = ["bench", "curriculum", "--config", str(path), "--quick", "--json", str(output)]
     assert main(argv) == 0
     first = capsys.readouterr().out
-    assert "running   INFUSER / seed 0" in first and "held-out accuracy gain" in first
-    records = json.loads(output.read_text())
+    assert "running   INFUSER / seed 0" in first and "gain of eval/heldout_accuracy" in first
+    records = json.loads(output.read_text())["arms"]
     assert [r["arm"] for r in records] == ["INFUSER", "frozen generator", "SPICE"]
     for record in records:
-        assert {"arm", "seeds", "heldout_gain_mean", "heldout_gain_std", "seconds"} <= set(record)
+        assert {"arm", "seeds", "heldout_gain_mean", "heldout_gain_std", "seconds", "paired_vs"} <= set(record)
         assert record["seeds"] == [0] and set(record["heldout_by_iteration"]) == {"0", "1"}
+        assert record["run_seconds"][0] > 0
+    # same seed, same base Generator: every arm drew the same first drafts
+    assert len({record["first_drafts"][0] for record in records}) == 1 and records[0]["first_drafts"][0]
+    assert "every drafting arm drew INFUSER's first drafts" in first
     assert (tmp_path / "out" / "curriculum.heldout.png").stat().st_size > 0
     # same seed, same first drafts and answers: the Solver's first update is the same whether or
     # not the Generator updated before it (its own stream orders its rows)
@@ -248,16 +252,16 @@ def test_runs_are_cached_and_resumed(tmp_path, capsys, monkeypatch):
     second = capsys.readouterr().out
     assert "cached    INFUSER / seed 0" in second and "resuming  frozen generator / seed 0" in second
     def without_seconds(rows):
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+        return [{k: v for k, v in row.items() if k not in ("seconds", "run_seconds")} for row in rows]
 
-    assert without_seconds(json.loads(output.read_text())) == without_seconds(records)
+    assert without_seconds(json.loads(output.read_text())["arms"]) == without_seconds(records)
     assert {tuple(r["code"]) for r in records} == {(code_digest(),)} and "versions of infuser" not in second
 
     # a run made by other code is flagged: the comparison would not be on equal terms
     (run / "bench_code").write_text("0123456789ab\n")
     assert main(argv) == 0
     assert "WARNING: these runs were made by 2 versions of infuser's code" in capsys.readouterr().out
-    assert json.loads(output.read_text())[1]["code"] == ["0123456789ab"]
+    assert json.loads(output.read_text())["arms"][1]["code"] == ["0123456789ab"]
 
     # a changed configuration starts the affected runs over
     config["quick_profile"]["overrides"]["loop"]["answers_per_question"] = 2

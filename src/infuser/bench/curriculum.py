@@ -603,21 +603,36 @@ def _plot(records: list[ArmRecord], json_path: Path, metric: str, curriculum_arm
     if plt is None:
         return
     stem = json_path.with_suffix("")
-    figure, axes = plt.subplots(figsize=(8, 5))
-    for record in records:
+    # One panel per arm (bands of a few seeds are wide and would hide each other), the headline's
+    # mean repeated in every panel as the line to compare with.
+    lead = next(r for r in records if r.arm == curriculum_arms[0])
+    columns = min(3, len(records))
+    rows = math.ceil(len(records) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), sharex=True, sharey=True,
+                                squeeze=False)
+    bounded = all(0 <= v <= 1 for r in records for values in r.heldout_by_iteration.values() for v in values)
+    for axis, record in zip(axes.flat, records):
         steps = sorted(int(s) for s in record.heldout_by_iteration)
         intervals = [mean_interval(record.heldout_by_iteration[str(s)]) for s in steps]
-        style = "--" if record.reference else "-"
-        line, = axes.plot(steps, [i.mean for i in intervals], style, marker="o", markersize=3,
-                          label=f"{record.arm} ({len(record.seeds)} seeds)",
-                          linewidth=2.5 if record.arm == curriculum_arms[0] else 1.2)
-        axes.fill_between(steps, [i.low for i in intervals], [i.high for i in intervals], alpha=0.12,
-                          color=line.get_color())
-    axes.set_xlabel("outer iteration")
-    axes.xaxis.get_major_locator().set_params(integer=True)
-    axes.set_ylabel(f"{metric} (mean over seeds, 95% band)")
-    axes.set_title(f"{metric} on the target distribution")
-    axes.legend(fontsize=8)
+        axis.fill_between(steps, [i.low for i in intervals], [i.high for i in intervals], alpha=0.2,
+                          label="95% t band")
+        axis.plot(steps, [i.mean for i in intervals], marker="o", markersize=3, label="mean over seeds")
+        if record is not lead:
+            lead_steps = sorted(int(s) for s in lead.heldout_by_iteration)
+            axis.plot(lead_steps, [statistics.fmean(lead.heldout_by_iteration[str(s)]) for s in lead_steps], "--",
+                      color="grey", linewidth=1, label=f"{lead.arm} (mean)")
+        axis.set_title(f"{record.arm}{' (ref)' if record.reference else ''}, {len(record.seeds)} seeds", fontsize=9)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        if bounded:
+            axis.set_ylim(0, 1)
+    for axis in list(axes.flat)[len(records):]:
+        axis.set_visible(False)
+    for axis in axes[-1]:
+        axis.set_xlabel("outer iteration")
+    for axis in axes[:, 0]:
+        axis.set_ylabel(metric, fontsize=8)
+    axes.flat[min(1, len(records) - 1)].legend(fontsize=7, loc="lower right")
+    figure.suptitle(f"{metric} per evaluated iteration: mean and 95% band over each arm's seeds", fontsize=10)
     figure.tight_layout()
     figure.savefig(f"{stem}.heldout.png", dpi=120)
     plt.close(figure)
