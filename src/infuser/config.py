@@ -33,6 +33,11 @@ class ConfigurationError(ValueError):
     """Arguments of :func:`~infuser.fit.fit` that cannot work together; raised before any model is loaded."""
 
 
+class IdleRunError(RuntimeError):
+    """A run stopped by ``loop.stop_when_idle``: nothing trained for ``loop.idle_iterations_limit``
+    iterations in a row (the last one is checkpointed first)."""
+
+
 # -- models ----------------------------------------------------------------------------------------
 
 DTypeName = Literal["float32", "bfloat16", "float16"]
@@ -308,6 +313,12 @@ class LoopConfig:
         eval_sampling: sampling settings of evaluation.
         keep_checkpoints: how many per-iteration checkpoints to keep (0: all). Keep at least 2
             to be able to fall back to the previous one when the newest is found corrupt.
+        idle_iterations_limit: after this many iterations in a row in which neither role took an
+            optimizer step, log an error that says why (no valid draft, no advantage, no signal),
+            and again after every further idle iteration (0: never). A run that trains nothing
+            otherwise looks like a slow one: only per-stage warnings say so.
+        stop_when_idle: at that point also stop the run (:class:`IdleRunError`), after
+            checkpointing the iteration.
     """
 
     iterations: int = 10
@@ -323,6 +334,8 @@ class LoopConfig:
     eval_samples: int = 4
     eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=16))
     keep_checkpoints: int = 2
+    idle_iterations_limit: int = 3
+    stop_when_idle: bool = False
 
     def __post_init__(self) -> None:
         for name in ("iterations", "documents_per_iteration", "questions_per_document", "answers_per_question",
@@ -337,6 +350,6 @@ class LoopConfig:
             raise ValueError("loop.questions_per_document must be at least 2 unless loop.freeze_generator: the "
                              "drafts of one document are one advantage group, and a group of one never has a "
                              "non-zero advantage, so the Generator could never learn")
-        for name in ("eval_every", "keep_checkpoints"):
+        for name in ("eval_every", "keep_checkpoints", "idle_iterations_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be at least 0, got {getattr(self, name)}")
