@@ -353,3 +353,29 @@ class LoopConfig:
         for name in ("eval_every", "keep_checkpoints", "idle_iterations_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be at least 0, got {getattr(self, name)}")
+
+
+# -- what components may check before loading ---------------------------------------------------
+
+@dataclass(frozen=True)
+class RunSetup:
+    """The settings of a run that a component may check before anything loads.
+
+    Attributes:
+        generator: the Generator's configuration.
+        solver: the Solver's configuration.
+        loop: the schedule.
+        strategy: ``trainer.strategy``.
+        share_base: whether the roles train adapters on one shared base.
+    """
+
+    generator: RoleConfig
+    solver: RoleConfig
+    loop: LoopConfig
+    strategy: str
+    share_base: bool
+
+    @property
+    def shards_parameters(self) -> bool:
+        """Whether the strategy splits the parameters over processes (FSDP, DeepSpeed)."""
+        return any(name in self.strategy for name in SHARDING_STRATEGIES)
