@@ -172,8 +172,8 @@ def _stand_ins(settings: Settings):
     class StandInGenerator(Generator):
         """Drafts as a Generator does; a draft that does not parse becomes a toy-world question."""
 
-        def draft(self, documents, questions_per_document, rng: random.Random, generator=None) -> Drafts:
-            drafts = super().draft(documents, questions_per_document, rng, generator)
+        def draft(self, documents, questions_per_document, rng: random.Random, stream=None) -> Drafts:
+            drafts = super().draft(documents, questions_per_document, rng, stream)
             parsed = [item if isinstance(item, MCQuestion) else pool[int(hashlib.sha256(text.encode()).hexdigest(), 16)
                                                                      % len(pool)]
                       for item, text in zip(drafts.parsed, drafts.rollouts.texts)]
@@ -182,8 +182,8 @@ def _stand_ins(settings: Settings):
     class HashParitySolver(Solver):
         """Answers as the Solver does; rewarded by the hash parity of each answer's text."""
 
-        def answer(self, questions, num_samples, generator=None, sampling=None) -> Answers:
-            answers = super().answer(questions, num_samples, generator, sampling)
+        def answer(self, questions, num_samples, stream=None, sampling=None) -> Answers:
+            answers = super().answer(questions, num_samples, stream, sampling)
             rewards = torch.tensor([hash_parity(text) for text in answers.rollouts.texts])
             return dataclasses.replace(answers, rewards=rewards)
 
@@ -192,7 +192,8 @@ def _stand_ins(settings: Settings):
 
 def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageMemory):
     """``infuser fit`` on the model in ``model_dir`` (both roles), every stage measured by ``monitor``."""
-    import infuser.fit
+    import infuser.roles.generator
+    import infuser.roles.solver
     from infuser.data.documents import ToyDocuments
     from infuser.data.question_sets import ToyQuestions
     from infuser.fit import TrainerConfig, fit
@@ -224,8 +225,8 @@ def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageM
                       keep_checkpoints=1,
                       eval_sampling=SamplingConfig(temperature=0.7, max_new_tokens=settings.solver_tokens))
     accelerator = "cuda" if settings.device == "cuda" else "cpu"
-    with mock.patch.object(infuser.fit, "Generator", generator), mock.patch.object(infuser.fit, "Solver", solver), \
-            mock.patch.object(InfuserLoop, "_stage", stage):
+    with mock.patch.object(infuser.roles.generator, "Generator", generator), \
+            mock.patch.object(infuser.roles.solver, "Solver", solver), mock.patch.object(InfuserLoop, "_stage", stage):
         monitor.start()
         fit(generator=role(settings.generator_tokens, DuGRPOAdvantage()),
             solver=role(settings.solver_tokens, MeanCentredAdvantage()),

@@ -68,7 +68,7 @@ def test_kv_cache_sampling_matches_generate_and_its_own_scoring(tiny_model_dir):
         length = int(ours.completion_mask[row].sum())
         assert ours.completion_ids[row, :length].tolist() == expected[:length]
     sampled = generate(model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=8), num_samples=3,
-                       generator=torch.Generator().manual_seed(0))
+                       stream=torch.Generator().manual_seed(0))
     with torch.no_grad():
         scored, _ = completion_logps(model, sampled)
     mask = sampled.completion_mask.bool()

@@ -313,3 +313,24 @@ def test_builtin_advantage_estimators_are_registered_components():
                 "dugrpo": DuGRPOAdvantage}
     for name, cls in expected.items():
         assert resolve("advantage", name) is cls
+
+
+def test_bf16_mixed_runs_the_update_and_the_influence_pass_under_autocast(tiny_model_dir):
+    """On one device Fabric's wrapper calls a marked method (``training_step``, ``logps_step``) as the
+    bare method, outside its forward's autocast, and influence calls the model itself: both must
+    still compute in bfloat16 under ``bf16-mixed``, as they do under DDP."""
+    config = RoleConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)), optimizer=OptimizerConfig(lr=1e-3),
+                        sampling=SamplingConfig(max_new_tokens=MAX_NEW),
+                        update=UpdateConfig(loss=PolicyLossConfig(beta=0.1), ppo_epochs=2))
+    torch.manual_seed(0)
+    role = PolicyRole(config)
+    update = role.set_up(L.Fabric(accelerator="cpu", devices=1, precision="bf16-mixed"))
+    batch = _batch(role)
+    linear = next(module for module in role.model.modules() if isinstance(module, torch.nn.Linear))
+    seen: list[torch.dtype] = []
+    linear.register_forward_hook(lambda _module, _inputs, output: seen.append(output.dtype))
+    update(batch, ADVANTAGES)  # old and reference log-probs (logps_step), then training_step
+    assert seen and set(seen) == {torch.bfloat16}
+    seen.clear()
+    role.surrogate_loss(ScoredRollouts(batch, ADVANTAGES))
+    assert seen and set(seen) == {torch.bfloat16}

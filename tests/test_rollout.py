@@ -26,7 +26,7 @@ def test_batch_layout_and_logps(tiny_model_dir):
     config = ModelConfig(name_or_path=str(tiny_model_dir))
     tokenizer, model = load_tokenizer(config), load_causal_lm(config)
     sampling = SamplingConfig(temperature=0.9, max_new_tokens=5, batch_size=3)
-    batch = generate(model, tokenizer, PROMPTS, sampling, num_samples=3, generator=torch.Generator().manual_seed(0))
+    batch = generate(model, tokenizer, PROMPTS, sampling, num_samples=3, stream=torch.Generator().manual_seed(0))
     assert len(batch) == 6 and batch.prompt_index.tolist() == [0, 0, 0, 1, 1, 1]
     assert batch.prompt_mask[:, -1].all()  # left padded
     # the sampler's log-probs equal a fresh scoring pass (ratio 1 for an unchanged model)
@@ -62,7 +62,7 @@ def test_shared_prefill_and_dropped_rows_change_nothing(tiny_model_dir):
         assert bool(ours.truncated[row]) == (int(lengths[row]) == 8 and expected[-1] not in stops)
 
     sampled = generate(model, tokenizer, PROMPTS, SamplingConfig(temperature=0.9, max_new_tokens=8, batch_size=4,
-                       stop_token_ids=stops), num_samples=3, generator=torch.Generator().manual_seed(1))
+                       stop_token_ids=stops), num_samples=3, stream=torch.Generator().manual_seed(1))
     mask = sampled.completion_mask.bool()
     assert (sampled.completion_ids[~mask] == tokenizer.pad_token_id).all()
     with torch.no_grad():
@@ -77,7 +77,7 @@ def test_shared_prompt_pass_equals_full_rows(tiny_model_dir):
     config = ModelConfig(name_or_path=str(tiny_model_dir))
     tokenizer, model = load_tokenizer(config), load_causal_lm(config)
     batch = generate(model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=5), num_samples=3,
-                     generator=torch.Generator().manual_seed(2)).select([5, 0, 3, 1, 4])
+                     stream=torch.Generator().manual_seed(2)).select([5, 0, 3, 1, 4])
     results = []
     for share in (True, False):
         model.zero_grad()
@@ -105,11 +105,11 @@ def test_a_rows_sample_depends_on_its_prompt_and_seed_only(tiny_model_dir):
     tokenizer, model = load_tokenizer(config), load_causal_lm(config)
     prompts = PROMPTS * 3
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, batch_size=64)
-    whole = generate(model, tokenizer, prompts, sampling, num_samples=4, generator=torch.Generator().manual_seed(3))
+    whole = generate(model, tokenizer, prompts, sampling, num_samples=4, stream=torch.Generator().manual_seed(3))
     shard = generate(model, tokenizer, prompts[2:5], SamplingConfig(temperature=1.0, max_new_tokens=6, batch_size=5),
-                     num_samples=4, generator=torch.Generator().manual_seed(3), prompt_offset=2)
+                     num_samples=4, stream=torch.Generator().manual_seed(3), prompt_offset=2)
     assert shard.texts == whole.texts[8:20]
-    other = generate(model, tokenizer, prompts, sampling, num_samples=4, generator=torch.Generator().manual_seed(4))
+    other = generate(model, tokenizer, prompts, sampling, num_samples=4, stream=torch.Generator().manual_seed(4))
     assert other.texts != whole.texts
 
 
@@ -149,17 +149,17 @@ def test_lockstep_keeps_forward_calls_in_step_and_changes_nothing_sampled(tiny_m
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, batch_size=4)
     calls = []
     model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    alone = generate(model, tokenizer, PROMPTS, sampling, num_samples=3, generator=torch.Generator().manual_seed(5))
+    alone = generate(model, tokenizer, PROMPTS, sampling, num_samples=3, stream=torch.Generator().manual_seed(5))
     real_calls, calls[:] = len(calls), []
     neighbour = _BusierNeighbour(extra=4)
-    stepped = generate(model, tokenizer, PROMPTS, sampling, num_samples=3, generator=torch.Generator().manual_seed(5),
+    stepped = generate(model, tokenizer, PROMPTS, sampling, num_samples=3, stream=torch.Generator().manual_seed(5),
                        lockstep=neighbour)
     assert stepped.texts == alone.texts and torch.equal(stepped.sampling_logps, alone.sampling_logps)
     assert neighbour.flags == [True] * real_calls + [False] * 5  # four idle turns, then all are done
     assert len(calls) == real_calls + 4
     calls[:] = []
     stream = torch.Generator().manual_seed(5)
-    empty = generate(model, tokenizer, [], sampling, num_samples=3, generator=stream, lockstep=_BusierNeighbour(2))
+    empty = generate(model, tokenizer, [], sampling, num_samples=3, stream=stream, lockstep=_BusierNeighbour(2))
     assert len(empty) == 0 and len(calls) == 2
     drawn = torch.Generator().manual_seed(5)
     call_seed(drawn)  # a process without prompts still takes the call's draw
@@ -172,7 +172,7 @@ def test_rows_travel_without_padding_and_come_back_as_a_batch(tiny_model_dir):
     config = ModelConfig(name_or_path=str(tiny_model_dir))
     tokenizer, model = load_tokenizer(config), load_causal_lm(config)
     batch = generate(model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=6), num_samples=2,
-                     generator=torch.Generator().manual_seed(1))
+                     stream=torch.Generator().manual_seed(1))
     rows = [3, 0, 2]
     again = RolloutBatch.of_rows(batch.select(rows).unpadded_rows(), tokenizer.pad_token_id, torch.device("cpu"))
     expected = batch.select(rows)

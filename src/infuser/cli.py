@@ -33,7 +33,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsin
 
 from infuser import registry, signatures
 from infuser.cli_help import SectionedParser, plain_text
-from infuser.config import ConfigurationError
+from infuser.config import ConfigurationError, IdleRunError
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from infuser.plots import RunDataError
 
     return (registry.RegistryError, ConfigurationError, CorpusError, QuestionSetError, JSONLineError,
-            CheckpointError, DatasetError, RowError, RunDataError)
+            CheckpointError, DatasetError, RowError, RunDataError, IdleRunError)
 
 
 def list_components(kind: str | None = None) -> None:

@@ -33,6 +33,11 @@ class ConfigurationError(ValueError):
     """Arguments of :func:`~infuser.fit.fit` that cannot work together; raised before any model is loaded."""
 
 
+class IdleRunError(RuntimeError):
+    """A run stopped by ``loop.stop_when_idle``: nothing trained for ``loop.idle_iterations_limit``
+    iterations in a row (the last one is checkpointed first)."""
+
+
 # -- models ----------------------------------------------------------------------------------------
 
 DTypeName = Literal["float32", "bfloat16", "float16"]
@@ -323,6 +328,12 @@ class LoopConfig:
         eval_sampling: sampling settings of evaluation.
         keep_checkpoints: how many per-iteration checkpoints to keep (0: all). Keep at least 2
             to be able to fall back to the previous one when the newest is found corrupt.
+        idle_iterations_limit: after this many iterations in a row in which neither role took an
+            optimizer step, log an error that says why (no valid draft, no advantage, no signal),
+            and again after every further idle iteration (0: never). A run that trains nothing
+            otherwise looks like a slow one: only per-stage warnings say so.
+        stop_when_idle: at that point also stop the run (:class:`IdleRunError`), after
+            checkpointing the iteration.
     """
 
     iterations: int = 10
@@ -340,6 +351,8 @@ class LoopConfig:
     eval_samples: int = 4
     eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=16))
     keep_checkpoints: int = 2
+    idle_iterations_limit: int = 3
+    stop_when_idle: bool = False
 
     def in_band(self, pass_rates: list[float]) -> list[bool]:
         """Whether each pass rate lies in ``pass_rate_band`` (every one, without a band).
@@ -372,6 +385,32 @@ class LoopConfig:
             if not 0.0 <= low <= high <= 1.0:
                 raise ValueError(f"loop.pass_rate_band must be [low, high] with 0 <= low <= high <= 1, got "
                                  f"{list(self.pass_rate_band)}")
-        for name in ("eval_every", "keep_checkpoints"):
+        for name in ("eval_every", "keep_checkpoints", "idle_iterations_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be at least 0, got {getattr(self, name)}")
+
+
+# -- what components may check before loading ---------------------------------------------------
+
+@dataclass(frozen=True)
+class RunSetup:
+    """The settings of a run that a component may check before anything loads.
+
+    Attributes:
+        generator: the Generator's configuration.
+        solver: the Solver's configuration.
+        loop: the schedule.
+        strategy: ``trainer.strategy``.
+        share_base: whether the roles train adapters on one shared base.
+    """
+
+    generator: RoleConfig
+    solver: RoleConfig
+    loop: LoopConfig
+    strategy: str
+    share_base: bool
+
+    @property
+    def shards_parameters(self) -> bool:
+        """Whether the strategy splits the parameters over processes (FSDP, DeepSpeed)."""
+        return any(name in self.strategy for name in SHARDING_STRATEGIES)

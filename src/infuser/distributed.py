@@ -29,8 +29,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from infuser.rollout.engine import Lockstep
-
 T = TypeVar("T")
 
 
@@ -98,9 +96,10 @@ class Processes:
         return bool(value.item())
 
     @property
-    def lockstep(self) -> Lockstep | None:
-        """What keeps forward calls in step across processes: needed when the strategy gathers sharded
-        parameters in every forward (see :mod:`infuser.rollout.engine`); ``None`` otherwise."""
+    def lockstep(self) -> Processes | None:
+        """What keeps forward calls in step across processes (the sampler's
+        :class:`~infuser.rollout.engine.Lockstep`, which :meth:`any` implements): needed when the
+        strategy gathers sharded parameters in every forward; ``None`` otherwise."""
         return self if self.shards_parameters and self.world_size > 1 else None
 
     def sum(self, values: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from typing import Literal
 from jsonargparse import lazy_instance
 
 from infuser.artifacts import RunDirectory, default_run_dir, respect_umask, write_json
-from infuser.config import SHARDING_STRATEGIES, ConfigurationError, LoopConfig, RoleConfig, base_differences
+from infuser.config import SHARDING_STRATEGIES, ConfigurationError, LoopConfig, RoleConfig, RunSetup, base_differences
 from infuser.console import hide_rebuilt_log_warning, quiet_libraries
 from infuser.data.documents import DocumentSource, ToyDocuments
 from infuser.data.prompts import PromptTemplates
@@ -32,7 +32,7 @@ from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.lazy import TYPE_CHECKING, lazy_import
 from infuser.plots import plot_finished_run
-from infuser.preflight import RunSetup, check_before_loading
+from infuser.preflight import check_before_loading
 from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
 from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
 

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from infuser.artifacts import RunDirectory
-from infuser.config import LoopConfig
+from infuser.config import IdleRunError, LoopConfig
 from infuser.console import ProgressDisplay, progress
 from infuser.data.documents import DocumentSource
 from infuser.data.questions import MCQuestion
@@ -91,6 +91,7 @@ class LoopState:
     seconds_by_stage: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
     seconds_total: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    idle_iterations: int = 0  # iterations in a row, up to the last completed one, in which nothing trained
 
 
 @dataclass(frozen=True)
@@ -364,11 +365,27 @@ class InfuserLoop:
             self.state.seconds_total = time.perf_counter() - started
             self.state.history.append({"iteration": iteration, **metrics})
             self.fabric.log_dict(metrics, step=iteration)
+            self.state.idle_iterations = 0 if result.trained else self.state.idle_iterations + 1
             with self._stage("checkpoint", iteration, {}):
                 on_iteration_end(iteration)
+            self._check_progress(result)
         self._progress.close()
         self.state.seconds_total = time.perf_counter() - started
         return self.state
+
+
+    def _check_progress(self, result: IterationResult) -> None:
+        """Say loudly when nothing has trained for ``loop.idle_iterations_limit`` iterations in a row,
+        and stop the run there with ``loop.stop_when_idle`` (its last iteration is checkpointed)."""
+        idle, limit = self.state.idle_iterations, self.config.idle_iterations_limit
+        if not limit or idle < limit:
+            return
+        message = (f"nothing has trained for {idle} iterations in a row (iterations {result.iteration - idle + 1}-"
+                   f"{result.iteration}); in the last one: {result.idle_reason()}")
+        if self.config.stop_when_idle:
+            raise IdleRunError(f"{message}; stopped (loop.stop_when_idle), --ckpt_path last resumes after iteration "
+                               f"{result.iteration}")
+        log.error("%s; the run goes on (loop.stop_when_idle: true stops it)", message)
 
 
 def hash_seed(key: str) -> int:

@@ -16,11 +16,10 @@ Every refusal is one :class:`~infuser.config.ConfigurationError` naming the key.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infuser.config import SHARDING_STRATEGIES, TOY_MODEL_ID, ConfigurationError, LoopConfig, ModelConfig, RoleConfig
+from infuser.config import TOY_MODEL_ID, ConfigurationError, ModelConfig, RunSetup
 
 if TYPE_CHECKING:
     from infuser.influence.base import InfluenceEstimator
@@ -28,30 +27,6 @@ if TYPE_CHECKING:
 
 # Files that make a folder loadable by ``from_pretrained``: a model, or a peft adapter on a base.
 _MODEL_FILES = ("config.json", "adapter_config.json")
-
-
-@dataclass(frozen=True)
-class RunSetup:
-    """The settings of a run that a component may check before anything loads.
-
-    Attributes:
-        generator: the Generator's configuration.
-        solver: the Solver's configuration.
-        loop: the schedule.
-        strategy: ``trainer.strategy``.
-        share_base: whether the roles train adapters on one shared base.
-    """
-
-    generator: RoleConfig
-    solver: RoleConfig
-    loop: LoopConfig
-    strategy: str
-    share_base: bool
-
-    @property
-    def shards_parameters(self) -> bool:
-        """Whether the strategy splits the parameters over processes (FSDP, DeepSpeed)."""
-        return any(name in self.strategy for name in SHARDING_STRATEGIES)
 
 
 def check_before_loading(setup: RunSetup, influence: InfluenceEstimator, generator_reward: GeneratorReward) -> None:

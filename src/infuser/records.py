@@ -107,6 +107,18 @@ class IterationResult:
         updates = [r.update for r in self.rounds] + [self.solver_update]
         return any(u is not None and u.stats.optimizer_steps > 0 for u in updates)
 
+    def idle_reason(self) -> str:
+        """Why neither role trained in this iteration, stage by stage ("" when one did)."""
+        if self.trained:
+            return ""
+        drafts = sum(len(round_.drafts.parsed) for round_ in self.rounds)
+        valid = sum(len(round_.drafts.valid_rows) for round_ in self.rounds)
+        if not self.rounds or all(round_.update is None for round_ in self.rounds):
+            generator = "not updated (frozen, or the Solver trains on the target set)"
+        else:
+            generator = f"no draft had a non-zero advantage ({valid} of {drafts} drafts valid)"
+        return f"Generator: {generator}; Solver: {self.solver_skipped or 'no optimizer step'}"
+
     def metrics(self, documents: DocumentSource) -> dict[str, float]:
         """The metrics logged for this iteration. Of several Generator rounds, the last one's."""
         metrics = self.target.as_metrics() if self.target is not None else {}

@@ -324,9 +324,9 @@ SOLVER_OUTPUTS = ["\\boxed{A}", "\\boxed{B}", "\\boxed{C}", "\\boxed{D}", "\\box
 def _scripted(outputs: list[str], truncated_row: int | None = None):
     """A rollout whose completion texts are ``outputs`` (cycled), whatever the model sampled."""
 
-    def rollout(self: PolicyRole, prompts: list[str], num_samples: int, generator=None, sampling=None,
+    def rollout(self: PolicyRole, prompts: list[str], num_samples: int, stream=None, sampling=None,
                 prompt_offset=0):
-        batch = PolicyRole.rollout(self, prompts, num_samples, generator, sampling, prompt_offset)
+        batch = PolicyRole.rollout(self, prompts, num_samples, stream, sampling, prompt_offset)
         batch.texts = [outputs[row % len(outputs)] for row in range(len(batch))]
         batch.truncated = torch.tensor([row == truncated_row for row in range(len(batch))])
         return batch
@@ -394,3 +394,26 @@ def test_no_usable_signal_skips_both_updates_and_says_so(tiny_model_dir: Path, t
     assert row["generator/update_skipped"] == row["solver/update_skipped"] == "1.0"
     assert "generator update skipped (no rows with a non-zero advantage)" in caplog.text
     assert "solver update skipped: no valid generated question" in caplog.text
+
+
+def test_a_run_that_trains_nothing_says_so_and_can_stop(tiny_model_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """Nothing valid drafted: after ``idle_iterations_limit`` idle iterations the run logs an error
+    that says why; with ``stop_when_idle`` it stops there, its last iteration checkpointed."""
+    monkeypatch.setattr(Generator, "rollout", _scripted(["I would rather not."]))
+    run_dir = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="infuser.loop"):
+        assert main(fit_args(tiny_model_dir, run_dir, "--loop.iterations=3", "--loop.idle_iterations_limit=2",
+                             "--heldout_set=null")) == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2 and "nothing has trained for 2 iterations in a row (iterations 1-2)" in errors[0]
+    assert "Solver: no valid generated question" in errors[0] and "0 of" in errors[0]
+    assert "for 3 iterations in a row (iterations 1-3)" in errors[1]
+
+    stopped = tmp_path / "stopped"
+    assert main(fit_args(tiny_model_dir, stopped, "--loop.iterations=3", "--loop.idle_iterations_limit=2",
+                         "--loop.stop_when_idle=true", "--heldout_set=null")) == 2
+    assert "stopped (loop.stop_when_idle), --ckpt_path last resumes after iteration 2" in capsys.readouterr().err
+    assert [path.name for path in RunDirectory(stopped).completed_checkpoints()][-1] == "iter_00002.ckpt"

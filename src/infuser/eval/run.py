@@ -454,13 +454,13 @@ def generate_outputs(
     k = sampling.num_samples
     engine_sampling = sampling.engine(batch_size=max(1, model_config.batch_size * k))
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
+    stream = torch.Generator(device=device)
+    stream.manual_seed(seed)
     outputs: list[list[str]] = []
     step = max(1, model_config.batch_size)
     for start in range(0, len(rendered), step):
         chunk = rendered[start : start + step]
-        batch = generate(model, tokenizer, chunk, engine_sampling, num_samples=k, generator=generator)
+        batch = generate(model, tokenizer, chunk, engine_sampling, num_samples=k, stream=stream)
         texts = list(batch.texts)
         outputs.extend(texts[i * k : (i + 1) * k] for i in range(len(chunk)))
     return rendered, outputs

@@ -54,8 +54,8 @@ if TYPE_CHECKING:  # annotations only: parsing a command line imports this modul
     import torch
     from torch import Tensor, nn
 
+    from infuser.config import RunSetup
     from infuser.distributed import Processes
-    from infuser.preflight import RunSetup
     from infuser.rollout.rows import ScoredRollouts
 
 

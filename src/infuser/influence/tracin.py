@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-    from infuser.preflight import RunSetup
+    from infuser.config import RunSetup
     from infuser.rollout.rows import ScoredRollouts
 else:
     torch = lazy_import("torch")  # parsing a command line imports this module, never torch

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from infuser.preflight import RunSetup
+    from infuser.config import RunSetup
 else:
     torch = lazy_import("torch")  # parsing a command line imports this module, never torch
 

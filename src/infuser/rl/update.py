@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -108,8 +109,10 @@ class TrainablePolicy(Protocol):
 
     def configure_optimizers(self) -> torch.optim.Optimizer: ...
 
-    def bind(self, processes: Processes, optimizer: torch.optim.Optimizer) -> None:
-        """Tell the module the run's processes and its live optimizer (influence reads its state)."""
+    def bind(self, processes: Processes, optimizer: torch.optim.Optimizer,
+             autocast: Callable[[], AbstractContextManager]) -> None:
+        """Tell the module the run's processes, its live optimizer (influence reads its state) and the
+        precision's autocast (for the forwards it runs itself, outside the strategy wrapper)."""
         ...
 
     def activate(self) -> None:
@@ -172,7 +175,7 @@ class PolicyUpdate:
         module.mark_forward_method("training_step")
         module.mark_forward_method("logps_step")
         processes = Processes.of(fabric)
-        policy.bind(processes, raw)
+        policy.bind(processes, raw, fabric.autocast)
         return cls(policy, fabric, module, optimizer, settings, grad_clip, processes)
 
     def __call__(self, batch: RolloutBatch, advantages: Tensor, order: torch.Generator | None = None) -> UpdateStats:
@@ -238,7 +241,8 @@ class PolicyUpdate:
             sub = batch.select(chunk) if chunk is not None else self.policy.placeholder(1)
             for logps, reference in ((result.old, False), (result.ref, True)):
                 if logps is not None:
-                    values = self.module.logps_step(sub, reference)
+                    with self.fabric.autocast():
+                        values = self.module.logps_step(sub, reference)
                     if chunk is not None:
                         logps[chunk, : values.size(1)] = values
         return result
@@ -286,7 +290,8 @@ class PolicyUpdate:
         for index, chunk in enumerate(_padded(chunks, forwards)):
             rollouts, old, ref = self._micro_batch(batch, advantages, fixed, chunk)
             with self._gradient_sync(index == forwards - 1):
-                out = self.module.training_step(rollouts, totals, old, ref)
+                with self.fabric.autocast():
+                    out = self.module.training_step(rollouts, totals, old, ref)
                 self.fabric.backward(out.loss.loss)
             step_loss += float(out.loss.loss.detach())
             used = out.mask.bool()

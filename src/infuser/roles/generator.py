@@ -27,12 +27,12 @@ class Generator(PolicyRole):
         self.min_options = min_options
 
     def draft(self, documents: list[Document], questions_per_document: int, rng: random.Random,
-              generator: torch.Generator | None = None) -> Drafts:
+              stream: torch.Generator | None = None) -> Drafts:
         """Draft ``questions_per_document`` questions per document. Every process parses every row
         (gathered texts) with the same ``rng``, so options are shuffled alike on every process and
         as one process would shuffle them."""
         prompts = [self.prompts.for_generator(doc.text) for doc in documents]
-        rollouts = self.sample(prompts, questions_per_document, generator)
+        rollouts = self.sample(prompts, questions_per_document, stream)
         parsed: list[MCQuestion | InvalidQuestion] = []
         for row, text in enumerate(rollouts.texts):
             if bool(rollouts.truncated[row]):

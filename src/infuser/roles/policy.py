@@ -17,8 +17,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -73,6 +73,7 @@ class PolicyRole(L.LightningModule):
                       else load_causal_lm(config.model, device))
         self.processes = Processes()  # until bound to a run's processes (see bind)
         self.optimizer: torch.optim.Optimizer | None = None
+        self.autocast: Callable[[], AbstractContextManager] = nullcontext
         # The KL reference is the base model: with LoRA, these weights with the adapter disabled;
         # otherwise a frozen copy, made only when the KL term is on.
         self.reference = (FrozenReference(copy.deepcopy(self.model).eval().requires_grad_(False))
@@ -86,11 +87,14 @@ class PolicyRole(L.LightningModule):
         ``update`` settings and gradient clipping (see :meth:`PolicyUpdate.set_up`)."""
         return PolicyUpdate.set_up(fabric, self, self.config.update, self.config.optimizer.grad_clip)
 
-    def bind(self, processes: Processes, optimizer: torch.optim.Optimizer) -> None:
-        """Take the run's processes and this role's live optimizer, once Fabric has set the role up
-        (:meth:`~infuser.rl.update.PolicyUpdate.set_up`): sampling splits prompts by the former,
-        influence preconditions with the latter's state."""
-        self.processes, self.optimizer = processes, optimizer
+    def bind(self, processes: Processes, optimizer: torch.optim.Optimizer,
+             autocast: Callable[[], AbstractContextManager]) -> None:
+        """Take the run's processes, this role's live optimizer and the precision's autocast, once
+        Fabric has set the role up (:meth:`~infuser.rl.update.PolicyUpdate.set_up`): sampling splits
+        prompts by the processes, influence preconditions with the optimizer's state, and the
+        influence pass (:meth:`surrogate_loss`), which calls the model itself rather than through the
+        strategy's wrapper, runs under the autocast that the wrapper's forwards get."""
+        self.processes, self.optimizer, self.autocast = processes, optimizer, autocast
 
     def activate(self) -> None:
         """Make this role's adapter the one the shared base runs and trains; no-op on an own model.
@@ -166,14 +170,14 @@ class PolicyRole(L.LightningModule):
         self.register_load_state_dict_post_hook(forgive_frozen)
 
     # -- sampling -------------------------------------------------------------------------------
-    def rollout(self, prompts: list[str], num_samples: int, generator: torch.Generator | None = None,
+    def rollout(self, prompts: list[str], num_samples: int, stream: torch.Generator | None = None,
                 sampling: SamplingConfig | None = None, prompt_offset: int = 0, lockstep: Lockstep | None = None
                 ) -> RolloutBatch:
         self.activate()
-        return generate(self.model, self.tokenizer, prompts, sampling or self.config.sampling, num_samples, generator,
+        return generate(self.model, self.tokenizer, prompts, sampling or self.config.sampling, num_samples, stream,
                         prompt_offset, lockstep)
 
-    def sample(self, prompts: list[str], num_samples: int, generator: torch.Generator | None = None,
+    def sample(self, prompts: list[str], num_samples: int, stream: torch.Generator | None = None,
                sampling: SamplingConfig | None = None) -> SplitRollouts:
         """``num_samples`` completions of every prompt, the prompts split across processes.
 
@@ -181,7 +185,7 @@ class PolicyRole(L.LightningModule):
         processes together draw exactly what one process sampling every prompt draws (see
         :func:`~infuser.rollout.engine.generate`); every process receives every row's text, length
         and truncation flag. A process with an empty shard still takes the call's draw from
-        ``generator``, to stay in step with the others. Under sharded parameters each role's model
+        ``stream``, to stay in step with the others. Under sharded parameters each role's model
         is gathered once for the call (:func:`~infuser.sharding.gathered`) and every process runs
         it as often as the others, whatever its rows.
         """
@@ -189,12 +193,12 @@ class PolicyRole(L.LightningModule):
         shard = processes.shard(len(prompts))
         if processes.lockstep is not None:
             with gathered(self.model):
-                batch = self.rollout(prompts[shard.start : shard.stop], num_samples, generator, sampling, shard.start,
+                batch = self.rollout(prompts[shard.start : shard.stop], num_samples, stream, sampling, shard.start,
                                      processes.lockstep)
         elif shard:
-            batch = self.rollout(prompts[shard.start : shard.stop], num_samples, generator, sampling, shard.start)
+            batch = self.rollout(prompts[shard.start : shard.stop], num_samples, stream, sampling, shard.start)
         else:
-            call_seed(generator)
+            call_seed(stream)
             batch = self.placeholder(0)
         lengths = batch.completion_mask.sum(-1).tolist()
         rows = processes.gather(list(zip(batch.texts, lengths, batch.truncated.tolist())))
@@ -248,7 +252,8 @@ class PolicyRole(L.LightningModule):
         """
         self.activate()
         batch = rollouts.batch
-        logps, _ = self._completion_logps(self.model, batch)
+        with self.autocast():
+            logps, _ = self._completion_logps(self.model, batch)
         config = dataclasses.replace(self.config.update.loss, beta=0.0, entropy_coef=0.0)
         return policy_loss(logps, logps.detach(), rollouts.advantages, self.loss_mask(batch), config,
                            rollouts.totals or self._own_totals(batch)).loss

@@ -22,11 +22,11 @@ class Solver(PolicyRole):
         super().__init__(config, device, shared)
         self.prompts = prompts
 
-    def answer(self, questions: list[MCQuestion], num_samples: int, generator: torch.Generator | None = None,
+    def answer(self, questions: list[MCQuestion], num_samples: int, stream: torch.Generator | None = None,
                sampling: SamplingConfig | None = None) -> Answers:
         if not questions:
             raise ValueError("Solver.answer() needs at least one question")
-        rollouts = self.sample([self.prompts.for_solver(q) for q in questions], num_samples, generator, sampling)
+        rollouts = self.sample([self.prompts.for_solver(q) for q in questions], num_samples, stream, sampling)
         choices = [questions[row // num_samples].choice_in(text) for row, text in enumerate(rollouts.texts)]
         rewards = torch.tensor([float(choice == questions[row // num_samples].answer_letter)
                                 for row, choice in enumerate(choices)])

@@ -154,13 +154,13 @@ def _gumbel_noise(seeds: Tensor, step: int, vocab: int) -> Tensor:
     return -torch.log(-torch.log(uniform)).float()
 
 
-def call_seed(generator: torch.Generator | None) -> int:
-    """The one draw a :func:`generate` call takes from ``generator``: every row's noise derives from it.
+def call_seed(stream: torch.Generator | None) -> int:
+    """The one draw a :func:`generate` call takes from ``stream``: every row's noise derives from it.
 
     A process whose shard of a batch is empty takes it too, so its stream stays in step with the
     streams of the processes that sample.
     """
-    return int(torch.randint(0, 2**62, (1,), generator=generator))
+    return int(torch.randint(0, 2**62, (1,), generator=stream))
 
 
 @torch.no_grad()
@@ -223,13 +223,13 @@ def generate(
     prompts: list[str],
     sampling: SamplingConfig,
     num_samples: int = 1,
-    generator: torch.Generator | None = None,
+    stream: torch.Generator | None = None,
     prompt_offset: int = 0,
     lockstep: Lockstep | None = None,
 ) -> RolloutBatch:
     """Sample ``num_samples`` completions for every prompt; rows are prompt-major.
 
-    One seed is drawn from ``generator`` (the global generator when ``None``) per call; with
+    One seed is drawn from the random ``stream`` (torch's global one when ``None``) per call; with
     ``prompt_offset`` the prompts count as those at positions ``prompt_offset, ...`` of a larger
     batch, so a process sampling a shard draws what one process sampling the whole batch would.
     With ``lockstep`` (sharded parameters), every process's forward calls stay in step, and
@@ -241,7 +241,7 @@ def generate(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     forward = _SteppedForward(model, lockstep, pad_id)
     if not prompts:
-        call_seed(generator)
+        call_seed(stream)
         forward.finish()
         return RolloutBatch.placeholder(0, pad_id, device)
     eos_ids = _stop_ids(model, tokenizer, sampling)
@@ -249,7 +249,7 @@ def generate(
     model.eval()
     prompt_ids, prompt_mask = left_pad(tokenizer(prompts, add_special_tokens=False)["input_ids"], pad_id, device)
     prompt_index = torch.arange(len(prompts)).repeat_interleave(num_samples)
-    seed = call_seed(generator)
+    seed = call_seed(stream)
     seeds = row_seeds(seed, prompt_index + prompt_offset, num_samples).to(device)
     parts = []
     for start in range(0, len(prompt_index), sampling.batch_size):
