@@ -14,6 +14,8 @@ from infuser.rollout.rows import ScoredRollouts
 
 Mode = Literal["dot", "cosine", "preconditioned_dot", "preconditioned_cosine"]
 MODES: tuple[str, ...] = ("dot", "cosine", "preconditioned_dot", "preconditioned_cosine")
+Preconditioner = Literal["paper", "adam_update"]
+PRECONDITIONERS: tuple[str, ...] = ("paper", "adam_update")
 
 
 class OptimizerAwareInfluence(InfluenceEstimator):
@@ -37,18 +39,33 @@ class OptimizerAwareInfluence(InfluenceEstimator):
         fixed_v: precondition with ``v`` alone (no ``g_q**2`` term). The score is then linear in
             ``g_q``: ``<g_q / d, g_T> = <g_q, g_T / d>``, so the diagonal ``d`` is applied once,
             to the target gradient, in :meth:`prepare` (and ``1 / d**2`` for the cosine's norm).
+        preconditioner: ``paper`` (``Gamma_q`` above) or ``adam_update``: the candidate's share
+            of AdamW's whole update, first moment included, ``U(g_q) - U(0)`` with
+            ``U(g) = m'_hat(g) / (sqrt(v'_hat(g)) + eps)``. Subtracting the update a zero gradient
+            would take (momentum alone) leaves what the candidate changes, including how its
+            ``g_q**2`` in ``v'`` shrinks the momentum part of the step (see docs/benchmarks.md
+            for when that matters). Preconditioned modes only; not with ``fixed_v`` (where
+            ``v'`` holds no candidate term it is ``fixed_v``'s score times a constant).
     """
 
-    def __init__(self, mode: Mode = "preconditioned_cosine", fixed_v: bool = False) -> None:
+    def __init__(self, mode: Mode = "preconditioned_cosine", fixed_v: bool = False,
+                 preconditioner: Preconditioner = "paper") -> None:
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+        if preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"preconditioner: expected one of {', '.join(PRECONDITIONERS)}, got {preconditioner!r}")
+        if preconditioner != "paper" and (fixed_v or not mode.startswith("preconditioned")):
+            raise ValueError(f"preconditioner: {preconditioner!r} needs a preconditioned mode without fixed_v "
+                             f"(got mode {mode!r}, fixed_v {fixed_v})")
         self.mode = mode
         self.fixed_v = fixed_v
+        self.preconditioner = preconditioner
         self._flat: FlatGradient | None = None
         self._target: Tensor | None = None  # g_T, or g_T / d with fixed_v
         self._target_norm = 1.0
         self._adam: AdamStep | None = None
         self._inverse_square: Tensor | None = None  # 1 / d**2 with fixed_v (the norm of Gamma_q)
+        self._null_update: Tensor | None = None  # U(0) with the adam_update preconditioner
 
     @property
     def preconditioned(self) -> bool:
@@ -63,7 +80,10 @@ class OptimizerAwareInfluence(InfluenceEstimator):
         gradient = target_gradient(self._flat, solver, target)
         (square,) = complete(solver, gradient.dot(gradient))
         self._target, self._target_norm = gradient, square**0.5
-        self._adam = AdamStep(solver.optimizer_state(), self._flat, "optimizer_aware") if self.preconditioned else None
+        momentum = self.preconditioner == "adam_update"
+        self._adam = (AdamStep(solver.optimizer_state(), self._flat, "optimizer_aware", momentum=momentum)
+                      if self.preconditioned else None)
+        self._null_update = self._adam.direction(torch.zeros_like(gradient)).clone() if momentum else None
         if self._adam is not None and self.fixed_v:
             denominator = self._adam.fixed_denominator()
             self._target = gradient / denominator
@@ -80,7 +100,10 @@ class OptimizerAwareInfluence(InfluenceEstimator):
                     dot, square = complete(solver, gradient.dot(self._target),
                                            gradient.square().dot(self._inverse_square))
                 else:
-                    step = self._adam.preconditioned(gradient) if self._adam is not None else gradient
+                    if self._null_update is not None:
+                        step = self._adam.direction(gradient).sub_(self._null_update)
+                    else:
+                        step = self._adam.preconditioned(gradient) if self._adam is not None else gradient
                     dot, square = complete(solver, step.dot(self._target), step.dot(step))
                 scores[index] = similarity(dot, square, self._target_norm, self.cosine)
         return scores
