@@ -112,7 +112,7 @@ class Profile:
 
     states: list[int] = field(default_factory=lambda: [1, 4, 8, 16])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    candidate_questions: int = 64
+    candidate_questions: int = 32
 
 
 @dataclass
