@@ -44,7 +44,7 @@ def test_bench_cli_writes_table_json_and_plots(small_model_dir, tmp_path, capsys
           optimizer: {{lr: 1.0e-3}}
           sampling: {{max_new_tokens: 12}}
         profile: {{states: [0, 1], seeds: [0, 1], candidate_questions: 16}}
-        quick_profile: {{states: [1], seeds: [0, 1], candidate_questions: 12}}
+        quick_profile: {{states: [0], seeds: [0, 1], candidate_questions: 16}}
         questions_per_step: 8
         target_questions: 12
         answers_per_question: 4
@@ -71,9 +71,10 @@ def test_bench_cli_writes_table_json_and_plots(small_model_dir, tmp_path, capsys
         rhos = [m["spearman"] for m in record["settings"]]
         assert record["spearman"] == pytest.approx(sum(rhos) / len(rhos))
         interval = record["spearman_ci"]
-        assert interval["ci_low"] <= interval["mean"] == pytest.approx(record["spearman"]) <= interval["ci_high"]
+        assert interval["mean"] == pytest.approx(record["spearman"])
+        assert interval["ci_low"] <= interval["mean"] <= interval["ci_high"]
         assert -1 <= record["spearman_accuracy"] <= 1 and 0 <= record["sign_agreement"] <= 1
-        assert -1 <= record["retest_candidates"] <= 1 and -1 <= record["retest_target"] <= 1
+        assert not record["retest_candidates"] > 1 and -1 <= record["retest_target"] <= 1  # NaN: too few in both draws
         assert set(record["by_state"]) == {"0", "1"}
         for state, summary in record["by_state"].items():
             at_state = [m["spearman"] for m in record["settings"] if str(m["state"]) == state]
@@ -108,7 +109,7 @@ def test_bench_cli_writes_table_json_and_plots(small_model_dir, tmp_path, capsys
     quick = tmp_path / "quick" / "influence.json"
     assert cli.main(["bench", "influence", "--config", str(tmp_path / "bench.yaml"), "--quick", "true",
                      "--json", str(quick)]) == 0
-    assert json.loads(quick.read_text())[0]["states"] == [1]
+    assert json.loads(quick.read_text())[0]["states"] == [0]
 
 
 def test_same_config_same_figures_whatever_the_thread_count(small_model_dir):

@@ -567,8 +567,10 @@ def _fidelity(estimator: InfluenceEstimator, setting: _Setting, batch_size: int)
     scores = _scores(estimator, solver, candidates, batch_size)
     both = list(setting.retest_candidates)
     position = {q: index for index, q in enumerate(setting.candidates)}
-    redrawn = _scores(estimator, solver, [setting.retest_candidates[q] for q in both], batch_size)
-    retest_candidates = spearman(scores[[position[q] for q in both]], redrawn) if len(both) >= 3 else math.nan
+    retest_candidates = math.nan  # a correlation needs at least 3 questions with signal in both draws
+    if len(both) >= 3:
+        redrawn = _scores(estimator, solver, [setting.retest_candidates[q] for q in both], batch_size)
+        retest_candidates = spearman(scores[[position[q] for q in both]], redrawn)
     estimator.prepare(solver, setting.retest_target)
     retest_target = spearman(scores, _scores(estimator, solver, candidates, batch_size))
     effects = setting.effects
