@@ -380,9 +380,9 @@ def _setting(solver: Solver, update: PolicyUpdate, world: ToyWorld, plan: _Plan,
     target, candidates = _target(solver, target_questions, n, sampler), _candidates(solver, pool, n, sampler)
     retest_target, retest = _target(solver, target_questions, n, sampler), _candidates(solver, pool, n, sampler)
     if target is None or retest_target is None or len(candidates) < 3:
-        raise RuntimeError(f"bench influence: the Solver ({solver.config.model.name_or_path}, seed {seed}, after {state} "
-                           "updates) leaves no target and fewer than 3 candidate questions with 0 < pass rate < 1; "
-                           "use a better-trained model or more questions")
+        raise RuntimeError(f"bench influence: the Solver ({solver.config.model.name_or_path}, seed {seed}, after "
+                           f"{state} updates) leaves no target question or fewer than 3 candidate questions with "
+                           "0 < pass rate < 1; use a better-trained model or more questions")
     effects = _effects(solver, update, target, _canonical_answers(solver, target_questions), list(candidates.values()),
                        plan.further_learning_rates)
     return _Setting(seed, state, solver, target, candidates, retest_target,
