@@ -123,9 +123,42 @@ def test_fixed_v_equals_preconditioning_without_candidate_term(trained_solver, s
         assert score == pytest.approx(expected, rel=1e-4, abs=1e-9)
 
 
+@pytest.mark.parametrize("mode", ["preconditioned_dot", "preconditioned_cosine"])
+def test_adam_update_is_the_candidates_share_of_the_whole_adamw_update(trained_solver, sides, mode):
+    """``U(g_q) - U(0)`` with ``U(g) = m'_hat / (sqrt(v'_hat) + eps)``, written out."""
+    target, candidates = sides
+    estimator = OptimizerAwareInfluence(mode=mode, preconditioner="adam_update")
+    estimator.prepare(trained_solver, target)
+    scores = estimator.score(trained_solver, candidates)
+    beta1, beta2, eps, t = _adam_settings(trained_solver)
+    m, v = _state(trained_solver, "exp_avg"), _state(trained_solver, "exp_avg_sq")
+
+    def update(g):
+        return ((beta1 * m + (1 - beta1) * g) / (1 - beta1**t)) / (torch.sqrt((beta2 * v + (1 - beta2) * g**2)
+                                                                             / (1 - beta2**t)) + eps)
+
+    g_t = _flat_grad(trained_solver, target)
+    for score, candidate in zip(scores.tolist(), candidates):
+        g_q = _flat_grad(trained_solver, candidate)
+        share = update(g_q) - update(torch.zeros_like(g_q))
+        expected = _cosine(share, g_t) if mode.endswith("cosine") else float(share @ g_t)
+        # float32 buffers against float64: U(g_q) - U(0) cancels the momentum part, so compare
+        # with a tolerance relative to the magnitude of the terms that cancel
+        scale = float(update(g_q).abs() @ g_t.abs())
+        if mode.endswith("cosine"):
+            scale /= float(share.norm() * g_t.norm())
+        assert score == pytest.approx(expected, abs=1e-5 * scale)
+
+
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="mode"):
         OptimizerAwareInfluence(mode="nope")
+    with pytest.raises(ValueError, match="preconditioner"):
+        OptimizerAwareInfluence(preconditioner="nope")
+    with pytest.raises(ValueError, match="preconditioner"):
+        OptimizerAwareInfluence(preconditioner="adam_update", fixed_v=True)
+    with pytest.raises(ValueError, match="preconditioner"):
+        OptimizerAwareInfluence(mode="dot", preconditioner="adam_update")
 
 
 # -- tracin ----------------------------------------------------------------------------------------

@@ -1,25 +1,46 @@
 """``infuser bench influence``: how faithfully and how cheaply each estimator predicts a real step.
 
-The setting is a toy Solver partway through training (a few real RL updates, so AdamW's moments
-are populated), its rollouts on a target set (the ``g_T`` side) and on candidate questions, each
-candidate being one question's ``answers_per_question`` answers with Dr.GRPO advantages.
+The setting is a toy Solver partway through training, its rollouts on a target set (the ``g_T``
+side) and on candidate questions, each candidate being one question's ``answers_per_question``
+answers with Dr.GRPO advantages. One draw of that setting cannot rank estimators whose figures
+differ by a few hundredths, so it is drawn many times: for every seed the Solver takes its own
+trajectory of real RL updates and is measured at several points of it (``states``: after 1 update
+AdamW's second moment holds one gradient, after 16 it has settled), each time with fresh target
+and candidate rollouts. Figures are means over (seed, state) with Student-t intervals over seeds;
+estimators are compared with the ``baseline`` row seed by seed (paired), overall and per state.
 
 **Fidelity.** For every candidate the Solver takes one real update on that candidate alone (its
-own ``update``: clipping, AdamW with momentum and weight decay), and we measure the target
-objective afterwards: the clipped policy loss on the *fixed* target rollouts with importance
-ratios to the pre-step policy, the objective whose on-policy gradient is ``g_T``. The measured
-effect is the improvement over the step AdamW takes with a zero gradient (momentum and weight
-decay alone): ``L_T(null step) - L_T(step on q)``. Subtracting that common part changes no rank,
-and makes the sign mean "this candidate helped"; it is what a score predicts. Each estimator is
+own ``update``: clipping, AdamW with momentum and weight decay), and we measure two things
+afterwards. The target objective: the clipped policy loss on the *fixed* target rollouts with
+importance ratios to the pre-step policy, the objective whose on-policy gradient is ``g_T``. And
+the target set's exact accuracy: the mean teacher-forced probability of each target question's
+canonical answer (as the toy base writes it), what the Generator is meant to improve. Each effect
+is taken relative to the step AdamW takes with a zero gradient (momentum and weight decay alone):
+``L_T(null step) - L_T(step on q)`` and ``A_T(step on q) - A_T(null step)``. Subtracting that
+common part changes no rank, and makes the sign mean "this candidate helped". Each estimator is
 judged by the Spearman correlation of its scores with these effects and by sign agreement.
 
-**Cost.** Seconds per candidate of ``score`` (best of ``repeats``, ``prepare`` excluded: it runs
-once per iteration), relative to the floor of any exact method: one plain forward+backward of the
-Solver's loss over the candidate's rollouts, timed interleaved with the estimator. LoRA rows are
-also compared with the full-model Solver's floor (``cost_vs_full_floor``): what the adapter saves. Peak memory is the highest use during ``score`` above
-the level before ``prepare`` (so what the estimator keeps from ``prepare`` counts, the target
-pass's transient does not: it is the same for every estimator and once per iteration); CUDA:
-allocator statistics, CPU: resident set size sampled every millisecond.
+**Re-test reliability.** Each estimator also scores a second draw of the candidates' answers and,
+separately, the first draw against a second draw of the target rollouts; the Spearman correlation
+of the two score vectors bounds the fidelity a score can show against effects measured on one draw.
+
+**Step diagnostics.** What shapes the real step at each state (the candidate's own share of AdamW's
+new second moment, how sign-like the step is, how often clipping bites, how large the common
+momentum and weight-decay part is), read from the optimizer after each candidate's step.
+
+**Cost.** Measured once, at the first seed's last state. Seconds per candidate of ``score`` (best of
+``repeats``, ``prepare`` excluded: it runs once per iteration), relative to the floor of any exact
+method: one plain forward+backward of the Solver's loss over the candidate's rollouts, timed
+interleaved with the estimator. LoRA rows are also compared with the full-model Solver's floor
+(``cost_vs_full_floor``): what the adapter saves. Peak memory is the highest use during ``score``
+above the level before ``prepare`` (so what the estimator keeps from ``prepare`` counts, the
+target pass's transient does not: it is the same for every estimator and once per iteration);
+CUDA: allocator statistics, CPU: resident set size sampled every millisecond.
+
+**Same inputs, same figures.** The benchmark pins torch's intra-op thread count (``threads``)
+while it runs: float32 kernels sum in an order that depends on it, and at a learning rate where
+steps are non-linear those last bits reorder near-tied candidates. With the count pinned, two runs
+of one config on one machine give identical fidelity figures; timings vary.
 
 Rows with a ``lora`` adapter run on a Solver identical but for that adapter (trained the same
 way; rows with the same adapter share it), with its own effects and floor.
@@ -32,10 +53,12 @@ import ctypes
 import dataclasses
 import math
 import os
+import statistics
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -43,7 +66,7 @@ import torch
 from torch import Tensor
 
 from infuser.artifacts import write_json
-from infuser.bench.common import pyplot, slug
+from infuser.bench.common import Interval, mean_interval, paired_interval, print_table, pyplot, slug
 from infuser.config import LoraConfig, ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
@@ -52,7 +75,8 @@ from infuser.rl.loss import BatchTotals, policy_loss
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import completion_logps
-from infuser.rollout.rows import Answers, ScoredRollouts
+from infuser.rollout.rows import Answers, RolloutBatch, ScoredRollouts, UnpaddedRow
+from infuser.toy.base_model import canonical_answer
 from infuser.toy.world import ToyWorld
 
 
@@ -73,91 +97,182 @@ class BenchEstimator:
 
 
 @dataclass
+class Profile:
+    """How much to measure.
+
+    Attributes:
+        states: measure the Solver after this many real RL updates (each seed's trajectory is
+            measured at every count on its way).
+        seeds: independent draws of everything: the Solver's trajectory, the target and candidate
+            questions, their answers.
+        candidate_questions: candidate questions drawn per measurement (those with
+            0 < pass rate < 1 are scored).
+    """
+
+    states: list[int] = field(default_factory=lambda: [1, 4, 8, 16])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    candidate_questions: int = 32
+
+
+@dataclass
+class StepDiagnostics:
+    """What shapes the real AdamW steps of one measurement (means over its candidates).
+
+    Attributes:
+        candidate_share_of_v: ``sum((1 - beta2) g_q**2) / sum(v')``: how much of the second moment
+            the step divides by is the candidate's own (clipped) gradient.
+        sign_likeness: cosine between ``|g_q| / (sqrt(v'_hat) + eps)`` and the all-ones vector:
+            1 when every coordinate moves by the same amount (a ``sign(g)`` step).
+        clipped: fraction of candidates whose gradient norm exceeded ``grad_clip``.
+        null_share: ``|L_T(before) - L_T(null step)|`` over the mean ``|effect|``: the size of the
+            common momentum and weight-decay part of every step against the candidates' parts.
+    """
+
+    candidate_share_of_v: float
+    sign_likeness: float
+    clipped: float
+    null_share: float
+
+
+@dataclass
+class SettingRecord:
+    """One estimator at one (seed, Solver state)."""
+
+    seed: int
+    state: int  # real updates the Solver had taken
+    candidates: int
+    spearman: float
+    spearman_accuracy: float  # against the change of the target's exact accuracy
+    sign_agreement: float
+    spearman_at: dict[str, float]  # at further learning rates, keyed by ``f"{lr:g}"``
+    sign_agreement_at: dict[str, float]
+    retest_candidates: float  # Spearman of the scores of two draws of the candidates' answers
+    retest_target: float  # Spearman of the scores against two draws of the target rollouts
+    diagnostics: StepDiagnostics
+    scores: list[float]
+    effects: list[float]
+    accuracy_effects: list[float]
+    effects_at: dict[str, list[float]]
+
+
+@dataclass
+class StateSummary:
+    """One estimator at one Solver state, over the seeds (intervals: ``mean``, ``ci_low``, ``ci_high``)."""
+
+    spearman: dict[str, float]
+    vs_baseline: dict[str, float] | None  # paired over seeds
+    spearman_accuracy: dict[str, float]
+    accuracy_vs_baseline: dict[str, float] | None
+    sign_agreement: float
+    retest_candidates: float
+    retest_target: float
+    diagnostics: dict[str, float]
+
+
+@dataclass
 class BenchRecord:
-    """One estimator's result; the ``--json`` file is a list of these."""
+    """One estimator's result; the ``--json`` file is a list of these.
+
+    Fidelity figures are means over every (seed, state); intervals are 95% Student-t intervals over
+    seeds of the per-seed means over states (``mean``, ``ci_low``, ``ci_high``); ``vs_baseline``
+    is the paired difference to the ``baseline`` row, seed by seed.
+    """
 
     name: str
     spearman: float
+    spearman_ci: dict[str, float]
+    vs_baseline: dict[str, float] | None
+    baseline: str | None
+    spearman_accuracy: float
+    spearman_accuracy_ci: dict[str, float]
+    accuracy_vs_baseline: dict[str, float] | None
     sign_agreement: float
+    retest_candidates: float
+    retest_target: float
+    by_state: dict[str, StateSummary]
     seconds_per_candidate: float
     cost_vs_floor: float  # against its own Solver's floor
     cost_vs_full_floor: float  # against the full-model Solver's floor (LoRA rows: the saving)
     peak_mb: float
     prepare_seconds: float
     floor_seconds_per_candidate: float
-    candidates: int
+    candidates: int  # scored, over every (seed, state)
     learning_rate: float
     trainable_parameters: int
     lora: dict | None  # the adapter's settings
     spearman_at: dict[str, float]  # at further learning rates, keyed by ``f"{lr:g}"``
     sign_agreement_at: dict[str, float]
-    scores: list[float]
-    effects: list[float]
-    effects_at: dict[str, list[float]]
-
-
-@dataclass
-class _Setting:
-    """One Solver variant and everything measured on it once, shared by its estimators."""
-
-    solver: Solver
-    target: ScoredRollouts
-    candidates: list[ScoredRollouts]
-    effects: Tensor
-    effects_at: dict[float, Tensor]  # at the further learning rates
+    seeds: list[int]
+    states: list[int]
+    settings: list[SettingRecord]  # every (seed, state), with its scores and effects
 
 
 def bench_influence(
     estimators: list[BenchEstimator],
     solver: RoleConfig = RoleConfig(model=ModelConfig(name_or_path="builtin:toy"), optimizer=OptimizerConfig(lr=5e-4),
                                     sampling=SamplingConfig(max_new_tokens=20)),
-    warmup_steps: int = 4,
+    profile: Profile = Profile(),
+    quick_profile: Profile = Profile(states=[1, 4], seeds=[0, 1, 2], candidate_questions=16),
+    quick: bool = False,
+    baseline: str | None = "optimizer_aware",
     questions_per_step: int = 16,
     target_questions: int = 32,
-    candidate_questions: int = 48,
     answers_per_question: int = 8,
     further_learning_rates: list[float] | None = None,
     batch_size: int = 8,
     repeats: int = 3,
+    threads: int | None = 1,
     accelerator: str = "cpu",
-    seed: int = 0,
     json: str | None = None,
 ) -> list[BenchRecord]:
-    """Fidelity (vs one real optimizer step per candidate) and cost of influence estimators.
+    """Fidelity (vs one real optimizer step per candidate, over Solver states and seeds) and cost
+    of influence estimators.
 
     Args:
         estimators: the rows; each names an estimator as ``influence:`` does in ``infuser fit``.
         solver: the Solver (model, AdamW settings incl. the learning rate the fidelity is
             measured at, sampling, loss). Its update is forced to one optimizer step.
-        warmup_steps: real RL updates before measuring, so AdamW's moments are populated.
-        questions_per_step: questions per warm-up update.
-        target_questions: target-set questions (those with 0 < pass < 1 form ``g_T``).
-        candidate_questions: candidate questions drawn (those with 0 < pass < 1 are scored).
+        profile: Solver states, seeds and candidates of the full benchmark.
+        quick_profile: those of ``--quick true`` (a few minutes).
+        quick: run ``quick_profile`` instead of ``profile``.
+        baseline: the row every other is compared with, seed by seed (``None``: no comparison).
+        questions_per_step: questions per real update on the way to each state.
+        target_questions: target-set questions (those with 0 < pass < 1 form ``g_T``; all of them
+            enter the exact accuracy).
         answers_per_question: Solver answers per question (one Dr.GRPO group).
         further_learning_rates: also measure fidelity with steps of these sizes (same Solver
             state, same scores): where first-order predictions stop holding.
         batch_size: candidates per ``score`` call (as the loop's ``influence_batch_size``).
         repeats: timing repeats; the fastest counts.
+        threads: torch intra-op threads while the benchmark runs (``None``: leave as is). Pinned,
+            the fidelity figures do not depend on the machine's thread settings.
         accelerator: ``cpu`` or ``cuda``.
-        seed: seeds the model initialisation, sampling and question draws.
         json: write the records here, and one scatter plot per estimator next to it.
     """
     if not estimators:
         raise ValueError("estimators: list at least one estimator to benchmark")
-    torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
-    fabric = L.Fabric(accelerator=accelerator, devices=1)
-    update = dataclasses.replace(solver.update, ppo_epochs=1, mini_batch_size=None)
-    full = dataclasses.replace(solver, update=update)
-    variants = {_label(entry.lora): dataclasses.replace(full, model=dataclasses.replace(solver.model, lora=entry.lora))
-                for entry in estimators if entry.lora is not None}
-    variants[_label(None)] = full  # also the reference floor of every row
-    world = ToyWorld()
-    plan = _Plan(warmup_steps, questions_per_step, target_questions, candidate_questions, answers_per_question,
-                 tuple(further_learning_rates or ()), seed)
-    settings = {label: _setting(fabric, config, world, plan) for label, config in variants.items()}
-    records = [_measure(entry, settings[_label(entry.lora)], settings[_label(None)], batch_size, repeats)
-               for entry in estimators]
-    _print_table(records, settings)
+    names = [entry.name for entry in estimators]
+    if len(set(names)) != len(names):
+        raise ValueError(f"estimators: names must be unique, got {names}")
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"baseline: {baseline!r} is not one of the estimators {names}")
+    chosen, profile_name = (quick_profile, "quick_profile") if quick else (profile, "profile")
+    if not chosen.seeds or not chosen.states or min(chosen.states) < 0:
+        raise ValueError(f"{profile_name}: expected at least one seed and one state (updates >= 0), got "
+                         f"seeds {chosen.seeds}, states {chosen.states}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads: expected at least 1 (or null to leave torch's setting), got {threads}")
+    plan = _Plan(tuple(sorted(set(chosen.states))), questions_per_step, target_questions, chosen.candidate_questions,
+                 answers_per_question, tuple(further_learning_rates or ()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        started = time.perf_counter()
+        records = _run(estimators, solver, plan, list(chosen.seeds), baseline, batch_size, repeats, accelerator)
+        seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(before)
+    _print_tables(records, seconds, "quick" if quick else "full")
     if json is not None:
         path = Path(json)
         write_json(path, [dataclasses.asdict(record) for record in records])
@@ -166,58 +281,155 @@ def bench_influence(
     return records
 
 
-# -- the setting ---------------------------------------------------------------------------------
+# -- the settings --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """How the setting is drawn: the same for every Solver variant."""
+    """How each measurement is drawn: the same for every Solver variant and seed."""
 
-    warmup_steps: int
+    states: tuple[int, ...]  # ascending
     questions_per_step: int
     target_questions: int
     candidate_questions: int
     answers_per_question: int
     further_learning_rates: tuple[float, ...]
+
+
+@dataclass
+class _Effects:
+    """What one real step on each candidate does, relative to the null step."""
+
+    loss: Tensor  # L_T(null) - L_T(step on q)
+    accuracy: Tensor  # A_T(step on q) - A_T(null)
+    at: dict[float, Tensor]  # loss effects at the further learning rates
+    diagnostics: StepDiagnostics
+
+
+@dataclass
+class _Setting:
+    """One Solver variant at one (seed, state) and everything measured on it once, shared by its rows."""
+
     seed: int
+    state: int
+    solver: Solver
+    target: ScoredRollouts
+    candidates: dict[int, ScoredRollouts]  # by candidate question index
+    retest_target: ScoredRollouts  # a second draw of the target rollouts
+    retest_candidates: dict[int, ScoredRollouts]  # a second draw of the answers (questions with signal in both)
+    effects: _Effects
 
 
-def _setting(fabric: L.Fabric, config: RoleConfig, world: ToyWorld, plan: _Plan) -> _Setting:
-    torch.manual_seed(plan.seed)
+def _run(estimators: list[BenchEstimator], solver: RoleConfig, plan: _Plan, seeds: list[int], baseline: str | None,
+         batch_size: int, repeats: int, accelerator: str) -> list[BenchRecord]:
+    torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
+    fabric = L.Fabric(accelerator=accelerator, devices=1)
+    update = dataclasses.replace(solver.update, ppo_epochs=1, mini_batch_size=None)
+    full = dataclasses.replace(solver, update=update)
+    variants = {_label(None): full}  # first: the reference floor of every row
+    variants.update({_label(entry.lora): dataclasses.replace(full, model=dataclasses.replace(solver.model,
+                                                                                                lora=entry.lora))
+                     for entry in estimators if entry.lora is not None})
+    world = ToyWorld()
+    measured: list[list[SettingRecord]] = [[] for _ in estimators]
+    costs: dict[int, _Cost] = {}
+    timed = (seeds[0], plan.states[-1])
+    reference: _Setting | None = None  # the full Solver at the timed measurement
+    for seed in seeds:
+        for label, config in variants.items():
+            rows = [index for index, entry in enumerate(estimators) if _label(entry.lora) == label]
+            started = time.perf_counter()
+            for setting in _trajectory(fabric, config, world, plan, seed):
+                for index in rows:
+                    measured[index].append(_fidelity(estimators[index].estimator, setting, batch_size))
+                if (seed, setting.state) == timed:
+                    reference = reference or setting
+                    for index in rows:
+                        costs[index] = _cost(estimators[index].estimator, setting, reference, batch_size, repeats)
+                print(f"seed {seed}, {label}, after {setting.state} updates: {len(setting.candidates)} candidates, "
+                      f"target {len(setting.target.batch)} rollouts ({time.perf_counter() - started:.0f} s)",
+                      file=sys.stderr, flush=True)
+    by_name = dict(zip((entry.name for entry in estimators), measured))
+    return [_record(entry, measured[index], by_name.get(baseline) if baseline != entry.name else None, baseline,
+                    costs[index]) for index, entry in enumerate(estimators)]
+
+
+def _trajectory(fabric: L.Fabric, config: RoleConfig, world: ToyWorld, plan: _Plan, seed: int) -> Iterator[_Setting]:
+    """One Solver's run of real RL updates, measured at every state of ``plan`` on the way."""
+    torch.manual_seed(seed)
     solver = Solver(config, PromptTemplates())
     update = solver.set_up(fabric)
-    sampler = torch.Generator().manual_seed(plan.seed)
+    sampler = torch.Generator().manual_seed(seed)  # the updates' own stream: measuring draws from others
+    taken = 0
+    for state in plan.states:
+        for step in range(taken, state):
+            questions = world.question_set(f"bench-warmup-{step}", plan.questions_per_step, seed)
+            answers = solver.answer(questions, plan.answers_per_question, sampler)
+            update(answers.batch, solver.advantages(answers.rewards, answers.batch.prompt_index))
+        taken = state
+        yield _setting(solver, update, world, plan, seed, state)
+
+
+def _setting(solver: Solver, update: PolicyUpdate, world: ToyWorld, plan: _Plan, seed: int, state: int) -> _Setting:
+    """Fresh target and candidate rollouts (and their second draws) of the Solver as it is, and the effects."""
+    sampler = torch.Generator().manual_seed(1_000_003 * seed + state)
     n = plan.answers_per_question
-    for step in range(plan.warmup_steps):
-        answers = solver.answer(world.question_set(f"bench-warmup-{step}", plan.questions_per_step, plan.seed), n,
-                                sampler)
-        update(answers.batch, solver.advantages(answers.rewards, answers.batch.prompt_index))
-    target_answers, target_rows = _with_signal(solver, world.question_set("target", plan.target_questions, plan.seed),
-                                               n, sampler)
-    pool, pool_rows = _with_signal(solver, world.question_set("bench-candidates", plan.candidate_questions, plan.seed),
-                                   n, sampler)
-    if not target_rows or len(pool_rows) < 3:
-        raise RuntimeError(f"bench influence: the Solver ({config.model.name_or_path}) leaves {len(target_rows)} target "
-                           f"and {len(pool_rows)} candidate questions with 0 < pass rate < 1; use a better-trained "
-                           "model or more questions")
-    target = _rollouts(solver, target_answers, [r for rows in target_rows for r in rows])
-    candidates = [_rollouts(solver, pool, rows) for rows in pool_rows]
-    effects_at = {lr: _effects(solver, update, target, candidates, lr) for lr in plan.further_learning_rates}
-    return _Setting(solver, target, candidates, _effects(solver, update, target, candidates), effects_at)
+    target_questions = world.question_set("target", plan.target_questions, seed)
+    pool = world.question_set("bench-candidates", plan.candidate_questions, seed)
+    target, candidates = _target(solver, target_questions, n, sampler), _candidates(solver, pool, n, sampler)
+    retest_target, retest = _target(solver, target_questions, n, sampler), _candidates(solver, pool, n, sampler)
+    if target is None or retest_target is None or len(candidates) < 3:
+        raise RuntimeError(f"bench influence: the Solver ({solver.config.model.name_or_path}, seed {seed}, after "
+                           f"{state} updates) leaves no target question or fewer than 3 candidate questions with "
+                           "0 < pass rate < 1; use a better-trained model or more questions")
+    effects = _effects(solver, update, target, _canonical_answers(solver, target_questions), list(candidates.values()),
+                       plan.further_learning_rates)
+    return _Setting(seed, state, solver, target, candidates, retest_target,
+                    {q: rollouts for q, rollouts in retest.items() if q in candidates}, effects)
 
 
-def _with_signal(solver: Solver, questions: list[MCQuestion], n: int, sampler: torch.Generator
-                 ) -> tuple[Answers, list[list[int]]]:
-    """The Solver's answers, and the rows of each question it sometimes gets right."""
+def _signal(solver: Solver, questions: list[MCQuestion], n: int, sampler: torch.Generator
+            ) -> tuple[Answers, dict[int, list[int]]]:
+    """The Solver's answers, and the rows of each question it sometimes gets right, by question index."""
     answers = solver.answer(questions, n, sampler)
     rates = answers.pass_rates().tolist()
-    return answers, [answers.rows_of(q) for q, rate in enumerate(rates) if 0.0 < rate < 1.0]
+    return answers, {q: answers.rows_of(q) for q, rate in enumerate(rates) if 0.0 < rate < 1.0}
+
+
+def _target(solver: Solver, questions: list[MCQuestion], n: int, sampler: torch.Generator) -> ScoredRollouts | None:
+    """The target rollouts: every question with signal together (``None`` without any)."""
+    answers, rows = _signal(solver, questions, n, sampler)
+    return _rollouts(solver, answers, [r for group in rows.values() for r in group]) if rows else None
+
+
+def _candidates(solver: Solver, questions: list[MCQuestion], n: int, sampler: torch.Generator
+                ) -> dict[int, ScoredRollouts]:
+    """One candidate per question with signal."""
+    answers, rows = _signal(solver, questions, n, sampler)
+    return {q: _rollouts(solver, answers, group) for q, group in rows.items()}
 
 
 def _rollouts(solver: Solver, answers: Answers, rows: list[int]) -> ScoredRollouts:
     """``rows`` of ``answers`` with Dr.GRPO advantages (groups: questions)."""
     advantages = solver.advantages(answers.rewards, answers.batch.prompt_index)
     return ScoredRollouts(answers.batch.select(rows), advantages[rows])
+
+
+def _canonical_answers(solver: Solver, questions: list[MCQuestion]) -> RolloutBatch:
+    """Each question's Solver prompt with its canonical answer (and EOS) as the completion."""
+    tokenizer = solver.tokenizer
+    rows = []
+    for index, question in enumerate(questions):
+        text = canonical_answer(question)
+        if text is None:
+            raise ValueError(f"bench influence: target question {question.id!r} is not a toy-world question; the "
+                             "exact accuracy needs its canonical answer")
+        prompt = tokenizer(solver.prompts.for_solver(question), add_special_tokens=False)["input_ids"]
+        completion = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append(UnpaddedRow(prompt_ids=torch.tensor(prompt), completion_ids=torch.tensor(completion),
+                                sampling_logps=torch.zeros(len(completion)), truncated=False, prompt_index=index,
+                                text=text))
+    return RolloutBatch.of_rows(rows, tokenizer.pad_token_id, solver.trainable_parameters()[0].device)
 
 
 # -- ground truth --------------------------------------------------------------------------------
@@ -238,43 +450,205 @@ def _objective(solver: Solver, target: ScoredRollouts, old_logps: Tensor) -> flo
     return float(policy_loss(logps.double(), old_logps.double(), target.advantages.double(), mask, config, totals).loss)
 
 
-def _effects(solver: Solver, update: PolicyUpdate, target: ScoredRollouts, candidates: Sequence[ScoredRollouts],
-             lr: float | None = None) -> Tensor:
-    """``L_T(null step) - L_T(one real step on q)`` per candidate, with steps of size ``lr``
-    (``None``: the optimizer's own); the Solver is restored after each and at the end."""
-    optimizer = solver.optimizer_state()
-    parameters = solver.trainable_parameters()
-    saved_parameters = [p.detach().clone() for p in parameters]
-    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+def _accuracy(solver: Solver, canonical: RolloutBatch) -> float:
+    """The target's exact accuracy: the mean probability of sampling each question's canonical answer."""
+    with torch.no_grad():
+        logps, _ = completion_logps(solver.model, canonical, solver.config.sampling.temperature)
+    return float((logps.double() * canonical.completion_mask).sum(-1).exp().mean())
+
+
+class _Snapshot:
+    """The Solver's trainable parameters and optimizer state, to return to after each trial step."""
+
+    def __init__(self, solver: Solver) -> None:
+        self.optimizer = solver.optimizer_state()
+        self.parameters = solver.trainable_parameters()
+        self._values = [p.detach().clone() for p in self.parameters]
+        self._state = copy.deepcopy(self.optimizer.state_dict())
+        self.second_moment = self.flat_second_moment()
+
+    def restore(self, lr: float | None = None) -> None:
+        """Back to the snapshot; with ``lr``, the next step takes that learning rate."""
+        with torch.no_grad():
+            for p, value in zip(self.parameters, self._values):
+                p.copy_(value)
+        self.optimizer.load_state_dict(copy.deepcopy(self._state))  # load_state_dict may alias its input
+        for group in self.optimizer.param_groups if lr is not None else ():
+            group["lr"] = lr
+
+    def flat_second_moment(self) -> Tensor:
+        """AdamW's ``exp_avg_sq`` over the trainable parameters, flat, float64 (zeros before a first step)."""
+        return torch.cat([self.optimizer.state.get(p, {}).get("exp_avg_sq", torch.zeros_like(p)).double().flatten()
+                          for p in self.parameters])
+
+
+def _effects(solver: Solver, update: PolicyUpdate, target: ScoredRollouts, canonical: RolloutBatch,
+             candidates: Sequence[ScoredRollouts], further_learning_rates: Sequence[float]) -> _Effects:
+    """What one real step on each candidate does to the target, relative to the null step, at the
+    optimizer's learning rate (and the loss at ``further_learning_rates``); the Solver is restored
+    after each step and at the end."""
+    snapshot = _Snapshot(solver)
     with torch.no_grad():
         old_logps, _ = completion_logps(solver.model, target.batch, solver.config.sampling.temperature)
+    before = _objective(solver, target, old_logps)
 
-    def reset(step_lr: float | None) -> None:
-        with torch.no_grad():
-            for p, value in zip(parameters, saved_parameters):
-                p.copy_(value)
-        optimizer.load_state_dict(copy.deepcopy(saved_optimizer))  # load_state_dict may alias its input
-        for group in optimizer.param_groups if step_lr is not None else ():
-            group["lr"] = step_lr
+    def null_step(lr: float | None) -> None:
+        snapshot.restore(lr)
+        for p in snapshot.parameters:
+            p.grad = torch.zeros_like(p)
+        snapshot.optimizer.step()
+        snapshot.optimizer.zero_grad(set_to_none=True)
 
-    reset(lr)
-    for p in parameters:
-        p.grad = torch.zeros_like(p)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    null = _objective(solver, target, old_logps)
-    effects = []
-    for candidate in candidates:
-        reset(lr)
+    def step_on(candidate: ScoredRollouts, lr: float | None) -> float:
+        snapshot.restore(lr)
         stats = update(candidate.batch, candidate.advantages)
         if stats.skipped:
             raise RuntimeError(f"bench influence: the Solver skipped its update on a candidate ({stats.skipped})")
-        effects.append(null - _objective(solver, target, old_logps))
-    reset(None)
-    return torch.tensor(effects, dtype=torch.float64)
+        return stats.grad_norm
+
+    null_step(None)
+    null_loss, null_accuracy = _objective(solver, target, old_logps), _accuracy(solver, canonical)
+    loss, accuracy, norms, shares, sign_likeness = [], [], [], [], []
+    for candidate in candidates:
+        norms.append(step_on(candidate, None))
+        loss.append(null_loss - _objective(solver, target, old_logps))
+        accuracy.append(_accuracy(solver, canonical) - null_accuracy)
+        share, likeness = _second_moment_shape(snapshot)
+        shares.append(share)
+        sign_likeness.append(likeness)
+    at = {}
+    for lr in further_learning_rates:
+        null_step(lr)
+        null_at = _objective(solver, target, old_logps)
+        at[lr] = []
+        for candidate in candidates:
+            step_on(candidate, lr)
+            at[lr].append(null_at - _objective(solver, target, old_logps))
+    snapshot.restore()
+    clip = solver.config.optimizer.grad_clip
+    mean_effect = statistics.fmean(abs(e) for e in loss)
+    diagnostics = StepDiagnostics(
+        candidate_share_of_v=statistics.fmean(shares), sign_likeness=statistics.fmean(sign_likeness),
+        clipped=statistics.fmean(float(clip is not None and norm > clip) for norm in norms),
+        null_share=abs(before - null_loss) / mean_effect if mean_effect > 0 else math.nan)
+    return _Effects(torch.tensor(loss, dtype=torch.float64), torch.tensor(accuracy, dtype=torch.float64),
+                    {lr: torch.tensor(e, dtype=torch.float64) for lr, e in at.items()}, diagnostics)
+
+
+def _second_moment_shape(snapshot: _Snapshot) -> tuple[float, float]:
+    """After a step: the candidate's share of the new second moment, and how sign-like the step's
+    preconditioned gradient is (see :class:`StepDiagnostics`), read from AdamW's state."""
+    group = snapshot.optimizer.param_groups[0]
+    beta2, eps = float(group["betas"][1]), float(group["eps"])
+    step = float(snapshot.optimizer.state[snapshot.parameters[0]]["step"])
+    new = snapshot.flat_second_moment()
+    own = (new - beta2 * snapshot.second_moment).clamp_min_(0)  # (1 - beta2) * g**2
+    preconditioned = (own / (1 - beta2)).sqrt_() / ((new / (1 - beta2**step)).sqrt_() + eps)
+    norm = float(preconditioned.norm())
+    likeness = float(preconditioned.sum()) / (norm * math.sqrt(preconditioned.numel())) if norm > 0 else math.nan
+    return float(own.sum() / new.sum()), likeness
+
+
+# -- fidelity ------------------------------------------------------------------------------------
+
+
+def _scores(estimator: InfluenceEstimator, solver: Solver, candidates: Sequence[ScoredRollouts],
+            batch_size: int) -> Tensor:
+    """Scores of ``candidates`` in calls of ``batch_size``, as the loop makes them."""
+    return torch.cat([estimator.score(solver, candidates[i : i + batch_size])
+                      for i in range(0, len(candidates), batch_size)])
+
+
+def _fidelity(estimator: InfluenceEstimator, setting: _Setting, batch_size: int) -> SettingRecord:
+    """One estimator's scores at one setting against the effects, and their re-test reliability."""
+    solver, candidates = setting.solver, list(setting.candidates.values())
+    estimator.prepare(solver, setting.target)
+    scores = _scores(estimator, solver, candidates, batch_size)
+    both = list(setting.retest_candidates)
+    position = {q: index for index, q in enumerate(setting.candidates)}
+    retest_candidates = math.nan  # a correlation needs at least 3 questions with signal in both draws
+    if len(both) >= 3:
+        redrawn = _scores(estimator, solver, [setting.retest_candidates[q] for q in both], batch_size)
+        retest_candidates = spearman(scores[[position[q] for q in both]], redrawn)
+    estimator.prepare(solver, setting.retest_target)
+    retest_target = spearman(scores, _scores(estimator, solver, candidates, batch_size))
+    effects = setting.effects
+    return SettingRecord(
+        seed=setting.seed, state=setting.state, candidates=len(candidates), spearman=spearman(scores, effects.loss),
+        spearman_accuracy=spearman(scores, effects.accuracy), sign_agreement=sign_agreement(scores, effects.loss),
+        spearman_at={f"{lr:g}": spearman(scores, e) for lr, e in effects.at.items()},
+        sign_agreement_at={f"{lr:g}": sign_agreement(scores, e) for lr, e in effects.at.items()},
+        retest_candidates=retest_candidates, retest_target=retest_target, diagnostics=effects.diagnostics,
+        scores=scores.tolist(), effects=effects.loss.tolist(), accuracy_effects=effects.accuracy.tolist(),
+        effects_at={f"{lr:g}": e.tolist() for lr, e in effects.at.items()})
+
+
+def _record(entry: BenchEstimator, measured: list[SettingRecord], baseline: list[SettingRecord] | None,
+            baseline_name: str | None, cost: _Cost) -> BenchRecord:
+    """The row: its measurements summarised over seeds and states, and its cost."""
+    seeds = sorted({m.seed for m in measured})
+    states = sorted({m.state for m in measured})
+
+    def per_seed(records: list[SettingRecord], value: Callable[[SettingRecord], float],
+                 state: int | None = None) -> list[float]:
+        """Per seed: the value at ``state``, or its mean over the states."""
+        return [statistics.fmean(value(r) for r in records if r.seed == seed and state in (None, r.state))
+                for seed in seeds]
+
+    def compared(value: Callable[[SettingRecord], float], state: int | None = None) -> dict[str, float] | None:
+        if baseline is None:
+            return None
+        return paired_interval(per_seed(measured, value, state), per_seed(baseline, value, state)).as_dict()
+
+    def mean(value: Callable[[SettingRecord], float], state: int | None = None) -> float:
+        return statistics.fmean(per_seed(measured, value, state))
+
+    def interval(value: Callable[[SettingRecord], float], state: int | None = None) -> Interval:
+        return mean_interval(per_seed(measured, value, state))
+
+    fidelity, on_accuracy = (lambda r: r.spearman), (lambda r: r.spearman_accuracy)
+    by_state = {}
+    for state in states:
+        at_state = [m for m in measured if m.state == state]
+        by_state[str(state)] = StateSummary(
+            spearman=interval(fidelity, state).as_dict(), vs_baseline=compared(fidelity, state),
+            spearman_accuracy=interval(on_accuracy, state).as_dict(), accuracy_vs_baseline=compared(on_accuracy, state),
+            sign_agreement=mean(lambda r: r.sign_agreement, state),
+            retest_candidates=mean(lambda r: r.retest_candidates, state),
+            retest_target=mean(lambda r: r.retest_target, state),
+            diagnostics={name: statistics.fmean(getattr(m.diagnostics, name) for m in at_state)
+                         for name in (f.name for f in dataclasses.fields(StepDiagnostics))})
+    further = list(measured[0].spearman_at)
+    return BenchRecord(
+        name=entry.name, spearman=mean(fidelity), spearman_ci=interval(fidelity).as_dict(),
+        vs_baseline=compared(fidelity), baseline=baseline_name if baseline is not None else None,
+        spearman_accuracy=mean(on_accuracy), spearman_accuracy_ci=interval(on_accuracy).as_dict(),
+        accuracy_vs_baseline=compared(on_accuracy), sign_agreement=mean(lambda r: r.sign_agreement),
+        retest_candidates=mean(lambda r: r.retest_candidates), retest_target=mean(lambda r: r.retest_target),
+        by_state=by_state, seconds_per_candidate=cost.seconds, cost_vs_floor=cost.seconds / cost.floor,
+        cost_vs_full_floor=cost.seconds / cost.full_floor, peak_mb=cost.peak_mb, prepare_seconds=cost.prepare_seconds,
+        floor_seconds_per_candidate=cost.floor, candidates=sum(m.candidates for m in measured),
+        learning_rate=cost.learning_rate, trainable_parameters=cost.trainable_parameters,
+        lora=dataclasses.asdict(entry.lora) if entry.lora is not None else None,
+        spearman_at={lr: mean(lambda r: r.spearman_at[lr]) for lr in further},
+        sign_agreement_at={lr: mean(lambda r: r.sign_agreement_at[lr]) for lr in further},
+        seeds=seeds, states=states, settings=measured)
 
 
 # -- cost ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cost:
+    """One row's cost at the timed setting (seconds per candidate)."""
+
+    seconds: float
+    floor: float
+    full_floor: float
+    peak_mb: float
+    prepare_seconds: float
+    learning_rate: float
+    trainable_parameters: int
 
 
 def _best_seconds(runs: list[Callable[[], object]], repeats: int) -> list[float]:
@@ -298,39 +672,26 @@ def _floor(solver: Solver, candidates: Sequence[ScoredRollouts]) -> None:
             p.grad = None
 
 
-def _measure(entry: BenchEstimator, setting: _Setting, full: _Setting, batch_size: int, repeats: int) -> BenchRecord:
-    """One row. ``full`` is the full-model setting, whose floor every row is also compared with."""
-    solver, estimator, candidates = setting.solver, entry.estimator, setting.candidates
+def _cost(estimator: InfluenceEstimator, setting: _Setting, full: _Setting, batch_size: int, repeats: int) -> _Cost:
+    """One row's cost. ``full`` is the full-model setting, whose floor every row is also compared with."""
+    solver, candidates = setting.solver, list(setting.candidates.values())
     device = solver.trainable_parameters()[0].device
-
-    def score() -> Tensor:
-        return torch.cat([estimator.score(solver, candidates[i : i + batch_size])
-                          for i in range(0, len(candidates), batch_size)])
-
     before = _allocated_bytes(device)
     started = time.perf_counter()
     estimator.prepare(solver, setting.target)
     prepare_seconds = time.perf_counter() - started
     _allocated_bytes(device)  # hands the target pass's freed memory back before the score's peak is taken
-    peak, scores = _peak_bytes(score, device)
-    runs = [score, lambda: _floor(solver, candidates), lambda: _floor(full.solver, full.candidates)]
+    peak, _ = _peak_bytes(lambda: _scores(estimator, solver, candidates, batch_size), device)
+    full_candidates = list(full.candidates.values())
+    runs = [lambda: _scores(estimator, solver, candidates, batch_size), lambda: _floor(solver, candidates),
+            lambda: _floor(full.solver, full_candidates)]
     times = _best_seconds(runs if setting is not full else runs[:2], repeats)
     seconds, floor = times[0] / len(candidates), times[1] / len(candidates)
-    full_floor = times[2] / len(full.candidates) if setting is not full else floor
-    effects = setting.effects
-    return BenchRecord(
-        name=entry.name, spearman=spearman(scores, effects), sign_agreement=sign_agreement(scores, effects),
-        seconds_per_candidate=seconds, cost_vs_floor=seconds / floor, cost_vs_full_floor=seconds / full_floor,
-        peak_mb=max(peak - before, 0) / 2**20,
-        prepare_seconds=prepare_seconds, floor_seconds_per_candidate=floor, candidates=len(candidates),
-        learning_rate=float(solver.optimizer_state().param_groups[0]["lr"]),
-        trainable_parameters=sum(p.numel() for p in solver.trainable_parameters()),
-        lora=dataclasses.asdict(entry.lora) if entry.lora is not None else None,
-        spearman_at={f"{lr:g}": spearman(scores, e) for lr, e in setting.effects_at.items()},
-        sign_agreement_at={f"{lr:g}": sign_agreement(scores, e) for lr, e in setting.effects_at.items()},
-        scores=scores.tolist(), effects=effects.tolist(),
-        effects_at={f"{lr:g}": e.tolist() for lr, e in setting.effects_at.items()},
-    )
+    return _Cost(seconds=seconds, floor=floor,
+                 full_floor=times[2] / len(full_candidates) if setting is not full else floor,
+                 peak_mb=max(peak - before, 0) / 2**20, prepare_seconds=prepare_seconds,
+                 learning_rate=float(solver.optimizer_state().param_groups[0]["lr"]),
+                 trainable_parameters=sum(p.numel() for p in solver.trainable_parameters()))
 
 
 def _allocated_bytes(device: torch.device) -> int:
@@ -410,38 +771,66 @@ def _label(lora: LoraConfig | None) -> str:
     return "Solver" if lora is None else f"Solver + LoRA (r={lora.r}, alpha={lora.alpha}, {lora.target_modules})"
 
 
-def _print_table(records: list[BenchRecord], settings: dict[str, _Setting]) -> None:
-    for label, setting in settings.items():
-        parameters = sum(p.numel() for p in setting.solver.trainable_parameters())
-        total = sum(p.numel() for p in setting.solver.model.parameters())
-        print(f"{label}: {parameters:,} of {total:,} parameters trained, {len(setting.candidates)} candidates with "
-              f"signal, target {len(setting.target.batch)} rollouts")
-    further = list(records[0].spearman_at)
-    lr = records[0].learning_rate
-    print(f"{'estimator':<28}{f'rho@{lr:g}':>11}{'sign':>6}" + "".join(f"{f'rho@{k}':>11}" for k in further)
-          + f"{'ms/cand':>9}{'floor ms':>9}{'vs floor':>9}{'vs full':>8}{'peak MB':>9}")
-    for r in records:
-        print(f"{r.name:<28}{r.spearman:>11.3f}{r.sign_agreement:>6.2f}"
-              + "".join(f"{r.spearman_at[k]:>11.3f}" for k in further)
-              + f"{r.seconds_per_candidate * 1e3:>9.1f}{r.floor_seconds_per_candidate * 1e3:>9.1f}"
-              f"{r.cost_vs_floor:>9.2f}{r.cost_vs_full_floor:>8.2f}{r.peak_mb:>9.1f}")
+def _interval_text(interval: dict[str, float] | None, signed: bool = False) -> str:
+    if interval is None:
+        return "-"
+    form = "+.3f" if signed else ".3f"
+    return f"{interval['mean']:{form}} [{interval['ci_low']:{form}}, {interval['ci_high']:{form}}]"
+
+
+def _print_tables(records: list[BenchRecord], seconds: float, profile: str) -> None:
+    first = records[0]
+    baseline = next((r.baseline for r in records if r.baseline is not None), None)
+    print(f"\ninfluence fidelity ({profile} profile): {len(first.seeds)} seeds x states {first.states} (real updates "
+          f"before measuring), lr {first.learning_rate:g}; means with 95% t intervals over seeds")
+    further = list(first.spearman_at)
+    print_table(
+        ["estimator", "rho (loss)", f"vs {baseline}", "rho (accuracy)", "sign", "retest cand", "retest target",
+         *(f"rho@{lr}" for lr in further), "ms/cand", "floor ms", "vs floor", "vs full", "peak MB"],
+        [[r.name, _interval_text(r.spearman_ci), _interval_text(r.vs_baseline, signed=True),
+          _interval_text(r.spearman_accuracy_ci), f"{r.sign_agreement:.2f}", f"{r.retest_candidates:.3f}",
+          f"{r.retest_target:.3f}", *(f"{r.spearman_at[lr]:.3f}" for lr in further),
+          f"{r.seconds_per_candidate * 1e3:.1f}", f"{r.floor_seconds_per_candidate * 1e3:.1f}",
+          f"{r.cost_vs_floor:.2f}", f"{r.cost_vs_full_floor:.2f}", f"{r.peak_mb:.1f}"] for r in records])
+    states = list(first.by_state)
+    print()
+    print_table(["estimator", *(f"after {s}: rho, vs {baseline}" for s in states)],
+                [[r.name, *(f"{r.by_state[s].spearman['mean']:.3f}, "
+                            f"{_interval_text(r.by_state[s].vs_baseline, signed=True)}" for s in states)]
+                 for r in records], title="by Solver state (loss effect)")
+    print()
+    shown = {}
+    for r in records:  # one row per Solver variant: the diagnostics describe the Solver, not the estimator
+        shown.setdefault(_label(LoraConfig(**r.lora)) if r.lora else _label(None), r)
+    print_table(["Solver", "after", "g_q^2 share of v'", "sign-likeness", "clipped", "null step / |effect|"],
+                [[label, s, *(f"{r.by_state[s].diagnostics[name]:.3f}" for name in
+                              ("candidate_share_of_v", "sign_likeness", "clipped", "null_share"))]
+                 for label, r in shown.items() for s in states], title="the real steps (means over seeds)")
+    print(f"benchmark wall time {seconds:.0f} s")
 
 
 def _scatter(record: BenchRecord, path: Path) -> None:
-    """Score against measured effect, one panel per learning rate (the run's first)."""
+    """Score against measured loss effect, one panel per Solver state, one colour per seed.
+
+    Scores and effects are divided by their standard deviation within each draw (not centred, so
+    signs stay): dot-mode scales and effect sizes differ between draws, ranks are what is judged.
+    """
     plt = pyplot()
     if plt is None:
         return
-    panels = [(f"{record.learning_rate:g}", record.effects, record.spearman)]
-    panels += [(lr, record.effects_at[lr], record.spearman_at[lr]) for lr in record.effects_at]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
-    for ax, (lr, effects, rho) in zip(axes[0], panels):
-        ax.scatter(effects, record.scores, s=12)
+    states = list(record.by_state)
+    figure, axes = plt.subplots(1, len(states), figsize=(3.6 * len(states), 3.6), squeeze=False)
+    for ax, state in zip(axes[0], states):
+        for measured in (m for m in record.settings if str(m.state) == state):
+            effects, scores = torch.tensor(measured.effects), torch.tensor(measured.scores)
+            ax.scatter(effects / effects.std().clamp_min(1e-300), scores / scores.std().clamp_min(1e-300), s=8,
+                       alpha=0.7, label=f"seed {measured.seed}")
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.axvline(0, color="grey", linewidth=0.5)
-        ax.set_xlabel(f"target-loss decrease of one step, lr {lr}")
-        ax.set_title(f"Spearman {rho:.3f}", fontsize=10)
-    axes[0][0].set_ylabel(f"{record.name} score")
+        ax.set_xlabel("target-loss decrease / std")
+        ax.set_title(f"after {state} updates: rho {record.by_state[state].spearman['mean']:.3f}", fontsize=10)
+    axes[0][0].set_ylabel(f"{record.name} score / std")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=90)
     plt.close(figure)

@@ -260,6 +260,13 @@ class AdamStep:
         torch.add(self._m_term[span], gradient, alpha=self._g_weight, out=out)
         return out.div_(self._denominator_of(gradient, span))
 
+    def null_direction(self, span: slice) -> Tensor:
+        """``U(0)`` over one chunk: the update a zero gradient would take (momentum alone), so that
+        ``direction(g) - null_direction()`` is what the gradient ``g`` changes in the update."""
+        if self._m_term is None:
+            raise RuntimeError("AdamStep.null_direction() needs momentum=True")
+        return self._m_term[span] / self.v_term[span].sqrt().add_(self.eps)
+
     def fixed_denominator_(self) -> Tensor:
         """``sqrt(v / (1 - beta2**t)) + eps``, the preconditioner without any candidate term, made in
         place of the second moment (this object can compute nothing else afterwards)."""

@@ -27,6 +27,8 @@ else:
 
 Mode = Literal["dot", "cosine", "preconditioned_dot", "preconditioned_cosine"]
 MODES: tuple[str, ...] = ("dot", "cosine", "preconditioned_dot", "preconditioned_cosine")
+Preconditioner = Literal["paper", "adam_update"]
+PRECONDITIONERS: tuple[str, ...] = ("paper", "adam_update")
 
 
 class OptimizerAwareInfluence(InfluenceEstimator):
@@ -56,13 +58,28 @@ class OptimizerAwareInfluence(InfluenceEstimator):
         fixed_v: precondition with ``v`` alone (no ``g_q**2`` term). The score is then linear in
             ``g_q``: ``<g_q / d, g_T> = <g_q, g_T / d>``, so the diagonal ``d`` is applied once,
             to the target gradient, in :meth:`prepare` (and ``1 / d**2`` for the cosine's norm).
+        preconditioner: ``paper`` (``Gamma_q`` above) or ``adam_update``: the candidate's share
+            of AdamW's whole update, first moment included, ``U(g_q) - U(0)`` with
+            ``U(g) = m'_hat(g) / (sqrt(v'_hat(g)) + eps)``. Subtracting the update a zero gradient
+            would take (momentum alone) leaves what the candidate changes, including how its
+            ``g_q**2`` in ``v'`` shrinks the momentum part of the step (see docs/benchmarks.md
+            for when that matters). Preconditioned modes only; not with ``fixed_v`` (where
+            ``v'`` holds no candidate term it is ``fixed_v``'s score times a constant). Keeps
+            AdamW's first moment too (one more model-sized vector).
     """
 
-    def __init__(self, mode: Mode = "preconditioned_cosine", fixed_v: bool = False) -> None:
+    def __init__(self, mode: Mode = "preconditioned_cosine", fixed_v: bool = False,
+                 preconditioner: Preconditioner = "paper") -> None:
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+        if preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"preconditioner: expected one of {', '.join(PRECONDITIONERS)}, got {preconditioner!r}")
+        if preconditioner != "paper" and (fixed_v or not mode.startswith("preconditioned")):
+            raise ValueError(f"preconditioner: {preconditioner!r} needs a preconditioned mode without fixed_v "
+                             f"(got mode {mode!r}, fixed_v {fixed_v})")
         self.mode = mode
         self.fixed_v = fixed_v
+        self.preconditioner = preconditioner
         self.release()
 
     @property
@@ -81,7 +98,8 @@ class OptimizerAwareInfluence(InfluenceEstimator):
         self._target, self._target_norm = gradient, square**0.5
         if not self.preconditioned:
             return
-        adam = AdamStep(solver.optimizer_state(), self._flat, "optimizer_aware")
+        adam = AdamStep(solver.optimizer_state(), self._flat, "optimizer_aware",
+                        momentum=self.preconditioner == "adam_update")
         if not self.fixed_v:
             self._adam = adam
             return
@@ -104,7 +122,12 @@ class OptimizerAwareInfluence(InfluenceEstimator):
         if self._inverse_square is not None:
             square = torch.mul(gradient, gradient, out=self._square[: gradient.numel()])
             return gradient.dot(target), square.dot(self._inverse_square[span])
-        step = self._adam.preconditioned(gradient, span) if self._adam is not None else gradient
+        if self._adam is None:
+            step = gradient
+        elif self.preconditioner == "adam_update":
+            step = self._adam.direction(gradient, span).sub_(self._adam.null_direction(span))
+        else:
+            step = self._adam.preconditioned(gradient, span)
         return step.dot(target), step.dot(step)
 
     def score(self, solver: PolicyGradientModel, candidates: Sequence[ScoredRollouts]) -> Tensor:

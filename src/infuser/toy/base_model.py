@@ -86,6 +86,13 @@ def solver_completion(fact: Fact, believed: int) -> str:
     return f" {fact.left} {operator} {fact.right} is {believed}, so \\boxed{{{believed}}}"
 
 
+def canonical_answer(question: MCQuestion) -> str | None:
+    """The right answer to a toy question as the toy base learned to write it (``None`` for a
+    question the toy world does not word): what a Solver's exact accuracy is measured on."""
+    fact = ToyWorld.fact_of(question.question)
+    return None if fact is None else solver_completion(fact, fact.value)
+
+
 def _corpus(config: ToyBaseConfig, templates: PromptTemplates) -> list[tuple[str, str]]:
     """(prompt, completion) pairs: Generator drafting examples and noisy Solver answers, 1:1."""
     rng = random.Random(config.seed)

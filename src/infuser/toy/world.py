@@ -142,16 +142,22 @@ class ToyWorld:
         return match.group(1) if match else ""
 
     @staticmethod
+    def fact_of(question_text: str) -> Fact | None:
+        """The fact a question worded as the toy world words them asks about (``None`` otherwise)."""
+        match = _FACT_QUESTION.search(question_text)
+        if match is None:
+            return None
+        return Fact(match.group(1), int(match.group(2)), int(match.group(3)))
+
+    @staticmethod
     def true_answer(question_text: str) -> int | None:
         """The right value of a question worded as the toy world words them (``None`` otherwise).
 
         A drafted question may ask about any numbers, not only the document's; its golden answer
         is right when it equals this value, whatever the document said.
         """
-        match = _FACT_QUESTION.search(question_text)
-        if match is None:
-            return None
-        return Fact(match.group(1), int(match.group(2)), int(match.group(3))).value
+        fact = ToyWorld.fact_of(question_text)
+        return None if fact is None else fact.value
 
     def question_set(self, split: str, size: int, seed: int) -> list[MCQuestion]:
         """``size`` questions from the target distribution; splits never share a random stream."""
