@@ -233,7 +233,7 @@ def bench_influence(
         solver: the Solver (model, AdamW settings incl. the learning rate the fidelity is
             measured at, sampling, loss). Its update is forced to one optimizer step.
         profile: Solver states, seeds and candidates of the full benchmark.
-        quick_profile: those of ``--quick true`` (a few minutes).
+        quick_profile: those of ``--quick`` (a few minutes).
         quick: run ``quick_profile`` instead of ``profile``.
         baseline: the row every other is compared with, seed by seed (``None``: no comparison).
         questions_per_step: questions per real update on the way to each state.
