@@ -68,6 +68,7 @@ from torch import Tensor
 from infuser.artifacts import write_json
 from infuser.bench.common import Interval, mean_interval, paired_interval, print_table, pyplot, slug
 from infuser.config import LoraConfig, ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig
+from infuser.console import quiet_libraries
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
 from infuser.influence.base import InfluenceEstimator
@@ -264,6 +265,7 @@ def bench_influence(
         raise ValueError(f"threads: expected at least 1 (or null to leave torch's setting), got {threads}")
     plan = _Plan(tuple(sorted(set(chosen.states))), questions_per_step, target_questions, chosen.candidate_questions,
                  answers_per_question, tuple(further_learning_rates or ()))
+    quiet_libraries()
     before = torch.get_num_threads()
     torch.set_num_threads(threads or before)
     try:
