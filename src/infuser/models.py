@@ -1,8 +1,8 @@
 """Loading the base causal LM (and its tokenizer) that both roles start from.
 
-:func:`load_causal_lm` takes a :class:`ModelConfig` from YAML. ``builtin:toy`` names the bundled
-toy base, which is built and cached on first use and then loaded through the same
-``from_pretrained`` path as any Hugging Face checkpoint. With ``quantization`` the frozen base is
+:func:`load_causal_lm` takes a :class:`ModelConfig` from YAML. ``builtin:toy`` and
+``builtin:toy-rules`` name the bundled toy bases (:mod:`infuser.toy.builtin`), which load through
+the same ``from_pretrained`` path as any Hugging Face checkpoint. With ``quantization`` the frozen base is
 loaded in 4 bits through bitsandbytes and only its LoRA adapter trains (QLoRA).
 :class:`SharedBase` holds one base for several roles, each training its own LoRA adapter on it
 (``infuser fit --share_base true``), so one device holds the base once instead of once per role.
@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from infuser.toy.base_model import TOY_MODEL_ID, ensure_toy_base
+from infuser.toy.base_model import TOY_MODEL_ID
+from infuser.toy.builtin import builtin_path
 
 if TYPE_CHECKING:
     from peft import LoraConfig as PeftLoraConfig
@@ -81,7 +82,7 @@ class ModelConfig:
     """Where a role's model comes from and how it is loaded.
 
     Attributes:
-        name_or_path: a Hugging Face id, a local directory, or ``builtin:toy``.
+        name_or_path: a Hugging Face id, a local directory, or ``builtin:toy`` / ``builtin:toy-rules``.
         revision: a pinned revision for hub ids.
         dtype: parameter dtype (of the layers that stay unquantized, with ``quantization``).
         attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2``...; ``None`` lets
@@ -116,10 +117,9 @@ class ModelConfig:
 
 
 def resolve_path(name_or_path: str) -> str:
-    """Turn ``builtin:toy`` into the cached toy checkpoint; leave anything else alone."""
-    if name_or_path == TOY_MODEL_ID:
-        return str(ensure_toy_base())
-    return name_or_path
+    """Turn a builtin toy name into its checkpoint's directory; leave anything else alone."""
+    path = builtin_path(name_or_path)
+    return name_or_path if path is None else str(path)
 
 
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:

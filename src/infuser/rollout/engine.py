@@ -129,7 +129,7 @@ class RolloutBatch:
     @classmethod
     def of_rows(cls, rows: list[UnpaddedRow], pad_id: int, device: torch.device) -> RolloutBatch:
         """The batch of ``rows`` (:meth:`unpadded_rows`), padded again: prompts left, completions right."""
-        prompt_ids, prompt_mask = _left_pad([row.prompt_ids.tolist() for row in rows], pad_id, device)
+        prompt_ids, prompt_mask = left_pad([row.prompt_ids.tolist() for row in rows], pad_id, device)
         width = max(len(row.completion_ids) for row in rows)
         completion_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -209,7 +209,8 @@ def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
     return logits
 
 
-def _left_pad(sequences: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+def left_pad(sequences: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Token ids and attention mask of ``sequences``, padded on the left to the longest."""
     width = max(len(tokens) for tokens in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -412,7 +413,7 @@ def generate(
     eos_ids = _stop_ids(model, tokenizer, sampling)
     was_training = model.training
     model.eval()
-    prompt_ids, prompt_mask = _left_pad(tokenizer(prompts, add_special_tokens=False)["input_ids"], pad_id, device)
+    prompt_ids, prompt_mask = left_pad(tokenizer(prompts, add_special_tokens=False)["input_ids"], pad_id, device)
     prompt_index = torch.arange(len(prompts)).repeat_interleave(num_samples)
     seed = call_seed(generator)
     seeds = row_seeds(seed, prompt_index + prompt_offset, num_samples).to(device)
