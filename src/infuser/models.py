@@ -1,8 +1,8 @@
 """Loading the base causal LM (and its tokenizer) that both roles start from.
 
-:func:`load_causal_lm` takes a :class:`ModelConfig` from YAML. ``builtin:toy`` names the bundled
-toy base, which is built and cached on first use and then loaded through the same
-``from_pretrained`` path as any Hugging Face checkpoint. With ``quantization`` the frozen base is
+:func:`load_causal_lm` takes a :class:`ModelConfig` from YAML. ``builtin:toy`` and
+``builtin:toy-rules`` name the bundled toy bases (:mod:`infuser.toy.builtin`), which load through
+the same ``from_pretrained`` path as any Hugging Face checkpoint. With ``quantization`` the frozen base is
 loaded in 4 bits through bitsandbytes and only its LoRA adapter trains (QLoRA).
 :class:`SharedBase` holds one base for several roles, each training its own LoRA adapter on it
 (``infuser fit --share_base true``), so one device holds the base once instead of once per role.
@@ -16,18 +16,18 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from infuser.config import TOY_MODEL_ID, LoraConfig, ModelConfig, base_differences
-from infuser.toy.base_model import ensure_toy_base
+from infuser.config import LoraConfig, ModelConfig, base_differences
+from infuser.toy.builtin import builtin_path
 
 if TYPE_CHECKING:
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel
 
+
 def resolve_path(name_or_path: str) -> str:
-    """Turn ``builtin:toy`` into the cached toy checkpoint; leave anything else alone."""
-    if name_or_path == TOY_MODEL_ID:
-        return str(ensure_toy_base())
-    return name_or_path
+    """Turn a builtin toy name into its checkpoint's directory; leave anything else alone."""
+    path = builtin_path(name_or_path)
+    return name_or_path if path is None else str(path)
 
 
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:

@@ -20,14 +20,14 @@ import random
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from infuser.data.jsonl import JSONLineError, encodable, load_json_line
 from infuser.data.questions import MCQuestion
 from infuser.lazy import TYPE_CHECKING
-from infuser.toy.world import KINDS, ToyWorld, ToyWorldConfig
+from infuser.toy.world import ArithmeticWorld, ToyWorld, ToyWorldConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -66,6 +66,12 @@ class DocumentSource(ABC):
         """
         return None
 
+    def scripted_draft(self, document: Document, kinds: Sequence[str], rng: random.Random) -> str:
+        """A Generator draft written by rule rather than sampled: a question, in the Generator's
+        output format and with a right golden answer, about a fact of the first of ``kinds`` that
+        ``document`` states (the headroom arms' Generator). Only synthetic worlds can write one."""
+        raise NotImplementedError(f"{type(self).__name__} cannot script drafts: it knows no facts of its documents")
+
     @abstractmethod
     def take(self, count: int) -> list[Document]:
         """The next ``count`` documents."""
@@ -88,30 +94,34 @@ class ToyDocuments(DocumentSource):
             correct golden answer copied from the text.
     """
 
+    world_class: type[ArithmeticWorld] = ToyWorld
+
     def __init__(self, seed: int = 0, world: ToyWorldConfig | None = None, required_kinds: list[str] | None = None
                  ) -> None:
         self.seed = seed
-        self.world = ToyWorld(world)
+        self.world = self.world_class(world)
         self.required_kinds = tuple(required_kinds or ())
-        unknown = set(self.required_kinds) - set(KINDS)
+        unknown = set(self.required_kinds) - set(self.world.kinds)
         if unknown:
-            raise ValueError(f"documents.required_kinds: unknown kinds {sorted(unknown)}; expected some of {KINDS}")
+            raise ValueError(f"documents.required_kinds: unknown kinds {sorted(unknown)}; expected some of "
+                             f"{self.world.kinds}")
         self.position = 0
 
     def kind_of(self, question: MCQuestion) -> str:
         return self.world.kind_of(question.question)
 
     def golden_is_correct(self, question: MCQuestion) -> bool | None:
-        value = self.world.true_answer(question.question)
-        if value is None:
-            return None
-        return question.options[question.answer_index].strip() == str(value)
+        return self.world.golden_is_correct(question)
+
+    def scripted_draft(self, document: Document, kinds: Sequence[str], rng: random.Random) -> str:
+        """See :meth:`ArithmeticWorld.scripted_draft` (the fallback when no fact of ``kinds`` is stated)."""
+        return self.world.scripted_draft(document.text, kinds, rng)
 
     def take(self, count: int) -> list[Document]:
         documents = []
         for index in range(self.position, self.position + count):
             text, _ = self.world.document(random.Random(f"{self.seed}:document:{index}"), self.required_kinds)
-            documents.append(Document(id=f"toy-{index}", text=text))
+            documents.append(Document(id=f"{self.world.name}-{index}", text=text))
         self.position += count
         return documents
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from infuser.data.jsonl import JSONLineError, encodable, load_json_line
 from infuser.data.questions import LETTERS, MCQuestion
-from infuser.toy.world import ToyWorld, ToyWorldConfig
+from infuser.toy.world import ArithmeticWorld, ToyWorld, ToyWorldConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,13 @@ class QuestionSource(ABC):
     @abstractmethod
     def load(self) -> list[MCQuestion]: ...
 
+    def canonical_completion(self, question: MCQuestion) -> str:
+        """The Solver completion that answers ``question`` the way its base is taught to when right,
+        for exact evaluation (:func:`infuser.rollout.scoring.exact_probabilities`). Only synthetic
+        worlds know one."""
+        raise NotImplementedError(f"{type(self).__name__} has no canonical answers; exact evaluation needs a toy "
+                                  "world's question set")
+
 
 class ToyQuestions(QuestionSource):
     """Questions from the toy world's target distribution.
@@ -38,13 +45,18 @@ class ToyQuestions(QuestionSource):
     ``split`` seeds an independent stream, so ``target`` and ``heldout`` never share draws.
     """
 
+    world_class: type[ArithmeticWorld] = ToyWorld
+
     def __init__(self, split: str = "target", size: int = 64, seed: int = 0,
                  world: ToyWorldConfig | None = None) -> None:
         self.split, self.size, self.seed = split, size, seed
-        self.world = ToyWorld(world)
+        self.world = self.world_class(world)
 
     def load(self) -> list[MCQuestion]:
         return self.world.question_set(self.split, self.size, self.seed)
+
+    def canonical_completion(self, question: MCQuestion) -> str:
+        return self.world.canonical_completion(question)
 
 
 class JsonlQuestions(QuestionSource):
