@@ -192,8 +192,7 @@ def _stand_ins(settings: Settings):
 def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageMemory):
     """``infuser fit`` on the model in ``model_dir`` (both roles), every stage measured by ``monitor``."""
     import infuser.fit
-    from infuser.data.documents import ToyDocuments
-    from infuser.data.question_sets import ToyQuestions
+    from infuser.toy.sources import ToyDocuments, ToyQuestions
     from infuser.fit import TrainerConfig, fit
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
     from infuser.loop import InfuserLoop
@@ -237,11 +236,10 @@ def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageM
 
 def prompt_lengths(model_dir: Path, settings: Settings) -> tuple[int, int]:
     """The longest Generator and Solver prompts of the run, in tokens (the estimate's lengths)."""
-    from infuser.data.documents import ToyDocuments
     from infuser.data.prompts import PromptTemplates
-    from infuser.data.question_sets import ToyQuestions
     from infuser.models import load_tokenizer
     from infuser.config import ModelConfig
+    from infuser.toy.sources import ToyDocuments, ToyQuestions
     from infuser.toy.world import ToyWorld
 
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)))

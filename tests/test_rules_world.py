@@ -3,20 +3,20 @@ canonical completions, exact probabilities, and the bundled base's pass rates.""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 
 import pytest
 import torch
 
-from infuser.data.documents import ToyDocuments
-from infuser.data.question_sets import JsonlQuestions, ToyQuestions
+from infuser.data.documents import Document, SyntheticDocuments
+from infuser.data.question_sets import CanonicalAnswers, JsonlQuestions
 from infuser.data.questions import MCQuestion, parse_question
-from infuser.models import ModelConfig, load_causal_lm, load_tokenizer
+from infuser.models import ModelConfig, load_causal_lm, load_tokenizer, resolve_path
+from infuser.registry import RegistryError
 from infuser.rollout.scoring import exact_probabilities
 from infuser.toy.base_model import _bundled_matches, bundled_dir
-from infuser.toy.builtin import BUILTIN_RECIPES
+from infuser.toy.builtin import BUNDLED_RECIPES
 from infuser.toy.rules import (
     RULE_KINDS,
     RuleDocuments,
@@ -25,6 +25,7 @@ from infuser.toy.rules import (
     RuleWorldConfig,
     column_answer,
 )
+from infuser.toy.sources import ToyDocuments, ToyQuestions
 from infuser.toy.world import Fact, fact_asked, facts_in
 
 WORLD = RuleWorld()
@@ -92,7 +93,7 @@ def test_scripted_drafts_parse_with_right_golden_answers(source):
     rng = random.Random(0)
     target = "carry" if isinstance(source, RuleDocuments) else "product"
     for document in source.take(50):
-        for kinds in ([target], ["product"], ["no_carry", "difference"], []):
+        for kinds in ((target,), ("product",), ("no_carry", "difference"), ()):
             text = source.scripted_draft(document, kinds, rng)
             question = parse_question(text)
             assert isinstance(question, MCQuestion), text
@@ -105,10 +106,17 @@ def test_scripted_drafts_parse_with_right_golden_answers(source):
 
 
 def test_scripted_draft_needs_a_fact():
-    from infuser.data.documents import Document
-
     with pytest.raises(ValueError, match="states no fact"):
-        RuleDocuments().scripted_draft(Document("x", "It rained all afternoon."), ["carry"], random.Random(0))
+        RuleDocuments().scripted_draft(Document("x", "It rained all afternoon."), ("carry",), random.Random(0))
+
+
+def test_scripted_arms_of_each_world():
+    rules, aligned = RuleDocuments(), ToyDocuments()
+    assert isinstance(rules, SyntheticDocuments) and isinstance(aligned, SyntheticDocuments)
+    assert rules.scripted_kinds("oracle") == ("carry",) and rules.scripted_kinds("anti_oracle") == ("product",)
+    assert aligned.scripted_kinds("oracle") == ("product",)
+    with pytest.raises(ValueError, match="the toy world defines no anti_oracle arm"):
+        aligned.scripted_kinds("anti_oracle")
 
 
 def test_golden_check_recomputes_any_question_worded_as_the_world_words_them():
@@ -145,12 +153,9 @@ def test_canonical_completions_answer_every_question(source):
         source.canonical_completion(MCQuestion("Who wrote it?", ("a", "b"), 0))
 
 
-def test_canonical_completions_need_a_toy_world(tmp_path):
-    path = tmp_path / "q.jsonl"
-    path.write_text(json.dumps({"id": 1, "question": "2+2?", "options": ["3", "4"], "answer_letter": "B"}) + "\n")
-    source = JsonlQuestions(str(path))
-    with pytest.raises(NotImplementedError, match="no canonical answers"):
-        source.canonical_completion(source.load()[0])
+def test_only_synthetic_question_sets_have_canonical_answers(tmp_path):
+    assert isinstance(RuleQuestions(), CanonicalAnswers) and isinstance(ToyQuestions(), CanonicalAnswers)
+    assert not isinstance(JsonlQuestions(str(tmp_path / "q.jsonl")), CanonicalAnswers)
 
 
 def test_column_answers_carry_when_the_ones_sum_reaches_ten():
@@ -194,8 +199,16 @@ def test_exact_probabilities_equal_a_direct_computation(tiny_model_dir):
 
 
 def test_builtin_names_match_their_bundles():
-    for name, recipe in BUILTIN_RECIPES.items():
+    for name, recipe in BUNDLED_RECIPES.items():
         assert _bundled_matches(recipe()), f"{name}: the bundle in {bundled_dir(recipe())} was not built from its recipe"
+
+
+def test_builtin_names_resolve_through_the_entry_point_group():
+    for name, recipe in BUNDLED_RECIPES.items():
+        assert resolve_path(f"builtin:{name}") == str(bundled_dir(recipe()))
+    assert resolve_path("some/local/dir") == "some/local/dir"
+    with pytest.raises(RegistryError, match="no builtin_model component named 'nope'"):
+        resolve_path("builtin:nope")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from infuser.rl.advantages import AdvantageEstimator, MeanCentredAdvantage
 if TYPE_CHECKING:
     from transformers import BitsAndBytesConfig
 
-TOY_MODEL_ID = "builtin:toy"
+BUILTIN_PREFIX = "builtin:"  # a checkpoint registered in the infuser.builtin_models entry-point group
+TOY_MODEL_ID = f"{BUILTIN_PREFIX}toy"
 
 
 # ``trainer.strategy`` names that split the parameters over processes.
@@ -92,7 +93,8 @@ class ModelConfig:
     """Where a role's model comes from and how it is loaded.
 
     Attributes:
-        name_or_path: a Hugging Face id, a local directory, or ``builtin:toy``.
+        name_or_path: a Hugging Face id, a local directory, or ``builtin:<name>`` (a registered
+            checkpoint: the bundled toy bases ``builtin:toy`` and ``builtin:toy-rules``).
         revision: a pinned revision for hub ids.
         dtype: parameter dtype (of the layers that stay unquantized, with ``quantization``).
         attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2``...; ``None`` lets

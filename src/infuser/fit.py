@@ -25,9 +25,9 @@ from jsonargparse import lazy_instance
 from infuser.artifacts import RunDirectory, default_run_dir, respect_umask, write_json
 from infuser.config import SHARDING_STRATEGIES, ConfigurationError, LoopConfig, RoleConfig, base_differences
 from infuser.console import hide_rebuilt_log_warning, quiet_libraries
-from infuser.data.documents import DocumentSource, ToyDocuments
+from infuser.data.documents import DocumentSource
 from infuser.data.prompts import PromptTemplates
-from infuser.data.question_sets import QuestionSource, ToyQuestions
+from infuser.data.question_sets import QuestionSource
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.lazy import TYPE_CHECKING, lazy_import
@@ -35,6 +35,7 @@ from infuser.plots import plot_finished_run
 from infuser.preflight import RunSetup, check_before_loading
 from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
 from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
+from infuser.toy.sources import ToyDocuments, ToyQuestions
 
 # The command line is parsed from this module's signature, so it imports the training stack
 # (torch, Lightning, the loop and the roles) only inside the functions that run it.

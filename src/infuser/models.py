@@ -1,8 +1,9 @@
 """Loading the base causal LM (and its tokenizer) that both roles start from.
 
-:func:`load_causal_lm` takes a :class:`ModelConfig` from YAML. ``builtin:toy`` and
-``builtin:toy-rules`` name the bundled toy bases (:mod:`infuser.toy.builtin`), which load through
-the same ``from_pretrained`` path as any Hugging Face checkpoint. With ``quantization`` the frozen base is
+:func:`load_causal_lm` takes a :class:`ModelConfig` from YAML. ``builtin:<name>`` names a
+checkpoint a package registers in the ``infuser.builtin_models`` entry-point group (infuser's own:
+the bundled toy bases ``builtin:toy`` and ``builtin:toy-rules``), which then loads through the same
+``from_pretrained`` path as any Hugging Face checkpoint. With ``quantization`` the frozen base is
 loaded in 4 bits through bitsandbytes and only its LoRA adapter trains (QLoRA).
 :class:`SharedBase` holds one base for several roles, each training its own LoRA adapter on it
 (``infuser fit --share_base true``), so one device holds the base once instead of once per role.
@@ -16,8 +17,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from infuser.config import LoraConfig, ModelConfig, base_differences
-from infuser.toy.builtin import builtin_path
+from infuser import registry
+from infuser.config import BUILTIN_PREFIX, LoraConfig, ModelConfig, base_differences
 
 if TYPE_CHECKING:
     from peft import LoraConfig as PeftLoraConfig
@@ -25,9 +26,11 @@ if TYPE_CHECKING:
 
 
 def resolve_path(name_or_path: str) -> str:
-    """Turn a builtin toy name into its checkpoint's directory; leave anything else alone."""
-    path = builtin_path(name_or_path)
-    return name_or_path if path is None else str(path)
+    """Turn ``builtin:<name>`` into the directory of the checkpoint registered as ``<name>`` in the
+    ``infuser.builtin_models`` entry-point group; leave anything else alone."""
+    if not name_or_path.startswith(BUILTIN_PREFIX):
+        return name_or_path
+    return str(registry.resolve("builtin_model", name_or_path.removeprefix(BUILTIN_PREFIX))())
 
 
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infuser.config import SHARDING_STRATEGIES, TOY_MODEL_ID, ConfigurationError, LoopConfig, ModelConfig, RoleConfig
+from infuser import registry
+from infuser.config import (BUILTIN_PREFIX, SHARDING_STRATEGIES, TOY_MODEL_ID, ConfigurationError, LoopConfig,
+                            ModelConfig, RoleConfig)
 
 if TYPE_CHECKING:
     from infuser.influence.base import InfluenceEstimator
@@ -73,7 +75,10 @@ def check_model_source(key: str, model: ModelConfig) -> None:
     """Refuse a ``model.name_or_path`` (at config ``key``, e.g. ``solver.model``) that names nothing
     loadable, without loading it."""
     name, where = model.name_or_path, f"{key}.name_or_path"
-    if name == TOY_MODEL_ID:
+    if name.startswith(BUILTIN_PREFIX):
+        if name.removeprefix(BUILTIN_PREFIX) not in registry.registered("builtin_model"):
+            raise ConfigurationError(f"{where}: no builtin model named {name}; installed: "
+                                     f"{registry.installed('builtin_model')}")
         return
     path = Path(name).expanduser()
     if path.is_dir():

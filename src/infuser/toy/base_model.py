@@ -29,7 +29,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -37,6 +37,7 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import write_question
+from infuser.toy.rules import RuleWorld, RuleWorldConfig
 from infuser.toy.world import ArithmeticWorld, ToyWorld, ToyWorldConfig
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,36 @@ class ToyBaseConfig(ToyRecipe):
 
     def make_world(self) -> ToyWorld:
         return ToyWorld(self.world)
+
+
+@dataclass
+class RuleBaseConfig(ToyRecipe):
+    """Recipe of the rule world's base (``builtin:toy-rules``).
+
+    Attributes:
+        world: the world the corpus is drawn from.
+        number_tokens: ``digits`` (every digit a token, the default: the column method is then
+            copies and one-digit facts) or ``whole`` (every number 0-99 one token, as in the
+            aligned world; a control that must look up each number's digits).
+    """
+
+    format_version: ClassVar[int] = 1
+    bundle: ClassVar[str] = "pretrained_rules"
+
+    world: RuleWorldConfig = field(default_factory=RuleWorldConfig)
+    solver_skill: dict[str, float] = field(default_factory=lambda: {
+        "sum": 0.97, "difference": 0.97, "product": 0.6, "carry": 0.18, "no_carry": 1.0})
+    required_kinds: list[str] = field(default_factory=lambda: ["carry"])
+    generator_preference: dict[str, float] = field(default_factory=lambda: {
+        "sum": 0.3, "difference": 0.3, "product": 0.3, "carry": 0.1})
+    examples: int = 48000  # the aligned base's 32000 left its Generator miscopying two-digit operands
+    number_tokens: Literal["digits", "whole"] = "digits"
+
+    def make_world(self) -> RuleWorld:
+        return RuleWorld(self.world)
+
+    def pretokenize_pattern(self) -> str:
+        return DIGITS if self.number_tokens == "digits" else WHOLE_NUMBERS
 
 
 def _corpus(config: ToyRecipe, templates: PromptTemplates) -> list[tuple[str, str]]:

@@ -1,26 +1,29 @@
-"""The bundled toy bases, by the name a config gives them (``name_or_path: builtin:toy``).
+"""The bundled toy bases, as ``builtin:<name>`` models (``name_or_path: builtin:toy``).
 
-Each name is its world's default recipe; the build ships inside the package, and
-``python -m infuser.toy.builtin NAME [DIR]`` rebuilds it from its seeded recipe (into the
-package's bundle folder unless ``DIR`` is given).
+Each name is a world's default recipe, registered in the ``infuser.builtin_models`` entry-point
+group as a function returning the checkpoint's directory (:func:`infuser.models.resolve_path`
+looks names up there, so a plug-in can bundle a base of its own the same way). The builds ship
+inside the package; ``python -m infuser.toy.builtin NAME [DIR]`` rebuilds one from its seeded
+recipe (into the package's bundle folder unless ``DIR`` is given).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from infuser.config import TOY_MODEL_ID
-from infuser.toy.base_model import ToyBaseConfig, ToyRecipe, ensure_toy_base
-from infuser.toy.rules import RuleBaseConfig
+from infuser.toy.base_model import RuleBaseConfig, ToyBaseConfig, ToyRecipe, ensure_toy_base
 
-BUILTIN_RECIPES: dict[str, type[ToyRecipe]] = {TOY_MODEL_ID: ToyBaseConfig, "builtin:toy-rules": RuleBaseConfig}
+BUNDLED_RECIPES: dict[str, type[ToyRecipe]] = {"toy": ToyBaseConfig, "toy-rules": RuleBaseConfig}
 
 
-def builtin_path(name: str) -> Path | None:
-    """The directory of the bundled base called ``name`` (built and cached if it must be), or
-    ``None`` when ``name`` is no builtin name."""
-    recipe = BUILTIN_RECIPES.get(name)
-    return None if recipe is None else ensure_toy_base(recipe())
+def toy_base() -> Path:
+    """The aligned toy world's base (``builtin:toy``)."""
+    return ensure_toy_base(ToyBaseConfig())
+
+
+def rules_base() -> Path:
+    """The rule world's base (``builtin:toy-rules``)."""
+    return ensure_toy_base(RuleBaseConfig())
 
 
 if __name__ == "__main__":
@@ -30,11 +33,10 @@ if __name__ == "__main__":
 
     from infuser.toy.base_model import build_toy_base, bundled_dir
 
-    if len(sys.argv) not in (2, 3) or f"builtin:{sys.argv[1]}" not in BUILTIN_RECIPES:
-        names = ", ".join(name.removeprefix("builtin:") for name in BUILTIN_RECIPES)
-        sys.exit(f"usage: python -m infuser.toy.builtin NAME [DIR]   (NAME: one of {names})")
+    if len(sys.argv) not in (2, 3) or sys.argv[1] not in BUNDLED_RECIPES:
+        sys.exit(f"usage: python -m infuser.toy.builtin NAME [DIR]   (NAME: one of {', '.join(BUNDLED_RECIPES)})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    recipe = BUILTIN_RECIPES[f"builtin:{sys.argv[1]}"]()
+    recipe = BUNDLED_RECIPES[sys.argv[1]]()
     output = Path(sys.argv[2]) if len(sys.argv) == 3 else bundled_dir(recipe)
     if output.exists():
         shutil.rmtree(output)

@@ -36,12 +36,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-from infuser.data.documents import ToyDocuments
-from infuser.data.question_sets import ToyQuestions
 from infuser.data.questions import MCQuestion
-from infuser.toy.base_model import DIGITS, WHOLE_NUMBERS, ToyRecipe
+from infuser.toy.sources import ToyDocuments, ToyQuestions
 from infuser.toy.world import ArithmeticWorld, Fact, check_weights, one_line_answer
 
 RULE_KINDS = ("sum", "difference", "product", "carry", "no_carry")
@@ -107,6 +105,7 @@ class RuleWorld(ArithmeticWorld):
 
     name = "rules"
     kinds = RULE_KINDS
+    scripted_kinds = {"oracle": ("carry",), "anti_oracle": ("product",)}
     _halves: ClassVar[dict[str, dict[bool, list[tuple[int, int]]]]] = {kind: _split_pairs(kind) for kind in RULE_KINDS}
 
     def __init__(self, config: RuleWorldConfig | None = None) -> None:
@@ -195,33 +194,3 @@ class RuleQuestions(ToyQuestions):
     def __init__(self, split: str = "target", size: int = 64, seed: int = 0,
                  world: RuleWorldConfig | None = None) -> None:
         super().__init__(split, size, seed, world)
-
-
-@dataclass
-class RuleBaseConfig(ToyRecipe):
-    """Recipe of the rule world's base (``builtin:toy-rules``).
-
-    Attributes:
-        world: the world the corpus is drawn from.
-        number_tokens: ``digits`` (every digit a token, the default: the column method is then
-            copies and one-digit facts) or ``whole`` (every number 0-99 one token, as in the
-            aligned world; a control that must look up each number's digits).
-    """
-
-    format_version: ClassVar[int] = 1
-    bundle: ClassVar[str] = "pretrained_rules"
-
-    world: RuleWorldConfig = field(default_factory=RuleWorldConfig)
-    solver_skill: dict[str, float] = field(default_factory=lambda: {
-        "sum": 0.97, "difference": 0.97, "product": 0.6, "carry": 0.18, "no_carry": 1.0})
-    required_kinds: list[str] = field(default_factory=lambda: ["carry"])
-    generator_preference: dict[str, float] = field(default_factory=lambda: {
-        "sum": 0.3, "difference": 0.3, "product": 0.3, "carry": 0.1})
-    examples: int = 48000  # the aligned base's 32000 left its Generator miscopying two-digit operands
-    number_tokens: Literal["digits", "whole"] = "digits"
-
-    def make_world(self) -> RuleWorld:
-        return RuleWorld(self.world)
-
-    def pretokenize_pattern(self) -> str:
-        return DIGITS if self.number_tokens == "digits" else WHOLE_NUMBERS

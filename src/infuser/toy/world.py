@@ -118,11 +118,15 @@ class ArithmeticWorld(ABC):
     Attributes:
         name: prefix of the ids of its documents.
         kinds: the kinds of fact the world draws (its pretraining corpus asks about each alike).
+        scripted_kinds: per headroom arm (``oracle``, ``anti_oracle``), the kinds its scripted
+            Generator asks about, first stated first (see :meth:`scripted_draft`); an arm the world
+            cannot define is missing.
         config: the world's configuration.
     """
 
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
+    scripted_kinds: ClassVar[dict[str, tuple[str, ...]]]
     config: WorldShape
 
     @abstractmethod
@@ -266,10 +270,15 @@ class ToyWorldConfig:
 
 
 class ToyWorld(ArithmeticWorld):
-    """Deterministic sampler of facts, documents and questions for one :class:`ToyWorldConfig`."""
+    """Deterministic sampler of facts, documents and questions for one :class:`ToyWorldConfig`.
+
+    Its oracle asks about products, the weak kind that is also the target's main kind; it has no
+    anti-oracle, since no kind here is a distractor (pass rates near 1/2 *are* the target's kind).
+    """
 
     name = "toy"
     kinds = KINDS
+    scripted_kinds = {"oracle": ("product",)}
 
     def __init__(self, config: ToyWorldConfig | None = None) -> None:
         self.config = config or ToyWorldConfig()
