@@ -310,6 +310,16 @@ class LoopConfig:
         eval_sampling: sampling settings of evaluation.
         keep_checkpoints: how many per-iteration checkpoints to keep (0: all). Keep at least 2
             to be able to fall back to the previous one when the newest is found corrupt.
+        golden_answers: ``as_written`` (the paper's setting): a draft's golden answer is taken as
+            the Generator wrote it. ``environment_checked``: the documents' world recomputes it,
+            and a draft whose golden answer is wrong is invalid (``generator/invalid/wrong_golden``)
+            and never reaches the Solver; needs a synthetic documents source (the toy worlds).
+        scripted_drafts: ``null`` (the Generator samples its drafts), or a headroom arm whose
+            drafts are written by rule from the document's facts (synthetic documents only):
+            ``oracle`` asks the world's target rule whenever the document states a fact of it,
+            ``anti_oracle`` its distractor. Scripted drafts are parsed, solved and train the
+            Solver like sampled ones; the Generator does not train on them, so these arms need
+            ``freeze_generator: true`` (a refusal otherwise, rather than a silent override).
     """
 
     iterations: int = 10
@@ -325,6 +335,8 @@ class LoopConfig:
     eval_samples: int = 4
     eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=16))
     keep_checkpoints: int = 2
+    golden_answers: Literal["as_written", "environment_checked"] = "as_written"
+    scripted_drafts: Literal["oracle", "anti_oracle"] | None = None
 
     def __post_init__(self) -> None:
         for name in ("iterations", "documents_per_iteration", "questions_per_document", "answers_per_question",
@@ -339,6 +351,12 @@ class LoopConfig:
             raise ValueError("loop.questions_per_document must be at least 2 unless loop.freeze_generator: the "
                              "drafts of one document are one advantage group, and a group of one never has a "
                              "non-zero advantage, so the Generator could never learn")
+        if self.scripted_drafts is not None and not self.freeze_generator:
+            raise ValueError(f"loop.scripted_drafts: {self.scripted_drafts} drafts are written by rule, not sampled, "
+                             "so the Generator has nothing to learn from them; set loop.freeze_generator: true")
+        if self.scripted_drafts is not None and self.solver_data == "target":
+            raise ValueError("loop.scripted_drafts: with loop.solver_data: target no drafts are made; leave "
+                             "scripted_drafts null")
         for name in ("eval_every", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be at least 0, got {getattr(self, name)}")

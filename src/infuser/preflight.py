@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infuser import registry
+from infuser.data.documents import DocumentSource, SyntheticDocuments
 from infuser.config import (BUILTIN_PREFIX, SHARDING_STRATEGIES, TOY_MODEL_ID, ConfigurationError, LoopConfig,
                             ModelConfig, RoleConfig)
 
@@ -69,6 +70,23 @@ def check_before_loading(setup: RunSetup, influence: InfluenceEstimator, generat
     generator_reward.check_setup(setup)
     if generator_reward.needs_influence and setup.loop.solver_data == "generated":
         influence.check_setup(setup)
+
+
+def check_documents(loop: LoopConfig, documents: DocumentSource) -> None:
+    """Refuse ``loop.golden_answers: environment_checked`` and ``loop.scripted_drafts`` on a documents
+    source that knows no facts of its documents, and a scripted arm its world does not define."""
+    needs = [f"loop.golden_answers: {loop.golden_answers}"] if loop.golden_answers == "environment_checked" else []
+    needs += [f"loop.scripted_drafts: {loop.scripted_drafts}"] if loop.scripted_drafts is not None else []
+    if not needs:
+        return
+    if not isinstance(documents, SyntheticDocuments):
+        raise ConfigurationError(f"{needs[0]} needs documents generated from facts the source knows (the toy worlds: "
+                                 f"documents: toy or rules); {type(documents).__name__} cannot recompute answers")
+    if loop.scripted_drafts is not None:
+        try:
+            documents.scripted_kinds(loop.scripted_drafts)
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
 
 
 def check_model_source(key: str, model: ModelConfig) -> None:
