@@ -16,7 +16,7 @@ configs/rules.yaml`` twice, (a) the Solver trained by RL on target-rule question
 (``loop.solver_data: target`` on a target set of carry sums only: a perfect curriculum's data) and
 (b) the frozen base Generator's questions, then the exact held-out accuracy of both final Solvers
 (all held-out questions, and the carry ones alone). Held-out operands are disjoint from the
-target set's, so (a) beating (b) by more than 3 paired standard errors shows that the rule
+target set's, so (a) beating (b) with a paired 95% interval above zero shows that the rule
 transfers and that a curriculum has room to matter. Runs go one at a time (``--threads`` each).
 
     python benchmarks/rules_world.py --json runs/rules_world.json
@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import time
@@ -43,16 +42,15 @@ from infuser.data.documents import Document
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion, parse_question
 from infuser.models import ModelConfig, load_causal_lm, load_tokenizer
-from infuser.rollout.engine import SamplingConfig, generate
+from infuser.bench.common import paired_interval
+from infuser.config import SamplingConfig
+from infuser.rollout.engine import generate
 from infuser.rollout.scoring import exact_probabilities
 from infuser.toy.rules import RULE_KINDS, RuleDocuments, RuleQuestions, RuleWorld, RuleWorldConfig
 from infuser.toy.world import fact_asked, facts_in
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "rules.yaml"
-# two-sided 95% quantiles of Student's t by degrees of freedom (paired differences over seeds)
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 19: 2.093, 24: 2.064, 29: 2.045}
 PROXY_ARMS = {
     "target-rule RL": ["--loop.solver_data=target", "--generator_reward=constant",
                        "--target_set.init_args.world={target_kind_weights: {carry: 1.0}}"],
@@ -193,18 +191,11 @@ def _load(name_or_path: str):
 
 
 def paired(runs: list[ProxyRun], first: str, second: str) -> dict[str, float]:
-    """Mean, standard error and 95% t interval over seeds of ``first``'s gain minus ``second``'s."""
+    """Mean over seeds of ``first``'s held-out gain minus ``second``'s, with its 95% t interval."""
     by_seed = {(run.arm, run.seed): run for run in runs}
     seeds = sorted({run.seed for run in runs})
-    differences = [by_seed[first, s].gain - by_seed[second, s].gain for s in seeds]
-    mean = statistics.fmean(differences)
-    if len(differences) < 2:
-        return {"mean": mean, "se": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 1}
-    se = statistics.stdev(differences) / len(differences) ** 0.5
-    df = len(differences) - 1
-    t = T_975.get(df) or T_975[max(k for k in T_975 if k <= df)]
-    return {"mean": mean, "se": se, "ci_low": mean - t * se, "ci_high": mean + t * se, "n": len(differences),
-            "standard_errors": mean / se if se > 0 else float("inf")}
+    interval = paired_interval([by_seed[first, s].gain for s in seeds], [by_seed[second, s].gain for s in seeds])
+    return {**interval.as_dict(), "n": len(seeds)}
 
 
 def main() -> None:
@@ -260,8 +251,7 @@ def main() -> None:
             difference = paired(runs, "target-rule RL", "frozen generator")
             record["proxy_paired"] = difference
             print(f"\nheld-out gain, target-rule RL minus frozen generator: {difference['mean']:+.3f} "
-                  f"(95% CI {difference['ci_low']:+.3f} .. {difference['ci_high']:+.3f}, "
-                  f"{difference.get('standard_errors', float('nan')):.1f} paired standard errors, n={difference['n']})")
+                  f"(95% CI {difference['ci_low']:+.3f} .. {difference['ci_high']:+.3f}, n={difference['n']})")
         record.update(proxy_args=args.proxy_args, proxy=[{**asdict(r), "gain": r.gain} for r in runs])
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
