@@ -14,7 +14,8 @@ Three measurements, each printed as a table and written to ``--json``:
 With ``--proxy_seeds``, a **proxy of the headroom gate**: for each seed, ``infuser fit --config
 configs/rules.yaml`` twice, (a) the Solver trained by RL on target-rule questions themselves
 (``loop.solver_data: target`` on a target set of carry sums only: a perfect curriculum's data) and
-(b) the frozen base Generator's questions, then the exact held-out accuracy of both final Solvers
+(b) the frozen base Generator's questions, (c) the oracle and (d) the anti-oracle headroom arms
+(``loop.scripted_drafts``: drafts written from each document's carry sum, or its product), then the exact held-out accuracy of both final Solvers
 (all held-out questions, and the carry ones alone). Held-out operands are disjoint from the
 target set's, so (a) beating (b) with a paired 95% interval above zero shows that the rule
 transfers and that a curriculum has room to matter. Runs go one at a time (``--threads`` each).
@@ -55,6 +56,9 @@ PROXY_ARMS = {
     "target-rule RL": ["--loop.solver_data=target", "--generator_reward=constant",
                        "--target_set.init_args.world={target_kind_weights: {carry: 1.0}}"],
     "frozen generator": ["--loop.freeze_generator=true", "--generator_reward=constant"],
+    "oracle": ["--loop.scripted_drafts=oracle", "--loop.freeze_generator=true", "--generator_reward=constant"],
+    "anti-oracle": ["--loop.scripted_drafts=anti_oracle", "--loop.freeze_generator=true",
+                    "--generator_reward=constant"],
 }
 
 
@@ -247,11 +251,15 @@ def main() -> None:
                 print(f"{arm:<18} seed {seed}: held-out exact {r.heldout_exact_start:.3f} -> {r.heldout_exact_end:.3f} "
                       f"(carry {r.heldout_carry_exact_start:.3f} -> {r.heldout_carry_exact_end:.3f}), sampled "
                       f"{r.heldout_sampled_start:.3f} -> {r.heldout_sampled_end:.3f}, {r.seconds:.0f} s", flush=True)
-        if len({run.arm for run in runs}) == len(PROXY_ARMS):
-            difference = paired(runs, "target-rule RL", "frozen generator")
-            record["proxy_paired"] = difference
-            print(f"\nheld-out gain, target-rule RL minus frozen generator: {difference['mean']:+.3f} "
-                  f"(95% CI {difference['ci_low']:+.3f} .. {difference['ci_high']:+.3f}, n={difference['n']})")
+        arms = {run.arm for run in runs}
+        record["proxy_paired"] = {}
+        for first, second in (("target-rule RL", "frozen generator"), ("oracle", "anti-oracle"),
+                              ("oracle", "frozen generator")):
+            if {first, second} <= arms:
+                difference = paired(runs, first, second)
+                record["proxy_paired"][f"{first} - {second}"] = difference
+                print(f"held-out exact gain, {first} minus {second}: {difference['mean']:+.3f} (95% CI "
+                      f"{difference['ci_low']:+.3f} .. {difference['ci_high']:+.3f}, n={difference['n']})")
         record.update(proxy_args=args.proxy_args, proxy=[{**asdict(r), "gain": r.gain} for r in runs])
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
