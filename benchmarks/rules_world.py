@@ -12,13 +12,14 @@ Three measurements, each printed as a table and written to ``--json``:
    run of ``configs/rules.yaml`` reads (must be none).
 
 With ``--proxy_seeds``, a **proxy of the headroom gate**: for each seed, ``infuser fit --config
-configs/rules.yaml`` twice, (a) the Solver trained by RL on target-rule questions themselves
-(``loop.solver_data: target`` on a target set of carry sums only: a perfect curriculum's data) and
+configs/rules.yaml`` once per arm: (a) the Solver trained by RL on target-rule questions themselves
+(``loop.solver_data: target`` on a target set of carry sums only: a perfect curriculum's data),
 (b) the frozen base Generator's questions, (c) the oracle and (d) the anti-oracle headroom arms
-(``loop.scripted_drafts``: drafts written from each document's carry sum, or its product), then the exact held-out accuracy of both final Solvers
-(all held-out questions, and the carry ones alone). Held-out operands are disjoint from the
-target set's, so (a) beating (b) with a paired 95% interval above zero shows that the rule
-transfers and that a curriculum has room to matter. Runs go one at a time (``--threads`` each).
+(``loop.scripted_drafts``: drafts written from each document's carry sum, or its product), then
+the exact held-out accuracy of every final Solver (all held-out questions, and the carry ones
+alone). Held-out operands are disjoint from the
+target set's, so (a) or (c) beating (b) and (d) with a paired 95% interval above zero shows that
+the rule transfers and that a curriculum has room to matter. Runs go one at a time (``--threads`` each).
 
     python benchmarks/rules_world.py --json runs/rules_world.json
     python benchmarks/rules_world.py --proxy_seeds 0 1 2 --json runs/rules_world.json

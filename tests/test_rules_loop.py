@@ -129,7 +129,8 @@ def test_exact_evaluation_is_the_probability_of_the_canonical_answers(tmp_path, 
             logits = model(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1 : -1]  # eval T = 1
             chosen, normaliser = logits.gather(-1, torch.tensor(answer)[:, None])[:, 0], logits.logsumexp(-1)
             probability = math.exp(float((chosen - normaliser).sum()))
-            error = 2.0**-24 * (math.ceil(math.log2(logits.size(-1))) + 2) * float((chosen.abs() + normaliser.abs()).sum())
+            roundings = math.ceil(math.log2(logits.size(-1))) + 2
+            error = 2.0**-24 * roundings * float((chosen.abs() + normaliser.abs()).sum())
             probabilities.append(probability)
             bounds.append(probability * math.expm1(error))
     expected = sum(probabilities) / len(probabilities)

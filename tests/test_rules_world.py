@@ -200,7 +200,7 @@ def test_exact_probabilities_equal_a_direct_computation(tiny_model_dir):
 
 def test_builtin_names_match_their_bundles():
     for name, recipe in BUNDLED_RECIPES.items():
-        assert _bundled_matches(recipe()), f"{name}: the bundle in {bundled_dir(recipe())} was not built from its recipe"
+        assert _bundled_matches(recipe()), f"{name}: {bundled_dir(recipe())} was not built from its recipe"
 
 
 def test_builtin_names_resolve_through_the_entry_point_group():
