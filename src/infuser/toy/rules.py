@@ -105,7 +105,9 @@ class RuleWorld(ArithmeticWorld):
 
     name = "rules"
     kinds = RULE_KINDS
-    scripted_kinds = {"oracle": ("carry",), "anti_oracle": ("product",)}
+    # the anti-oracle asks the distractor, else an easy kind: never the target rule while the
+    # document states anything else (every document states one carry sum, see configs/rules.yaml)
+    scripted_kinds = {"oracle": ("carry",), "anti_oracle": ("product", "sum", "difference", "no_carry")}
     _halves: ClassVar[dict[str, dict[bool, list[tuple[int, int]]]]] = {kind: _split_pairs(kind) for kind in RULE_KINDS}
 
     def __init__(self, config: RuleWorldConfig | None = None) -> None:
