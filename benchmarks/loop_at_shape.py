@@ -194,18 +194,13 @@ def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageM
     """``infuser fit`` on the model in ``model_dir`` (both roles), every stage measured by ``monitor``."""
     import infuser.roles.generator
     import infuser.roles.solver
-    from infuser.data.documents import ToyDocuments
-    from infuser.data.question_sets import ToyQuestions
+    from infuser.config import LoopConfig, ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
     from infuser.fit import TrainerConfig, fit
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
     from infuser.loop import InfuserLoop
-    from infuser.config import LoopConfig
-    from infuser.config import ModelConfig
     from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
     from infuser.rl.generator_rewards import InfluenceReward
-    from infuser.config import UpdateConfig
-    from infuser.config import OptimizerConfig, RoleConfig
-    from infuser.config import SamplingConfig
+    from infuser.toy.sources import ToyDocuments, ToyQuestions
 
     def role(tokens: int, advantage) -> RoleConfig:
         return RoleConfig(model=ModelConfig(name_or_path=str(model_dir), dtype=settings.dtype),
@@ -239,11 +234,10 @@ def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageM
 
 def prompt_lengths(model_dir: Path, settings: Settings) -> tuple[int, int]:
     """The longest Generator and Solver prompts of the run, in tokens (the estimate's lengths)."""
-    from infuser.data.documents import ToyDocuments
-    from infuser.data.prompts import PromptTemplates
-    from infuser.data.question_sets import ToyQuestions
-    from infuser.models import load_tokenizer
     from infuser.config import ModelConfig
+    from infuser.data.prompts import PromptTemplates
+    from infuser.models import load_tokenizer
+    from infuser.toy.sources import ToyDocuments, ToyQuestions
     from infuser.toy.world import ToyWorld
 
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(model_dir)))

@@ -189,9 +189,9 @@ def random_weights_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from infuser.toy.base_model import BUNDLED_DIR, EOS, UNK
+    from infuser.toy.base_model import EOS, UNK, ToyBaseConfig, bundled_dir
 
-    toy = json.loads((BUNDLED_DIR / "tokenizer.json").read_text())
+    toy = json.loads((bundled_dir(ToyBaseConfig()) / "tokenizer.json").read_text())
     vocab = dict(toy["model"]["vocab"])
     if vocab_size < len(vocab):
         raise ValueError(f"vocab_size {vocab_size} is below the toy tokenizer's {len(vocab)} words")
@@ -225,9 +225,9 @@ def random_prompts(count: int, tokens: int, generator) -> list[str]:
     of the toy vocabulary that begin with a space, which the tokenizer's pre-tokenizer keeps whole."""
     import torch
 
-    from infuser.toy.base_model import BUNDLED_DIR
+    from infuser.toy.base_model import ToyBaseConfig, bundled_dir
 
-    vocab = json.loads((BUNDLED_DIR / "tokenizer.json").read_text())["model"]["vocab"]
+    vocab = json.loads((bundled_dir(ToyBaseConfig()) / "tokenizer.json").read_text())["model"]["vocab"]
     words = sorted(word for word in vocab if len(word) > 1 and word[0] == " " and word[1:].isalnum())
     picks = torch.randint(len(words), (count, tokens), generator=generator)
     return ["".join(words[i] for i in row) for row in picks.tolist()]

@@ -8,9 +8,9 @@ from infuser.data.documents import (
     JsonlDocuments,
     ParquetDocuments,
     TextFolderDocuments,
-    ToyDocuments,
 )
-from infuser.data.question_sets import JsonlQuestions, QuestionSetError, ToyQuestions
+from infuser.data.question_sets import JsonlQuestions, QuestionSetError
+from infuser.toy.sources import ToyDocuments, ToyQuestions
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,6 @@ def test_toy_question_splits_differ():
 
 
 def test_toy_documents_judge_a_drafted_golden_answer():
-    from infuser.data.documents import ToyDocuments
     from infuser.data.questions import MCQuestion
 
     source = ToyDocuments()

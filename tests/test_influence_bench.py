@@ -15,7 +15,7 @@ from infuser import cli
 from infuser.bench import influence as bench
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.toy.base_model import ToyBaseConfig, ensure_toy_base
-from infuser.toy.world import ToyWorld
+from infuser.toy.world import ToyWorld, fact_asked
 
 # Small, but trained enough that the Solver gets toy questions right sometimes (there is no signal
 # to benchmark otherwise); a few seconds to build.
@@ -154,14 +154,14 @@ def test_exact_accuracy_is_the_probability_of_the_canonical_answer(small_model_d
                           sampling=config.sampling)
     solver = bench.Solver(config, bench.PromptTemplates())
     questions = ToyWorld().question_set("target", 3, seed=0)
-    canonical = bench._canonical_answers(solver, questions)
+    canonical = bench._canonical_answers(solver, ToyWorld(), questions)
     texts = [solver.tokenizer.decode(row[mask.bool()]) for row, mask in zip(canonical.completion_ids,
                                                                             canonical.completion_mask)]
-    fact = ToyWorld.fact_of(questions[0].question)
+    fact = fact_asked(questions[0].question)
     assert texts[0].startswith(f" {fact.left}") and texts[0].endswith(f"\\boxed{{{fact.value}}}<|endoftext|>")
     probabilities = []
     for question in questions:  # one question at a time, from its own prompt
-        one = bench._canonical_answers(solver, [question])
+        one = bench._canonical_answers(solver, ToyWorld(), [question])
         probabilities.append(bench._accuracy(solver, one))
     assert bench._accuracy(solver, canonical) == pytest.approx(sum(probabilities) / 3, rel=1e-4)
     assert 0 < min(probabilities) and max(probabilities) < 1

@@ -37,7 +37,7 @@ def test_expand_rewrites_registered_names_only_where_a_component_is_expected():
         "influence": {"class_path": "lora_grad", "init_args": {"projection_dim": 64}},
         "solver": {"advantage": "dugrpo", "update": {"loss": {"loss_type": "dr_grpo"}}},
         "generator": {"advantage": "DuGRPOAdvantage"},  # a registered member's class name, without importing it
-        "documents": "infuser.data.documents.ToyDocuments",  # an import path passes through
+        "documents": "infuser.toy.sources.ToyDocuments",  # an import path passes through
         "target_set": {"class_path": "toy", "init_args": {"split": "target"}},  # Optional[QuestionSource]
         "seed": 3,
     }
@@ -48,7 +48,7 @@ def test_expand_rewrites_registered_names_only_where_a_component_is_expected():
     assert expanded["solver"]["update"]["loss"]["loss_type"] == "dr_grpo"  # a string, not a component
     assert expanded["generator"] == {"advantage": "infuser.rl.advantages.DuGRPOAdvantage"}
     assert expanded["documents"] == config["documents"]
-    assert expanded["target_set"]["class_path"] == "infuser.data.question_sets.ToyQuestions"
+    assert expanded["target_set"]["class_path"] == "infuser.toy.sources.ToyQuestions"
     bench = registry.expand_arguments(bench_influence, {"estimators": [{"name": "t", "estimator": "tracin"}]})
     assert bench["estimators"][0]["estimator"] == TRACIN  # inside a list of dataclasses
 
@@ -147,3 +147,16 @@ def test_third_party_plugin_is_discovered_and_selected_from_yaml(plugin_site, tm
     assert result.returncode == 0, result.stderr
     assert "random_baseline" in result.stdout and "[infuser-example-plugin 0.1.0]" in result.stdout
     assert "selected infuser_example_plugin RandomInfluence 5" in result.stdout
+
+
+def test_generic_layers_do_not_import_the_toy_worlds():
+    """data/ holds generic sources and models.py loads any checkpoint: the toy worlds plug into both
+    (entry points), never the other way round."""
+    import ast
+
+    source = Path(__file__).resolve().parents[1] / "src" / "infuser"
+    for path in [*sorted((source / "data").glob("*.py")), source / "models.py"]:
+        tree = ast.parse(path.read_text())
+        imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        assert not [name for name in imported if name.startswith("infuser.toy")], path

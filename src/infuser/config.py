@@ -22,7 +22,8 @@ from infuser.rl.advantages import AdvantageEstimator, MeanCentredAdvantage
 if TYPE_CHECKING:
     from transformers import BitsAndBytesConfig
 
-TOY_MODEL_ID = "builtin:toy"
+BUILTIN_PREFIX = "builtin:"  # a checkpoint registered in the infuser.builtin_models entry-point group
+TOY_MODEL_ID = f"{BUILTIN_PREFIX}toy"
 
 
 # ``trainer.strategy`` names that split the parameters over processes.
@@ -97,7 +98,8 @@ class ModelConfig:
     """Where a role's model comes from and how it is loaded.
 
     Attributes:
-        name_or_path: a Hugging Face id, a local directory, or ``builtin:toy``.
+        name_or_path: a Hugging Face id, a local directory, or ``builtin:<name>`` (a registered
+            checkpoint: the bundled toy bases ``builtin:toy`` and ``builtin:toy-rules``).
         revision: a pinned revision for hub ids.
         dtype: parameter dtype (of the layers that stay unquantized, with ``quantization``).
         attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2``...; ``None`` lets
@@ -334,6 +336,16 @@ class LoopConfig:
             otherwise looks like a slow one: only per-stage warnings say so.
         stop_when_idle: at that point also stop the run (:class:`IdleRunError`), after
             checkpointing the iteration.
+        golden_answers: ``as_written`` (the paper's setting): a draft's golden answer is taken as
+            the Generator wrote it. ``environment_checked``: the documents' world recomputes it,
+            and a draft whose golden answer is wrong is invalid (``generator/invalid/wrong_golden``)
+            and never reaches the Solver; needs a synthetic documents source (the toy worlds).
+        scripted_drafts: ``null`` (the Generator samples its drafts), or a headroom arm whose
+            drafts are written by rule from the document's facts (synthetic documents only):
+            ``oracle`` asks the world's target rule whenever the document states a fact of it,
+            ``anti_oracle`` its distractor. Scripted drafts are parsed, solved and train the
+            Solver like sampled ones; the Generator does not train on them, so these arms need
+            ``freeze_generator: true`` (a refusal otherwise, rather than a silent override).
     """
 
     iterations: int = 10
@@ -351,6 +363,8 @@ class LoopConfig:
     eval_samples: int = 4
     eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=16))
     keep_checkpoints: int = 2
+    golden_answers: Literal["as_written", "environment_checked"] = "as_written"
+    scripted_drafts: Literal["oracle", "anti_oracle"] | None = None
     idle_iterations_limit: int = 3
     stop_when_idle: bool = False
 
@@ -380,6 +394,12 @@ class LoopConfig:
             raise ValueError("loop.questions_per_document must be at least 2 unless loop.freeze_generator: the "
                              "drafts of one document are one advantage group, and a group of one never has a "
                              "non-zero advantage, so the Generator could never learn")
+        if self.scripted_drafts is not None and not self.freeze_generator:
+            raise ValueError(f"loop.scripted_drafts: {self.scripted_drafts} drafts are written by rule, not sampled, "
+                             "so the Generator has nothing to learn from them; set loop.freeze_generator: true")
+        if self.scripted_drafts is not None and self.solver_data == "target":
+            raise ValueError("loop.scripted_drafts: with loop.solver_data: target no drafts are made; leave "
+                             "scripted_drafts null")
         if self.pass_rate_band is not None:
             low, high = self.pass_rate_band
             if not 0.0 <= low <= high <= 1.0:

@@ -25,16 +25,17 @@ from jsonargparse import lazy_instance
 from infuser.artifacts import RunDirectory, default_run_dir, respect_umask, write_json
 from infuser.config import SHARDING_STRATEGIES, ConfigurationError, LoopConfig, RoleConfig, RunSetup, base_differences
 from infuser.console import hide_rebuilt_log_warning, quiet_libraries
-from infuser.data.documents import DocumentSource, ToyDocuments
+from infuser.data.documents import DocumentSource
 from infuser.data.prompts import PromptTemplates
-from infuser.data.question_sets import QuestionSource, ToyQuestions
+from infuser.data.question_sets import QuestionSource
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.lazy import TYPE_CHECKING, lazy_import
 from infuser.plots import plot_finished_run
-from infuser.preflight import check_before_loading
+from infuser.preflight import check_before_loading, check_documents
 from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
 from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
+from infuser.toy.sources import ToyDocuments, ToyQuestions
 
 # The command line is parsed from this module's signature, so it imports the training stack
 # (torch, Lightning, the loop and the roles) only inside the functions that run it.
@@ -76,13 +77,21 @@ class TrainerConfig:
 
 @dataclass
 class Summary:
-    """The headline numbers of a run, written to ``run_dir/summary.json``."""
+    """The headline numbers of a run, written to ``run_dir/summary.json``.
+
+    ``*_exact_*``: the Solver's mean teacher-forced probability of the canonical answers (``None``
+    when the question set has none, see :class:`~infuser.data.question_sets.CanonicalAnswers`).
+    """
 
     iterations: int
     target_accuracy_start: float
     target_accuracy_end: float
     heldout_accuracy_start: float | None
     heldout_accuracy_end: float | None
+    target_exact_start: float | None
+    target_exact_end: float | None
+    heldout_exact_start: float | None
+    heldout_exact_end: float | None
     seconds_total: float
     seconds_by_stage: dict[str, float]
     run_dir: str
@@ -220,9 +229,10 @@ def fit(
     _check_resume_arguments(run_dir, ckpt_path)
     _check_model_arguments(generator, solver, trainer, share_base)
     check_before_loading(RunSetup(generator, solver, loop, trainer.strategy, share_base), influence, generator_reward)
+    check_documents(loop, documents)
     # The training stack is imported once the arguments are known to work (a refusal takes a second).
     from infuser.checkpointing import Checkpointer
-    from infuser.loop import InfuserLoop
+    from infuser.loop import ExactTargets, InfuserLoop
     from infuser.models import SharedBase, load_tokenizer
     from infuser.roles.generator import Generator
     from infuser.roles.solver import Solver
@@ -239,6 +249,7 @@ def fit(
     # the weights of a large model have been read.
     target = target_set.load()
     heldout = heldout_set.load() if heldout_set is not None else None
+    exact = ExactTargets.of(target_set, target, heldout_set, heldout)
     documents.setup(load_tokenizer(generator.model))
     # One role at a time, each handed to the strategy before the next loads: under FSDP a process
     # then never holds two whole models (an 8B float32 copy is 32 GB of host memory per process).
@@ -251,7 +262,7 @@ def fit(
     solver_update = sol.set_up(fabric)
     modules = {"generator": gen, "generator_optimizer": gen.optimizer, "solver": sol, "solver_optimizer": sol.optimizer}
     infuser_loop = InfuserLoop(fabric, gen, sol, generator_update, solver_update, documents, target, heldout,
-                               influence, generator_reward, loop, run, seed)
+                               influence, generator_reward, loop, run, seed, exact)
     if fabric.global_rank == 0:
         run.root.mkdir(parents=True, exist_ok=True)
 
@@ -264,7 +275,9 @@ def fit(
     summary = Summary(
         iterations=state.iteration, target_accuracy_start=first.target_accuracy,
         target_accuracy_end=last.target_accuracy, heldout_accuracy_start=first.heldout_accuracy,
-        heldout_accuracy_end=last.heldout_accuracy, seconds_total=round(state.seconds_total, 2),
+        heldout_accuracy_end=last.heldout_accuracy, target_exact_start=first.target_exact,
+        target_exact_end=last.target_exact, heldout_exact_start=first.heldout_exact,
+        heldout_exact_end=last.heldout_exact, seconds_total=round(state.seconds_total, 2),
         seconds_by_stage={k: round(v, 2) for k, v in state.seconds_by_stage.items()}, run_dir=str(run.root),
     )
     for name, role in (("generator", gen), ("solver", sol)):
@@ -286,6 +299,8 @@ def _print_summary(summary: Summary) -> None:
     print(f"\n{'':<18}{'start':>8}{'end':>8}")
     print(f"{'target accuracy':<18}{fmt(summary.target_accuracy_start):>8}{fmt(summary.target_accuracy_end):>8}")
     print(f"{'held-out accuracy':<18}{fmt(summary.heldout_accuracy_start):>8}{fmt(summary.heldout_accuracy_end):>8}")
+    if summary.heldout_exact_start is not None:
+        print(f"{'held-out exact':<18}{fmt(summary.heldout_exact_start):>8}{fmt(summary.heldout_exact_end):>8}")
     print(f"{summary.iterations} iterations in {summary.seconds_total:.0f} s; "
           f"slowest stage: {max(summary.seconds_by_stage, key=summary.seconds_by_stage.get)}")
     print(f"written to {summary.run_dir} (summary.json, plots/, logs/, questions/, samples/, checkpoints/, final/)")

@@ -48,8 +48,9 @@ from torch import Tensor
 from infuser.artifacts import RunDirectory
 from infuser.config import IdleRunError, LoopConfig
 from infuser.console import ProgressDisplay, progress
-from infuser.data.documents import DocumentSource
-from infuser.data.questions import MCQuestion
+from infuser.data.documents import DocumentSource, SyntheticDocuments
+from infuser.data.question_sets import CanonicalAnswers, QuestionSource
+from infuser.data.questions import InvalidQuestion, MCQuestion
 from infuser.distributed import Processes
 from infuser.influence.base import InfluenceEstimator
 from infuser.records import Evaluation, GeneratorRound, InfluenceScores, IterationResult, TargetRollouts, Updated
@@ -125,6 +126,25 @@ class RandomStreams:
         return torch.Generator().manual_seed(hash_seed(self._key(update)))
 
 
+@dataclass(frozen=True)
+class ExactTargets:
+    """The canonical Solver completions of the target and held-out questions, for exact evaluation
+    (``None`` for a set whose source has none)."""
+
+    target: list[str] | None = None
+    heldout: list[str] | None = None
+
+    @classmethod
+    def of(cls, target_source: QuestionSource, target: list[MCQuestion], heldout_source: QuestionSource | None,
+           heldout: list[MCQuestion] | None) -> ExactTargets:
+        def canonical(source: QuestionSource | None, questions: list[MCQuestion] | None) -> list[str] | None:
+            if not isinstance(source, CanonicalAnswers) or not questions:
+                return None
+            return [source.canonical_completion(question) for question in questions]
+
+        return cls(canonical(target_source, target), canonical(heldout_source, heldout))
+
+
 class InfuserLoop:
     """Runs outer iterations over already-built parts; owns no model-building logic.
 
@@ -139,17 +159,20 @@ class InfuserLoop:
         config: the schedule.
         run: the run directory (questions and samples are written there).
         seed: seeds every random stream (:class:`RandomStreams`).
+        exact: canonical completions of the target and held-out sets, for exact evaluation.
     """
 
     def __init__(self, fabric: L.Fabric, generator: Generator, solver: Solver, generator_update: PolicyUpdate,
                  solver_update: PolicyUpdate, documents: DocumentSource, target: list[MCQuestion],
                  heldout: list[MCQuestion] | None, influence: InfluenceEstimator, reward: GeneratorReward,
-                 config: LoopConfig, run: RunDirectory, seed: int) -> None:
+                 config: LoopConfig, run: RunDirectory, seed: int, exact: ExactTargets = ExactTargets()) -> None:
         self.fabric, self.generator, self.solver = fabric, generator, solver
         self.updates = {"generator": generator_update, "solver": solver_update}
         self.documents, self.target, self.heldout = documents, target, heldout
         self.influence, self.reward = influence, reward
-        self.config, self.run, self.seed = config, run, seed
+        self.config, self.run, self.seed, self.exact = config, run, seed, exact
+        self.scripted_kinds = (documents.scripted_kinds(config.scripted_drafts)
+                               if isinstance(documents, SyntheticDocuments) and config.scripted_drafts else None)
         self.processes = Processes.of(fabric)
         self.state = LoopState()
         self._progress: ProgressDisplay | None = None
@@ -241,10 +264,22 @@ class InfuserLoop:
         return target
 
     def generate(self, shuffling: random.Random, sampling: torch.Generator) -> GeneratorRound:
-        """Stage 2: the next documents and the Generator's drafts of them."""
+        """Stage 2: the next documents and the Generator's drafts of them (or the scripted arm's
+        drafts, written from the documents' facts); with environment-checked golden answers, a
+        draft whose golden answer is wrong is made invalid (``wrong_golden``)."""
         documents = self.documents.take(self.config.documents_per_iteration)
         started = time.perf_counter()
-        drafts = self.generator.draft(documents, self.config.questions_per_document, shuffling, sampling)
+        k = self.config.questions_per_document
+        if self.scripted_kinds is None:
+            drafts = self.generator.draft(documents, k, shuffling, sampling)
+        else:
+            texts = [self.documents.scripted_draft(document, self.scripted_kinds, shuffling)
+                     for document in documents for _ in range(k)]
+            drafts = self.generator.scripted(documents, k, texts, shuffling)
+        if self.config.golden_answers == "environment_checked":
+            drafts.parsed = [InvalidQuestion("wrong_golden", text)
+                             if isinstance(item, MCQuestion) and self.documents.golden_is_correct(item) is False
+                             else item for item, text in zip(drafts.parsed, drafts.rollouts.texts, strict=True)]
         return GeneratorRound(drafts=drafts, generator_tokens_per_s=_tokens(drafts.rollouts) / _since(started))
 
     def solve(self, questions: list[MCQuestion], sampling: torch.Generator) -> tuple[Answers, float]:
@@ -303,12 +338,19 @@ class InfuserLoop:
                                 streams.iteration), ""
 
     def evaluate(self, iteration: int) -> Evaluation:
-        """Stage 7: avg@k accuracy of the Solver on the target and held-out sets."""
+        """Stage 7: avg@k accuracy of the Solver on the target and held-out sets, and its exact
+        probability of their canonical answers where the sets have them (at ``eval_sampling``'s
+        temperature)."""
         sampling = RandomStreams(self.seed, iteration).sampling(-1)
         config, k = self.config.eval_sampling, self.config.eval_samples
         target = float(self.solver.answer(self.target, k, sampling, config).rewards.mean())
         heldout = float(self.solver.answer(self.heldout, k, sampling, config).rewards.mean()) if self.heldout else None
-        return Evaluation(target_accuracy=target, heldout_accuracy=heldout)
+        exact = {name: None if completions is None else self.solver.exact_accuracy(questions, completions,
+                                                                                   config.temperature)
+                 for name, questions, completions in (("target", self.target, self.exact.target),
+                                                      ("heldout", self.heldout, self.exact.heldout))}
+        return Evaluation(target_accuracy=target, heldout_accuracy=heldout, target_exact=exact["target"],
+                          heldout_exact=exact["heldout"])
 
     # -- helpers of the stages ------------------------------------------------------------------
     def _signal_rows(self, answers: Answers, banded: bool = False) -> tuple[list[int], Tensor]:

@@ -1,7 +1,8 @@
 """Loading the base causal LM (and its tokenizer) that both roles start from.
 
-:func:`load_causal_lm` takes a :class:`ModelConfig` from YAML. ``builtin:toy`` names the bundled
-toy base, which is built and cached on first use and then loaded through the same
+:func:`load_causal_lm` takes a :class:`ModelConfig` from YAML. ``builtin:<name>`` names a
+checkpoint a package registers in the ``infuser.builtin_models`` entry-point group (infuser's own:
+the bundled toy bases ``builtin:toy`` and ``builtin:toy-rules``), which then loads through the same
 ``from_pretrained`` path as any Hugging Face checkpoint. With ``quantization`` the frozen base is
 loaded in 4 bits through bitsandbytes and only its LoRA adapter trains (QLoRA).
 :class:`SharedBase` holds one base for several roles, each training its own LoRA adapter on it
@@ -16,18 +17,20 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from infuser.config import TOY_MODEL_ID, LoraConfig, ModelConfig, base_differences
-from infuser.toy.base_model import ensure_toy_base
+from infuser import registry
+from infuser.config import BUILTIN_PREFIX, LoraConfig, ModelConfig, base_differences
 
 if TYPE_CHECKING:
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel
 
+
 def resolve_path(name_or_path: str) -> str:
-    """Turn ``builtin:toy`` into the cached toy checkpoint; leave anything else alone."""
-    if name_or_path == TOY_MODEL_ID:
-        return str(ensure_toy_base())
-    return name_or_path
+    """Turn ``builtin:<name>`` into the directory of the checkpoint registered as ``<name>`` in the
+    ``infuser.builtin_models`` entry-point group; leave anything else alone."""
+    if not name_or_path.startswith(BUILTIN_PREFIX):
+        return name_or_path
+    return str(registry.resolve("builtin_model", name_or_path.removeprefix(BUILTIN_PREFIX))())
 
 
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:

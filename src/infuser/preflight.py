@@ -19,7 +19,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infuser.config import TOY_MODEL_ID, ConfigurationError, ModelConfig, RunSetup
+from infuser import registry
+from infuser.config import BUILTIN_PREFIX, TOY_MODEL_ID, ConfigurationError, LoopConfig, ModelConfig, RunSetup
+from infuser.data.documents import DocumentSource, SyntheticDocuments
 
 if TYPE_CHECKING:
     from infuser.influence.base import InfluenceEstimator
@@ -44,11 +46,31 @@ def check_before_loading(setup: RunSetup, influence: InfluenceEstimator, generat
         influence.check_setup(setup)
 
 
+def check_documents(loop: LoopConfig, documents: DocumentSource) -> None:
+    """Refuse ``loop.golden_answers: environment_checked`` and ``loop.scripted_drafts`` on a documents
+    source that knows no facts of its documents, and a scripted arm its world does not define."""
+    needs = [f"loop.golden_answers: {loop.golden_answers}"] if loop.golden_answers == "environment_checked" else []
+    needs += [f"loop.scripted_drafts: {loop.scripted_drafts}"] if loop.scripted_drafts is not None else []
+    if not needs:
+        return
+    if not isinstance(documents, SyntheticDocuments):
+        raise ConfigurationError(f"{needs[0]} needs documents generated from facts the source knows (the toy worlds: "
+                                 f"documents: toy or rules); {type(documents).__name__} cannot recompute answers")
+    if loop.scripted_drafts is not None:
+        try:
+            documents.scripted_kinds(loop.scripted_drafts)
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
+
+
 def check_model_source(key: str, model: ModelConfig) -> None:
     """Refuse a ``model.name_or_path`` (at config ``key``, e.g. ``solver.model``) that names nothing
     loadable, without loading it."""
     name, where = model.name_or_path, f"{key}.name_or_path"
-    if name == TOY_MODEL_ID:
+    if name.startswith(BUILTIN_PREFIX):
+        if name.removeprefix(BUILTIN_PREFIX) not in registry.registered("builtin_model"):
+            raise ConfigurationError(f"{where}: no builtin model named {name}; installed: "
+                                     f"{registry.installed('builtin_model')}")
         return
     path = Path(name).expanduser()
     if path.is_dir():

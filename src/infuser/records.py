@@ -26,16 +26,22 @@ from infuser.rollout.rows import Answers, Drafts, ScoredRollouts
 
 @dataclass
 class Evaluation:
-    """Accuracy of the Solver on the target set and on the held-out set (``None`` without one)."""
+    """Accuracy of the Solver on the target set and on the held-out set (``None`` without one).
+
+    ``*_accuracy``: sampled (avg@k). ``*_exact``: the mean teacher-forced probability of each
+    question's canonical answer, free of sampling noise; ``None`` when the set has no canonical
+    answers (:class:`~infuser.data.question_sets.CanonicalAnswers`).
+    """
 
     target_accuracy: float
     heldout_accuracy: float | None
+    target_exact: float | None = None
+    heldout_exact: float | None = None
 
     def as_metrics(self) -> dict[str, float]:
-        metrics = {"eval/target_accuracy": self.target_accuracy}
-        if self.heldout_accuracy is not None:
-            metrics["eval/heldout_accuracy"] = self.heldout_accuracy
-        return metrics
+        metrics = {"eval/target_accuracy": self.target_accuracy, "eval/heldout_accuracy": self.heldout_accuracy,
+                   "eval/target_exact": self.target_exact, "eval/heldout_exact": self.heldout_exact}
+        return {name: value for name, value in metrics.items() if value is not None}
 
 
 @dataclass

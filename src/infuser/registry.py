@@ -67,6 +67,7 @@ KINDS: dict[str, Kind] = {
         Kind("documents", "infuser.documents", "infuser.data.documents.DocumentSource"),
         Kind("questions", "infuser.questions", "infuser.data.question_sets.QuestionSource"),
         Kind("benchmark", "infuser.benchmark", None),
+        Kind("builtin_model", "infuser.builtin_models", None),
     )
 }
 

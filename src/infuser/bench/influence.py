@@ -77,7 +77,6 @@ from infuser.rl.update import PolicyUpdate
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import completion_logps
 from infuser.rollout.rows import Answers, RolloutBatch, ScoredRollouts, UnpaddedRow
-from infuser.toy.base_model import canonical_answer
 from infuser.toy.world import ToyWorld
 
 
@@ -384,7 +383,7 @@ def _setting(solver: Solver, update: PolicyUpdate, world: ToyWorld, plan: _Plan,
         raise RuntimeError(f"bench influence: the Solver ({solver.config.model.name_or_path}, seed {seed}, after "
                            f"{state} updates) leaves no target question or fewer than 3 candidate questions with "
                            "0 < pass rate < 1; use a better-trained model or more questions")
-    effects = _effects(solver, update, target, _canonical_answers(solver, target_questions), list(candidates.values()),
+    effects = _effects(solver, update, target, _canonical_answers(solver, world, target_questions), list(candidates.values()),
                        plan.further_learning_rates)
     return _Setting(seed, state, solver, target, candidates, retest_target,
                     {q: rollouts for q, rollouts in retest.items() if q in candidates}, effects)
@@ -417,15 +416,12 @@ def _rollouts(solver: Solver, answers: Answers, rows: list[int]) -> ScoredRollou
     return ScoredRollouts(answers.batch.select(rows), advantages[rows])
 
 
-def _canonical_answers(solver: Solver, questions: list[MCQuestion]) -> RolloutBatch:
+def _canonical_answers(solver: Solver, world: ToyWorld, questions: list[MCQuestion]) -> RolloutBatch:
     """Each question's Solver prompt with its canonical answer (and EOS) as the completion."""
     tokenizer = solver.tokenizer
     rows = []
     for index, question in enumerate(questions):
-        text = canonical_answer(question)
-        if text is None:
-            raise ValueError(f"bench influence: target question {question.id!r} is not a toy-world question; the "
-                             "exact accuracy needs its canonical answer")
+        text = world.canonical_completion(question)
         prompt = tokenizer(solver.prompts.for_solver(question), add_special_tokens=False)["input_ids"]
         completion = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append(UnpaddedRow(prompt_ids=torch.tensor(prompt), completion_ids=torch.tensor(completion),

@@ -23,11 +23,11 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
 
 from infuser.data.jsonl import JSONLineError, encodable, load_json_line
 from infuser.data.questions import MCQuestion
 from infuser.lazy import TYPE_CHECKING
-from infuser.toy.world import KINDS, ToyWorld, ToyWorldConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -77,49 +77,31 @@ class DocumentSource(ABC):
     def load_state_dict(self, state: dict[str, int]) -> None: ...
 
 
-class ToyDocuments(DocumentSource):
-    """The toy world's documents: deterministic in ``seed`` and the position in the stream.
+ScriptedArm = Literal["oracle", "anti_oracle"]
 
-    Args:
-        seed: seed of the document stream.
-        world: the world's shape (kind mix of facts, operands...).
-        required_kinds: kinds stated once in every document (the rest follow the world's
-            kind mix), so that a Generator that wants to ask about them always can, with a
-            correct golden answer copied from the text.
+
+@runtime_checkable
+class SyntheticDocuments(Protocol):
+    """A document source that generated its documents from facts it knows (the toy worlds), and so
+    can check a draft's golden answer and write drafts by rule.
+
+    ``loop.golden_answers: environment_checked`` and ``loop.scripted_drafts`` need one.
     """
 
-    def __init__(self, seed: int = 0, world: ToyWorldConfig | None = None, required_kinds: list[str] | None = None
-                 ) -> None:
-        self.seed = seed
-        self.world = ToyWorld(world)
-        self.required_kinds = tuple(required_kinds or ())
-        unknown = set(self.required_kinds) - set(KINDS)
-        if unknown:
-            raise ValueError(f"documents.required_kinds: unknown kinds {sorted(unknown)}; expected some of {KINDS}")
-        self.position = 0
-
-    def kind_of(self, question: MCQuestion) -> str:
-        return self.world.kind_of(question.question)
-
     def golden_is_correct(self, question: MCQuestion) -> bool | None:
-        value = self.world.true_answer(question.question)
-        if value is None:
-            return None
-        return question.options[question.answer_index].strip() == str(value)
+        """Whether ``question``'s golden answer is the recomputed one (``None``: it asks nothing the
+        source can recompute)."""
+        ...
 
-    def take(self, count: int) -> list[Document]:
-        documents = []
-        for index in range(self.position, self.position + count):
-            text, _ = self.world.document(random.Random(f"{self.seed}:document:{index}"), self.required_kinds)
-            documents.append(Document(id=f"toy-{index}", text=text))
-        self.position += count
-        return documents
+    def scripted_kinds(self, arm: ScriptedArm) -> tuple[str, ...]:
+        """The kinds of fact a scripted Generator of ``arm`` asks about, the first stated one first;
+        raises ``ValueError`` saying why when the source's world defines no such arm."""
+        ...
 
-    def state_dict(self) -> dict[str, int]:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.position = int(state["position"])
+    def scripted_draft(self, document: Document, kinds: tuple[str, ...], rng: random.Random) -> str:
+        """A draft in the Generator's output format, with a right golden answer, about a fact of
+        the first of ``kinds`` that ``document`` states (any of its facts when none)."""
+        ...
 
 
 _PARAGRAPH = re.compile(r"\n\s*\n")

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from infuser.data.jsonl import JSONLineError, encodable, load_json_line
 from infuser.data.questions import LETTERS, MCQuestion
-from infuser.toy.world import ToyWorld, ToyWorldConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +32,17 @@ class QuestionSource(ABC):
     def load(self) -> list[MCQuestion]: ...
 
 
-class ToyQuestions(QuestionSource):
-    """Questions from the toy world's target distribution.
-
-    ``split`` seeds an independent stream, so ``target`` and ``heldout`` never share draws.
+@runtime_checkable
+class CanonicalAnswers(Protocol):
+    """A question source that knows, for each of its questions, the completion its Solver is taught
+    to write when it is right: the loop then also reports the Solver's exact (teacher-forced)
+    probability of writing it (``eval/target_exact``, ``eval/heldout_exact``). Sources without
+    one (real benchmarks, whose right answers can be worded many ways) report sampled accuracy only.
     """
 
-    def __init__(self, split: str = "target", size: int = 64, seed: int = 0,
-                 world: ToyWorldConfig | None = None) -> None:
-        self.split, self.size, self.seed = split, size, seed
-        self.world = ToyWorld(world)
-
-    def load(self) -> list[MCQuestion]:
-        return self.world.question_set(self.split, self.size, self.seed)
+    def canonical_completion(self, question: MCQuestion) -> str:
+        """The canonical Solver completion answering ``question`` (without the end-of-text token)."""
+        ...
 
 
 class JsonlQuestions(QuestionSource):

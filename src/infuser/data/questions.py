@@ -97,6 +97,11 @@ class InvalidQuestion:
     text: str = field(repr=False, default="")
 
 
+def write_question(question: MCQuestion) -> str:
+    """What a well-behaved Generator writes for ``question``: the inverse of :func:`parse_question`."""
+    return f"{question.render()}\nAnswer: {question.answer_letter}"
+
+
 def parse_question(text: str, min_options: int = 4) -> MCQuestion | InvalidQuestion:
     """Strictly parse Generator output; never raises on any input string."""
     if len(text) > MAX_QUESTION_CHARS:

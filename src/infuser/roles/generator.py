@@ -12,7 +12,7 @@ from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
 from infuser.models import SharedBase
 from infuser.roles.policy import PolicyRole
-from infuser.rollout.rows import Drafts
+from infuser.rollout.rows import Drafts, SplitRollouts
 
 
 class Generator(PolicyRole):
@@ -32,7 +32,18 @@ class Generator(PolicyRole):
         (gathered texts) with the same ``rng``, so options are shuffled alike on every process and
         as one process would shuffle them."""
         prompts = [self.prompts.for_generator(doc.text) for doc in documents]
-        rollouts = self.sample(prompts, questions_per_document, stream)
+        return self._parsed(documents, self.sample(prompts, questions_per_document, stream), rng)
+
+    def scripted(self, documents: list[Document], questions_per_document: int, texts: list[str],
+                 rng: random.Random) -> Drafts:
+        """Drafts written by rule instead of sampled (a scripted arm: ``texts``, prompt-major),
+        parsed and validated exactly as sampled drafts are. They must not train the Generator
+        (see :meth:`PolicyRole.written`)."""
+        prompts = [self.prompts.for_generator(doc.text) for doc in documents]
+        return self._parsed(documents, self.written(prompts, texts, questions_per_document), rng)
+
+    def _parsed(self, documents: list[Document], rollouts: SplitRollouts, rng: random.Random) -> Drafts:
+        questions_per_document = rollouts.num_samples
         parsed: list[MCQuestion | InvalidQuestion] = []
         for row, text in enumerate(rollouts.texts):
             if bool(rollouts.truncated[row]):

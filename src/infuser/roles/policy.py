@@ -33,7 +33,7 @@ from infuser.models import SharedBase, load_causal_lm, load_tokenizer
 from infuser.rl.loss import BatchTotals, policy_loss
 from infuser.rl.update import MicroBatchOutput, PolicyUpdate, carrying_gradient
 from infuser.rollout.engine import Lockstep, call_seed, completion_logps, generate
-from infuser.rollout.rows import RolloutBatch, ScoredRollouts, SplitRollouts
+from infuser.rollout.rows import RolloutBatch, ScoredRollouts, SplitRollouts, UnpaddedRow
 from infuser.sharding import gathered, whole_weights
 
 
@@ -200,8 +200,34 @@ class PolicyRole(L.LightningModule):
         else:
             call_seed(stream)
             batch = self.placeholder(0)
+        return self._split(batch, shard, num_samples)
+
+    def written(self, prompts: list[str], completions: list[str], num_samples: int) -> SplitRollouts:
+        """``completions`` (``num_samples`` per prompt, prompt-major), each ended by the end-of-text
+        token, as rows of this role's rollouts, split across processes as :meth:`sample` splits them.
+
+        A scripted arm's rows (written by rule, not sampled) then go through the records and
+        metrics of sampled ones. Their sampling log-probs are 0, since no policy sampled them:
+        they must never train the role.
+        """
+        shard = self.processes.shard(len(prompts))
+        prompt_ids = self.tokenizer(prompts[shard.start : shard.stop], add_special_tokens=False)["input_ids"]
+        held = completions[shard.start * num_samples : shard.stop * num_samples]
+        completion_ids = self.tokenizer(held, add_special_tokens=False)["input_ids"]
+        rows = [UnpaddedRow(prompt_ids=torch.tensor(prompt_ids[row // num_samples]),
+                            completion_ids=torch.tensor([*ids, self.tokenizer.eos_token_id]),
+                            sampling_logps=torch.zeros(len(ids) + 1), truncated=False, prompt_index=row // num_samples,
+                            text=text)
+                for row, (ids, text) in enumerate(zip(completion_ids, held, strict=True))]
+        device = next(self.model.parameters()).device
+        batch = (RolloutBatch.of_rows(rows, self.tokenizer.pad_token_id, device) if rows else self.placeholder(0))
+        return self._split(batch, shard, num_samples)
+
+    def _split(self, batch: RolloutBatch, shard: range, num_samples: int) -> SplitRollouts:
+        """This process's ``batch`` of the prompts in ``shard``, with every process's texts, lengths
+        and truncation flags."""
         lengths = batch.completion_mask.sum(-1).tolist()
-        rows = processes.gather(list(zip(batch.texts, lengths, batch.truncated.tolist())))
+        rows = self.processes.gather(list(zip(batch.texts, lengths, batch.truncated.tolist())))
         return SplitRollouts(batch=batch, prompts=shard, num_samples=num_samples, texts=[text for text, _, _ in rows],
                              lengths=torch.tensor([length for _, length, _ in rows]),
                              truncated=torch.tensor([flag for _, _, flag in rows], dtype=torch.bool))

@@ -10,6 +10,8 @@ from infuser.data.questions import MCQuestion
 from infuser.models import SharedBase
 from infuser.roles.policy import PolicyRole
 from infuser.rollout.rows import Answers
+from infuser.rollout.scoring import exact_probabilities
+from infuser.sharding import gathered
 
 
 class Solver(PolicyRole):
@@ -31,3 +33,23 @@ class Solver(PolicyRole):
         rewards = torch.tensor([float(choice == questions[row // num_samples].answer_letter)
                                 for row, choice in enumerate(choices)])
         return Answers(questions=questions, rollouts=rollouts, rewards=rewards, choices=choices)
+
+    def exact_accuracy(self, questions: list[MCQuestion], completions: list[str], temperature: float) -> float:
+        """The mean over ``questions`` of the Solver's teacher-forced probability of writing each
+        one's canonical completion (:func:`~infuser.rollout.scoring.exact_probabilities`): an
+        accuracy without sampling noise. Each process scores its shard; under sharded parameters
+        every process scores every question on the gathered model, as sampling does."""
+        self.activate()
+        prompts = [self.prompts.for_solver(q) for q in questions]
+        batch_size = self.config.sampling.batch_size
+        if self.processes.shards_parameters:
+            with gathered(self.model):
+                probabilities = exact_probabilities(self.model, self.tokenizer, prompts, completions, temperature,
+                                                    batch_size).tolist()
+        else:
+            shard = self.processes.shard(len(questions))
+            own = (exact_probabilities(self.model, self.tokenizer, prompts[shard.start : shard.stop],
+                                       completions[shard.start : shard.stop], temperature, batch_size).tolist()
+                   if shard else [])
+            probabilities = self.processes.gather(own)
+        return sum(probabilities) / len(probabilities)

@@ -1,0 +1,65 @@
+"""Exact evaluation: a model's probability of writing a given completion, teacher-forced.
+
+Sampled accuracy (avg@k) of a small question set carries a standard error of a few points, which
+is as large as the differences a curriculum benchmark looks for. Where every question has a known
+canonical answer (the toy worlds: :meth:`ToyQuestions.canonical_completion`), the probability
+that the Solver writes exactly that answer is computed instead, in one forward pass per batch
+and without sampling noise: the mean over questions is a deterministic accuracy figure.
+
+It is the probability of the canonical *token sequence* as the completion's beginning, under
+the sampling distribution at ``temperature`` (no top-k/top-p truncation). A completion that
+reaches the right option another way (other tokens or other steps) is not counted, so it is a
+lower bound of the expected pass rate; for a model taught to write the canonical answer when it is
+right, as the toy bases are, the two agree closely.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from infuser.rollout.engine import completion_logps
+from infuser.rollout.rows import RolloutBatch, UnpaddedRow
+
+
+def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+                        completions: list[str], temperature: float = 1.0, batch_size: int = 64) -> Tensor:
+    """``P(completion_i | prompt_i)`` for every ``i`` (float64 on the CPU), each token's softmax at
+    ``temperature``.
+
+    The prompt and the completion are tokenised separately, as the sampler sees them (the prompt
+    as the prompt, then the completion's tokens appended). Rows run ``batch_size`` at a time,
+    prompts left-padded and completions right-padded; padding is masked out, so a row's
+    probability does not depend on its batch. The model is put in eval mode for the call and
+    restored after.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"exact_probabilities: {len(prompts)} prompts but {len(completions)} completions")
+    if temperature <= 0 or batch_size < 1:
+        raise ValueError("exact_probabilities: temperature must be > 0 and batch_size >= 1")
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
+    log_probabilities = []
+    with torch.no_grad():
+        for start in range(0, len(prompts), batch_size):
+            prompt_ids = tokenizer(prompts[start : start + batch_size], add_special_tokens=False)["input_ids"]
+            completion_ids = tokenizer(completions[start : start + batch_size], add_special_tokens=False)["input_ids"]
+            if any(not ids for ids in completion_ids):
+                raise ValueError("exact_probabilities: an empty completion has no tokens to score")
+            batch = _teacher_forced_batch(prompt_ids, completion_ids, pad_id, device)
+            logps, _ = completion_logps(model, batch, temperature, share_prompts=False)
+            log_probabilities.append((logps.double() * batch.completion_mask).sum(-1).cpu())
+    model.train(was_training)
+    return torch.cat(log_probabilities).exp() if log_probabilities else torch.zeros(0, dtype=torch.float64)
+
+
+def _teacher_forced_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
+                          device: torch.device) -> RolloutBatch:
+    """The rows as a :class:`RolloutBatch`, so that the training loss's own log-prob pass scores them."""
+    rows = [UnpaddedRow(prompt_ids=torch.tensor(prompt), completion_ids=torch.tensor(completion),
+                        sampling_logps=torch.zeros(len(completion)), truncated=False, prompt_index=index, text="")
+            for index, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids, strict=True))]
+    return RolloutBatch.of_rows(rows, pad_id, device)
