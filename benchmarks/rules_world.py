@@ -140,7 +140,7 @@ def base_solver(model, tokenizer, world: RuleWorldConfig, questions: int, sample
         drawn = RuleWorld(RuleWorldConfig(target_kind_weights={kind: 1.0})).question_set("heldout", questions, seed)
         rollouts = generate(model, tokenizer, [templates.for_solver(q) for q in drawn],
                             SamplingConfig(temperature=1.0, max_new_tokens=28), num_samples=samples,
-                            generator=torch.Generator().manual_seed(seed))
+                            stream=torch.Generator().manual_seed(seed))
         right = [drawn[row // samples].is_answered_by(text) for row, text in enumerate(rollouts.texts)]
         rates.append(KindRates(kind, questions, exact_accuracy(model, tokenizer, drawn, world, 1.0),
                                exact_accuracy(model, tokenizer, drawn, world, 0.7), sum(right) / len(right)))
@@ -152,7 +152,7 @@ def base_generator(model, tokenizer, documents: int, seed: int) -> GeneratorDraf
     taken: list[Document] = source.take(documents)
     rollouts = generate(model, tokenizer, [PromptTemplates().for_generator(d.text) for d in taken],
                         SamplingConfig(temperature=1.0, max_new_tokens=48), num_samples=4,
-                        generator=torch.Generator().manual_seed(seed))
+                        stream=torch.Generator().manual_seed(seed))
     parsed = [parse_question(text) for text in rollouts.texts]
     valid = [q for q in parsed if isinstance(q, MCQuestion)]
     kinds = Counter(source.kind_of(q) or "other" for q in valid)

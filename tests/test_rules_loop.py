@@ -103,7 +103,7 @@ def test_environment_checked_golden_answers_never_reach_the_solver(tmp_path, mon
 @pytest.mark.slow
 def test_exact_evaluation_is_the_probability_of_the_canonical_answers(tmp_path, monkeypatch):
     """summary.json's held-out exact figure at the start is the base's mean probability of the
-    canonical answers, recomputed here with one unbatched float64 forward per question.
+    canonical answers ending with end-of-text, recomputed here with one unbatched float64 forward per question.
 
     The run scores in float32 (logits divided and normalised in float32, rows padded in batches):
     a token's log-prob carries float32 roundings (2^-24 relative) of the chosen logit and of the
@@ -126,6 +126,7 @@ def test_exact_evaluation_is_the_probability_of_the_canonical_answers(tmp_path, 
         for question in source.load():
             prompt = tokenizer(PromptTemplates().for_solver(question), add_special_tokens=False)["input_ids"]
             answer = tokenizer(source.canonical_completion(question), add_special_tokens=False)["input_ids"]
+            answer += [tokenizer.eos_token_id]  # a sample that goes on after the answer is not the answer
             logits = model(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1 : -1]  # eval T = 1
             chosen, normaliser = logits.gather(-1, torch.tensor(answer)[:, None])[:, 0], logits.logsumexp(-1)
             probability = math.exp(float((chosen - normaliser).sum()))

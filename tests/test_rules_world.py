@@ -167,7 +167,8 @@ def test_column_answers_carry_when_the_ones_sum_reaches_ten():
 
 
 def test_exact_probabilities_equal_a_direct_computation(tiny_model_dir):
-    """Batched, padded scoring against one unpadded forward per row of the model in float64.
+    """Batched, padded scoring against one unpadded forward per row of the model in float64, each
+    completion ending with end-of-text.
 
     Padding is masked out exactly and the forward runs in float64, but the scorer (the training
     loss's log-prob pass) divides and normalises the logits in float32. A token's log-prob
@@ -186,7 +187,7 @@ def test_exact_probabilities_equal_a_direct_computation(tiny_model_dir):
     with torch.no_grad():
         for row, (prompt, completion) in enumerate(zip(prompts, completions)):
             prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+            completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             logits = model(torch.tensor([prompt_ids + completion_ids])).logits[0, len(prompt_ids) - 1 : -1]
             logits = logits / temperature
             chosen, normaliser = logits.gather(-1, torch.tensor(completion_ids)[:, None])[:, 0], logits.logsumexp(-1)

@@ -76,7 +76,8 @@ from infuser.rl.loss import BatchTotals, policy_loss
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import completion_logps
-from infuser.rollout.rows import Answers, RolloutBatch, ScoredRollouts, UnpaddedRow
+from infuser.rollout.rows import Answers, RolloutBatch, ScoredRollouts
+from infuser.rollout.scoring import teacher_forced_batch
 from infuser.toy.world import ToyWorld
 
 
@@ -417,17 +418,11 @@ def _rollouts(solver: Solver, answers: Answers, rows: list[int]) -> ScoredRollou
 
 
 def _canonical_answers(solver: Solver, world: ToyWorld, questions: list[MCQuestion]) -> RolloutBatch:
-    """Each question's Solver prompt with its canonical answer (and EOS) as the completion."""
-    tokenizer = solver.tokenizer
-    rows = []
-    for index, question in enumerate(questions):
-        text = world.canonical_completion(question)
-        prompt = tokenizer(solver.prompts.for_solver(question), add_special_tokens=False)["input_ids"]
-        completion = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append(UnpaddedRow(prompt_ids=torch.tensor(prompt), completion_ids=torch.tensor(completion),
-                                sampling_logps=torch.zeros(len(completion)), truncated=False, prompt_index=index,
-                                text=text))
-    return RolloutBatch.of_rows(rows, tokenizer.pad_token_id, solver.trainable_parameters()[0].device)
+    """Each question's Solver prompt with its canonical answer (and EOS) as the completion, as the
+    loop's exact evaluation scores it."""
+    return teacher_forced_batch(solver.tokenizer, [solver.prompts.for_solver(question) for question in questions],
+                                [world.canonical_completion(question) for question in questions],
+                                solver.trainable_parameters()[0].device)
 
 
 # -- ground truth --------------------------------------------------------------------------------

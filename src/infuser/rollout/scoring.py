@@ -6,11 +6,12 @@ canonical answer (the toy worlds: :meth:`ToyQuestions.canonical_completion`), th
 that the Solver writes exactly that answer is computed instead, in one forward pass per batch
 and without sampling noise: the mean over questions is a deterministic accuracy figure.
 
-It is the probability of the canonical *token sequence* as the completion's beginning, under
-the sampling distribution at ``temperature`` (no top-k/top-p truncation). A completion that
-reaches the right option another way (other tokens or other steps) is not counted, so it is a
-lower bound of the expected pass rate; for a model taught to write the canonical answer when it is
-right, as the toy bases are, the two agree closely.
+It is the probability that a sample *is* the canonical token sequence, end-of-text included,
+under the sampling distribution at ``temperature`` (no top-k/top-p truncation). The end-of-text
+counts because a sample that writes the canonical answer and then goes on is not that answer (it
+may box a second one). A completion that reaches the right option another way (other tokens or
+other steps) is not counted, so it is a lower bound of the expected pass rate; for a model taught
+to write the canonical answer when it is right, as the toy bases are, the two agree closely.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from infuser.rollout.rows import RolloutBatch, UnpaddedRow
 
 def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
                         completions: list[str], temperature: float = 1.0, batch_size: int = 64) -> Tensor:
-    """``P(completion_i | prompt_i)`` for every ``i`` (float64 on the CPU), each token's softmax at
-    ``temperature``.
+    """``P(completion_i + end-of-text | prompt_i)`` for every ``i`` (float64 on the CPU), each token's
+    softmax at ``temperature``.
 
-    The prompt and the completion are tokenised separately, as the sampler sees them (the prompt
-    as the prompt, then the completion's tokens appended). Rows run ``batch_size`` at a time,
+    Rows (:func:`teacher_forced_batch`) run ``batch_size`` at a time,
     prompts left-padded and completions right-padded; padding is masked out, so a row's
     probability does not depend on its batch. The model is put in eval mode for the call and
     restored after.
@@ -39,27 +39,35 @@ def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     if temperature <= 0 or batch_size < 1:
         raise ValueError("exact_probabilities: temperature must be > 0 and batch_size >= 1")
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
     model.eval()
     log_probabilities = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
-            prompt_ids = tokenizer(prompts[start : start + batch_size], add_special_tokens=False)["input_ids"]
-            completion_ids = tokenizer(completions[start : start + batch_size], add_special_tokens=False)["input_ids"]
-            if any(not ids for ids in completion_ids):
-                raise ValueError("exact_probabilities: an empty completion has no tokens to score")
-            batch = _teacher_forced_batch(prompt_ids, completion_ids, pad_id, device)
+            batch = teacher_forced_batch(tokenizer, prompts[start : start + batch_size],
+                                         completions[start : start + batch_size], device)
             logps, _ = completion_logps(model, batch, temperature, share_prompts=False)
             log_probabilities.append((logps.double() * batch.completion_mask).sum(-1).cpu())
     model.train(was_training)
     return torch.cat(log_probabilities).exp() if log_probabilities else torch.zeros(0, dtype=torch.float64)
 
 
-def _teacher_forced_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
-                          device: torch.device) -> RolloutBatch:
-    """The rows as a :class:`RolloutBatch`, so that the training loss's own log-prob pass scores them."""
-    rows = [UnpaddedRow(prompt_ids=torch.tensor(prompt), completion_ids=torch.tensor(completion),
-                        sampling_logps=torch.zeros(len(completion)), truncated=False, prompt_index=index, text="")
-            for index, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids, strict=True))]
+def teacher_forced_batch(tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str],
+                         device: torch.device) -> RolloutBatch:
+    """The rows ``prompt_i`` -> ``completion_i`` + end-of-text as a :class:`RolloutBatch`, so that the
+    training loss's own log-prob pass scores them. Prompt and completion are tokenised apart, as the
+    sampler sees them."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("teacher_forced_batch: the tokenizer has no end-of-text token to end a completion with")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+    if any(not ids for ids in completion_ids):
+        raise ValueError("teacher_forced_batch: an empty completion has no tokens to score")
+    rows = []
+    for index, (prompt, completion, text) in enumerate(zip(prompt_ids, completion_ids, completions, strict=True)):
+        completion = completion + [tokenizer.eos_token_id]
+        rows.append(UnpaddedRow(prompt_ids=torch.tensor(prompt), completion_ids=torch.tensor(completion),
+                                sampling_logps=torch.zeros(len(completion)), truncated=False, prompt_index=index,
+                                text=text))
     return RolloutBatch.of_rows(rows, pad_id, device)
