@@ -286,3 +286,23 @@ def test_the_bundled_benchmarks_parse(files, monkeypatch):
     for arm in arms:
         claim = arm.name in ("INFUSER", "frozen generator", "SPICE variance")
         assert len(arm.seeds_of(profile)) >= (10 if claim else 5), arm.name
+
+
+def test_a_profile_runs_only_the_arms_it_names(tmp_path, monkeypatch):
+    """A smoke profile can run the arms the claim rests on; the gate is kept while both of its arms run."""
+    monkeypatch.setattr(curriculum, "_execute", _fake_execute(lambda arm, seed: {"oracle": 0.2}.get(arm, 0.0) + seed / 100))
+    arms = [Arm("INFUSER"), Arm("frozen"), Arm("oracle", reference=True), Arm("R-Zero", seeds=3)]
+    result = bench_curriculum(arms, str(REPO / "configs" / "toy.yaml"),
+                              profile=Profile(seeds=[0, 1], arms=["INFUSER", "frozen", "oracle"]),
+                              metric="eval/heldout_exact", oracle="oracle", frozen="frozen",
+                              cache_dir=str(tmp_path / "cache"), json=str(tmp_path / "bench.json"))
+    assert [record.arm for record in result.arms] == ["INFUSER", "frozen", "oracle"]
+    assert result.headroom is not None and result.headroom.passed
+    without_gate = bench_curriculum(arms, str(REPO / "configs" / "toy.yaml"),
+                                    profile=Profile(seeds=[0, 1], arms=["INFUSER", "R-Zero"]),
+                                    metric="eval/heldout_exact", oracle="oracle", frozen="frozen",
+                                    cache_dir=str(tmp_path / "cache"))
+    assert without_gate.headroom is None
+    with pytest.raises(ValueError, match=r"full profile: arms must name arms of `arms` and include the headline"):
+        bench_curriculum(arms, str(REPO / "configs" / "toy.yaml"), profile=Profile(arms=["frozen", "nope"]),
+                         cache_dir=str(tmp_path / "cache"))

@@ -110,11 +110,14 @@ class Profile:
         overrides: layered over the base configuration for every arm, before the arm's own.
         budget_minutes: the wall time the profile is meant to fit on the machine it is sized
             for; the report compares the runs' seconds, divided over ``workers``, with it.
+        arms: the names of the arms this profile runs (``null``: every arm), so that a smoke
+            profile can run the few arms a claim rests on; the headline must be one of them.
     """
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     overrides: dict[str, Any] = field(default_factory=dict)
     budget_minutes: float | None = None
+    arms: list[str] | None = None
 
 
 @dataclass
@@ -244,6 +247,13 @@ def bench_curriculum(
     chosen, profile_name = (quick_profile, "quick") if quick else (profile, "full")
     if not chosen.seeds:
         raise ValueError(f"{profile_name} profile: seeds must not be empty")
+    if chosen.arms is not None:
+        unknown = [name for name in chosen.arms if name not in names]
+        if unknown or headline not in chosen.arms:
+            raise ValueError(f"{profile_name} profile: arms must name arms of `arms` and include the headline "
+                             f"{headline!r}; got {chosen.arms} (arms: {names})")
+        arms = [arm for arm in arms if arm.name in chosen.arms]
+        oracle, frozen = (None, None) if oracle not in chosen.arms or frozen not in chosen.arms else (oracle, frozen)
     for arm in arms:
         if not arm.reference:
             _check_budget(arm)
@@ -265,7 +275,8 @@ def bench_curriculum(
     report(result)
     if json is not None:
         write_json(Path(json), asdict(result))
-        _plot(records, Path(json), metric, curriculum_arms or _default_curriculum_arms(arms, headline, frozen, oracle))
+        shown = curriculum_arms or _default_curriculum_arms(arms, headline, frozen, oracle)
+        _plot(records, Path(json), metric, headline, [name for name in shown if name in {arm.name for arm in arms}])
     return result
 
 
@@ -596,7 +607,7 @@ def _default_curriculum_arms(arms: list[Arm], headline: str, frozen: str | None,
     return [name for name in dict.fromkeys((headline, frozen, oracle)) if name is not None]
 
 
-def _plot(records: list[ArmRecord], json_path: Path, metric: str, curriculum_arms: list[str]) -> None:
+def _plot(records: list[ArmRecord], json_path: Path, metric: str, headline: str, curriculum_arms: list[str]) -> None:
     """``<json>.heldout.png`` (the metric against iteration, every arm: mean and 95% t band over
     seeds) and ``<json>.curriculum.png`` (the question-kind mix of ``curriculum_arms``)."""
     plt = pyplot()
@@ -605,7 +616,7 @@ def _plot(records: list[ArmRecord], json_path: Path, metric: str, curriculum_arm
     stem = json_path.with_suffix("")
     # One panel per arm (bands of a few seeds are wide and would hide each other), the headline's
     # mean repeated in every panel as the line to compare with.
-    lead = next(r for r in records if r.arm == curriculum_arms[0])
+    lead = next(r for r in records if r.arm == headline)
     columns = min(3, len(records))
     rows = math.ceil(len(records) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), sharex=True, sharey=True,
