@@ -34,6 +34,13 @@ def test_intervals_of_means_and_of_paired_differences():
         paired_interval([1.0], [1.0, 2.0])
 
 
+def test_an_interval_of_a_bounded_quantity_stays_within_its_range():
+    correlations = mean_interval([0.9, 0.5, 0.95])  # t with 2 degrees of freedom reaches past 1
+    assert correlations.high > 1
+    cut = correlations.within(-1.0, 1.0)
+    assert (cut.mean, cut.low, cut.high) == (correlations.mean, correlations.low, 1.0)
+
+
 def test_slugs_name_files():
     assert slug("TracIn (cosine)") == "tracin-cosine"
     assert slug("???", "arm") == "arm"

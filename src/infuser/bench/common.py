@@ -72,6 +72,11 @@ class Interval:
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    def within(self, low: float, high: float) -> Interval:
+        """The interval cut to the range the quantity can take: a t interval of a few values of a
+        bounded quantity (a correlation) can reach past it."""
+        return Interval(self.mean, max(self.low, low), min(self.high, high))
+
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
     """The mean of ``values`` with its Student-t confidence interval (independent draws, e.g. seeds)."""

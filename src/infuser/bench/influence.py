@@ -597,7 +597,8 @@ def _record(entry: BenchEstimator, measured: list[SettingRecord], baseline: list
         return statistics.fmean(per_seed(measured, value, state))
 
     def interval(value: Callable[[SettingRecord], float], state: int | None = None) -> Interval:
-        return mean_interval(per_seed(measured, value, state))
+        """Of a rank correlation: within [-1, 1]."""
+        return mean_interval(per_seed(measured, value, state)).within(-1.0, 1.0)
 
     fidelity, on_accuracy = (lambda r: r.spearman), (lambda r: r.spearman_accuracy)
     by_state = {}
