@@ -13,7 +13,11 @@ import torch
 
 from infuser import cli
 from infuser.bench import influence as bench
+from infuser.bench import step_effects
+from infuser.data.prompts import PromptTemplates
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
+from infuser.roles.solver import Solver
+from infuser.rollout.engine import completion_logps
 from infuser.toy.base_model import ToyBaseConfig, ensure_toy_base
 from infuser.toy.world import ToyWorld, fact_asked
 
@@ -135,13 +139,14 @@ def test_objective_at_the_current_policy_is_the_surrogate_loss(small_model_dir):
     config = bench.bench_influence.__defaults__[0]  # the default Solver settings
     config = type(config)(model=type(config.model)(name_or_path=str(small_model_dir)), optimizer=config.optimizer,
                           sampling=config.sampling)
-    plan = bench._Plan(states=(0,), questions_per_step=4, target_questions=12, candidate_questions=12,
-                       answers_per_question=4, further_learning_rates=())
-    (setting,) = bench._trajectory(L.Fabric(accelerator="cpu", devices=1), config, ToyWorld(), plan, seed=0)
+    plan = step_effects.Plan(states=(0,), questions_per_step=4, target_questions=12, candidate_questions=12,
+                             answers_per_question=4, further_learning_rates=())
+    (setting,) = step_effects.trajectory(L.Fabric(accelerator="cpu", devices=1), config, ToyWorld(), plan, seed=0)
     solver, target = setting.solver, setting.target
     with torch.no_grad():
-        logps, _ = bench.completion_logps(solver.model, target.batch, solver.config.sampling.temperature)
-        assert bench._objective(solver, target, logps) == pytest.approx(float(solver.surrogate_loss(target)), rel=1e-5)
+        logps, _ = completion_logps(solver.model, target.batch, solver.config.sampling.temperature)
+        objective = step_effects.target_objective(solver, target, logps)
+        assert objective == pytest.approx(float(solver.surrogate_loss(target)), rel=1e-5)
     effects = setting.effects
     assert effects.loss.shape == effects.accuracy.shape == (len(setting.candidates),)
     assert bool(torch.isfinite(effects.loss).all() and torch.isfinite(effects.accuracy).all())
@@ -152,18 +157,18 @@ def test_exact_accuracy_is_the_probability_of_the_canonical_answer(small_model_d
     config = bench.bench_influence.__defaults__[0]
     config = type(config)(model=type(config.model)(name_or_path=str(small_model_dir)), optimizer=config.optimizer,
                           sampling=config.sampling)
-    solver = bench.Solver(config, bench.PromptTemplates())
+    solver = Solver(config, PromptTemplates())
     questions = ToyWorld().question_set("target", 3, seed=0)
-    canonical = bench._canonical_answers(solver, ToyWorld(), questions)
+    canonical = step_effects.canonical_answers(solver, ToyWorld(), questions)
     texts = [solver.tokenizer.decode(row[mask.bool()]) for row, mask in zip(canonical.completion_ids,
                                                                             canonical.completion_mask)]
     fact = fact_asked(questions[0].question)
     assert texts[0].startswith(f" {fact.left}") and texts[0].endswith(f"\\boxed{{{fact.value}}}<|endoftext|>")
     probabilities = []
     for question in questions:  # one question at a time, from its own prompt
-        one = bench._canonical_answers(solver, ToyWorld(), [question])
-        probabilities.append(bench._accuracy(solver, one))
-    assert bench._accuracy(solver, canonical) == pytest.approx(sum(probabilities) / 3, rel=1e-4)
+        one = step_effects.canonical_answers(solver, ToyWorld(), [question])
+        probabilities.append(step_effects.canonical_accuracy(solver, one))
+    assert step_effects.canonical_accuracy(solver, canonical) == pytest.approx(sum(probabilities) / 3, rel=1e-4)
     assert 0 < min(probabilities) and max(probabilities) < 1
 
 
