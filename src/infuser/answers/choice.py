@@ -99,8 +99,12 @@ _CONNECTOR = r"(?:,|/|&|\bor\b|\band\b|\\text\{\s*or\s*\}|\\lor\b)"
 _HEDGE_JOIN = re.compile(rf"\s*{_CONNECTOR}\s*")
 _BETWEEN_LISTED_BOXES = re.compile(rf"[\s$]*{_CONNECTOR}?[\s$]*")
 _NEGATION = re.compile(r"(?i)(?:not|n't|n’t)\b")
+# The separator between two listed letters is either punctuation alone or punctuation around
+# "or"/"and", never an optional word between two optional runs: that form split a run of
+# punctuation in many ways per repetition and backtracked exponentially (":::::A" * 30: 4 s).
 _LETTER_LIST_LINE = re.compile(
-    r"(?i)[\W_]{0,12}(?:(?:options?|choices?|answers?)\s{1,3})?[a-j]\b(?:[\W_]{0,6}(?:or|and)?[\W_]{0,6}\b[a-j]\b){1,9}[\W_]{0,12}"
+    r"(?i)[\W_]{0,12}(?:(?:options?|choices?|answers?)\s{1,3})?[a-j]\b"
+    r"(?:(?:[\W_]{1,12}|[\W_]{0,6}(?:or|and)[\W_]{0,6})\b[a-j]\b){1,9}[\W_]{0,12}"
 )
 _BARE_LETTER_LINE = re.compile(r"(?i)\W{0,12}(?:(?:option|choice|answer)\s{1,3})?([a-j])\W{0,12}")
 _OPTION_LINE = re.compile(r"(?i)\W{0,12}(?:(option|choice)\s{1,3})?([a-j])\s{0,2}[).:\-–—]\s")
