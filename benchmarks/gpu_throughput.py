@@ -192,12 +192,10 @@ def measure(shape: ModelShape, settings: Settings, model_dir: Path | None = None
         with tempfile.TemporaryDirectory(prefix="infuser-gpu-throughput-") as directory:
             build_checkpoint(shape, Path(directory), settings.dtype, settings.device, settings.seed)
             return measure(shape, settings, Path(directory))
+    from infuser.config import ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-    from infuser.config import ModelConfig
-    from infuser.config import UpdateConfig
-    from infuser.config import OptimizerConfig, RoleConfig
+    from infuser.rl.update import PolicyUpdate
     from infuser.roles.policy import PolicyRole
-    from infuser.config import SamplingConfig
     from infuser.rollout.rows import ScoredRollouts
 
     device = torch.device(settings.device)
@@ -215,7 +213,7 @@ def measure(shape: ModelShape, settings: Settings, model_dir: Path | None = None
     )
     role = PolicyRole(config, device=device)
     fabric = L.Fabric(accelerator=device.type, devices=1, precision="32-true")
-    update = role.set_up(fabric)
+    update = PolicyUpdate.set_up(fabric, role)
 
     warm = role.rollout(random_prompts(1, 8, generator), 2, generator,
                         SamplingConfig(temperature=1.0, max_new_tokens=4))

@@ -152,14 +152,18 @@ class InfuserSide:
     """A Solver set up through Fabric, as ``infuser fit`` does; one RL step per call."""
 
     def __init__(self, settings: Settings, model_dir: str) -> None:
+        from infuser.advantages import GroupStdAdvantage
+        from infuser.config import (
+            ModelConfig,
+            OptimizerConfig,
+            PolicyLossConfig,
+            RoleConfig,
+            SamplingConfig,
+            UpdateConfig,
+        )
         from infuser.data.prompts import PromptTemplates
-        from infuser.config import ModelConfig
-        from infuser.rl.advantages import GroupStdAdvantage
-        from infuser.config import PolicyLossConfig
-        from infuser.config import UpdateConfig
-        from infuser.config import OptimizerConfig, RoleConfig
+        from infuser.rl.update import PolicyUpdate
         from infuser.roles.solver import Solver
-        from infuser.config import SamplingConfig
 
         config = RoleConfig(
             model=ModelConfig(name_or_path=model_dir),
@@ -171,7 +175,7 @@ class InfuserSide:
         )
         fabric = L.Fabric(accelerator="cpu", devices=1)
         self.solver = Solver(config, PromptTemplates())
-        self.update = self.solver.set_up(fabric)
+        self.update = PolicyUpdate.set_up(fabric, self.solver)
         self.settings = settings
         self.questions = _questions(settings)
         self.sampler = torch.Generator().manual_seed(settings.seed)

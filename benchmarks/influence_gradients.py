@@ -43,14 +43,13 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from infuser.config import ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.influence.gradients import AdamStep, FlatGradient, target_gradient
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-from infuser.config import ModelConfig
-from infuser.config import OptimizerConfig, RoleConfig
+from infuser.rl.update import PolicyUpdate
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import completion_logps
-from infuser.config import SamplingConfig
 from infuser.rollout.rows import Answers, RolloutBatch, ScoredRollouts
 from infuser.toy.world import ToyWorld
 
@@ -61,7 +60,7 @@ def trained_solver(model: str, warmup_steps: int, answers: int, max_new_tokens: 
     fabric = L.Fabric(accelerator="cpu", devices=1)
     solver = Solver(RoleConfig(model=ModelConfig(name_or_path=model), optimizer=OptimizerConfig(lr=5e-4),
                                sampling=SamplingConfig(max_new_tokens=max_new_tokens)), PromptTemplates())
-    update = solver.set_up(fabric)
+    update = PolicyUpdate.set_up(fabric, solver)
     sampler = torch.Generator().manual_seed(0)
     for step in range(warmup_steps):
         drawn = solver.answer(ToyWorld().question_set(f"warmup-{step}", 16, 0), answers, sampler)

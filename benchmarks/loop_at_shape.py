@@ -43,9 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from unittest import mock
 
-import torch
-
 import memory_estimate
+import torch
 from model_shapes import SHAPES, build_checkpoint, hash_parity, report
 
 MIB = 2**20
@@ -136,8 +135,8 @@ class StageMemory:
             self._libc.malloc_trim(0)
         self._stage = name
         started = time.perf_counter()
-        with original(loop, name, *where):
-            yield
+        with original(loop, name, *where) as timing:
+            yield timing
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device) - self.baseline
@@ -194,11 +193,19 @@ def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageM
     """``infuser fit`` on the model in ``model_dir`` (both roles), every stage measured by ``monitor``."""
     import infuser.roles.generator
     import infuser.roles.solver
-    from infuser.config import LoopConfig, ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
-    from infuser.fit import TrainerConfig, fit
+    from infuser.advantages import DuGRPOAdvantage, MeanCentredAdvantage
+    from infuser.config import (
+        LoopConfig,
+        ModelConfig,
+        OptimizerConfig,
+        RoleConfig,
+        SamplingConfig,
+        TrainerConfig,
+        UpdateConfig,
+    )
+    from infuser.fit import fit
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
     from infuser.loop import InfuserLoop
-    from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
     from infuser.rl.generator_rewards import InfluenceReward
     from infuser.toy.sources import ToyDocuments, ToyQuestions
 
