@@ -40,7 +40,8 @@ HEAVY = ("torch", "transformers", "peft", "lightning", "torchmetrics")
 PROBE = """
 import json, sys, time
 start = time.perf_counter()
-from infuser.eval.run import BenchmarkConfig, evaluate
+from infuser.eval.run import evaluate
+from infuser.eval.items import BenchmarkConfig
 imported = time.perf_counter()
 from infuser.eval.score import Scorer
 with Scorer() as scorer:

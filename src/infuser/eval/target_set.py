@@ -20,14 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from infuser.eval.data import (
-    DatasetError,
-    LoadedDataset,
-    SuperGPQARow,
-    load_supergpqa,
-    read_records,
-    sha256_file,
-)
+from infuser.eval.data import LoadedDataset, SuperGPQARow, load_supergpqa
+from infuser.eval.sources import DatasetError, read_records, sha256_file
 
 MANIFEST_SUFFIX = ".manifest.json"
 
