@@ -1,6 +1,6 @@
 """Rollout, update and influence throughput of a role on randomly initialised Qwen3-shaped models.
 
-    python benchmarks/gpu_throughput.py --shapes qwen3-0.6b qwen3-1.7b --device cuda --json gpu_throughput.json
+    python -m benchmarks.gpu_throughput --shapes qwen3-0.6b qwen3-1.7b --device cuda --json gpu_throughput.json
 
 Per shape (``benchmarks/model_shapes.py``): a model of that shape is initialised at random, saved
 with ``save_pretrained`` together with a tokenizer built here (``model_shapes.build_checkpoint``:
@@ -56,7 +56,8 @@ from typing import TypeVar
 import lightning as L
 import torch
 import transformers
-from model_shapes import SHAPES, ModelShape, build_checkpoint, random_prompts, report
+
+from benchmarks.model_shapes import SHAPES, ModelShape, build_checkpoint, random_prompts, report
 
 H200_DENSE_BF16_TFLOPS = 989.4
 Result = TypeVar("Result")

@@ -8,9 +8,9 @@ since TRL applies it only with vLLM) and reward (``--reward``). One step = gener
 same machine load and every TRL step is paired with the infuser step that follows it. The first
 pair is warm-up and not counted.
 
-    python benchmarks/grpo_throughput.py --json grpo_throughput.json
-    python benchmarks/model_shapes.py m40 --out /tmp/m40       # random weights of a mid shape
-    python benchmarks/grpo_throughput.py --model /tmp/m40 --reward hash_parity --completion_tokens 45
+    python -m benchmarks.grpo_throughput --json grpo_throughput.json
+    python -m benchmarks.model_shapes m40 --out /tmp/m40       # random weights of a mid shape
+    python -m benchmarks.grpo_throughput --model /tmp/m40 --reward hash_parity --completion_tokens 45
 
 Rewards (``--reward``): ``correct``, the Solver's own (its boxed choice is the golden option), for
 a model that can answer (the bundled toy base); ``hash_parity``, the parity of a hash of the
@@ -48,7 +48,8 @@ from pathlib import Path
 import lightning as L
 import psutil
 import torch
-from model_shapes import hash_parity
+
+from benchmarks.model_shapes import hash_parity
 
 REWARDS = ("correct", "hash_parity")
 

@@ -20,8 +20,8 @@ on a shared machine). ``vs floor`` is the median over rounds of the per-round ra
   their loss vector (``torch.autograd.grad(..., is_grads_batched=True)``);
 * ``batched, torch.func``: ``vmap(grad(functional_call(...)))`` over candidates.
 
-    python benchmarks/influence_gradients.py --model builtin:toy --json influence_gradients.json
-    python benchmarks/influence_gradients.py --model /tmp/shapes/m40 --options floor shipped --repeats 9
+    python -m benchmarks.influence_gradients --model builtin:toy --json influence_gradients.json
+    python -m benchmarks.influence_gradients --model /tmp/shapes/m40 --options floor shipped --repeats 9
 
 Any model works, random weights included (``benchmarks/model_shapes.py`` builds them): the Solver's
 AdamW state comes from ``--warmup-steps`` real updates with random advantages, and the target's

@@ -1,7 +1,7 @@
 """infuser's OlympiadBench judge against the official rules, on answers generated from real rows.
 
-    python benchmarks/judge_differential.py --json judge_differential.json
-    python benchmarks/judge_differential.py --rows path/to/OE_TO_maths_en_COMP.jsonl --limit 1500
+    python -m benchmarks.judge_differential --json judge_differential.json
+    python -m benchmarks.judge_differential --rows path/to/OE_TO_maths_en_COMP.jsonl --limit 1500
 
 Every variant of every row's gold answer (as written, respaced, reordered, one answer dropped,
 rounded to 6 decimals, x100, /100, inside and outside the tolerance, plus one, clearly wrong; see

@@ -1,7 +1,7 @@
 """``infuser fit`` at a model shape with random weights: peak memory per stage beside its estimate.
 
-    python benchmarks/loop_at_shape.py --shapes m10 m40 --json loop_at_shape.json          # CPU, float32
-    python benchmarks/loop_at_shape.py --shapes qwen3-0.6b qwen3-1.7b --device cuda --precision bf16-true
+    python -m benchmarks.loop_at_shape --shapes m10 m40 --json loop_at_shape.json          # CPU, float32
+    python -m benchmarks.loop_at_shape --shapes qwen3-0.6b qwen3-1.7b --device cuda --precision bf16-true
 
 Per shape (``benchmarks/model_shapes.py``) both roles are a randomly initialised model of that
 shape, built and saved here and loaded through infuser's own ``from_pretrained`` path, and the
@@ -43,9 +43,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from unittest import mock
 
-import memory_estimate
 import torch
-from model_shapes import SHAPES, build_checkpoint, hash_parity, report
+
+from benchmarks import memory_estimate
+from benchmarks.model_shapes import SHAPES, build_checkpoint, hash_parity, report
 
 MIB = 2**20
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from differential import Case, compare, cases
+from differential import Case, cases, compare
 from eval_paths import OLYMPIAD_MINI
 from official_reference import OfficialReference
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from infuser.answers.boxes import find_boxed, match_braces, unbox
 from infuser.answers.choice import extract_choice
 from infuser.answers.extraction import MAX_OUTPUT_CHARS, Extraction
-from infuser.eval.olympiad.extract import extract_olympiad_answer
 from infuser.eval.limits import LimitedWorker
+from infuser.eval.olympiad.extract import extract_olympiad_answer
 
 OPTIONS = ("red", "green", "blue", "yellow", "cyan", "magenta", "black", "white", "grey", "brown")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from eval_paths import OLYMPIAD_MINI, SUPERGPQA_MINI
 
-from infuser.eval.data import load_olympiadbench, load_supergpqa
 from infuser.answers.choice import extract_choice
+from infuser.eval.data import load_olympiadbench, load_supergpqa
 from infuser.eval.prompts import (
     FIVE_SHOT_EXEMPLARS,
     OLYMPIAD_PROMPTS,

@@ -21,8 +21,8 @@ alone). Held-out operands are disjoint from the
 target set's, so (a) or (c) beating (b) and (d) with a paired 95% interval above zero shows that
 the rule transfers and that a curriculum has room to matter. Runs go one at a time (``--threads`` each).
 
-    python benchmarks/rules_world.py --json runs/rules_world.json
-    python benchmarks/rules_world.py --proxy_seeds 0 1 2 --json runs/rules_world.json
+    python -m benchmarks.research.rules_world --json runs/rules_world.json
+    python -m benchmarks.research.rules_world --proxy_seeds 0 1 2 --json runs/rules_world.json
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from infuser.rollout.scoring import exact_probabilities
 from infuser.toy.rules import RULE_KINDS, RuleDocuments, RuleQuestions, RuleWorld, RuleWorldConfig
 from infuser.toy.world import fact_asked, facts_in
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "rules.yaml"
 PROXY_ARMS = {
     "target-rule RL": ["--loop.solver_data=target", "--generator_reward=constant",
