@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from infuser.bench import curriculum
+from infuser.bench.common import student_t_quantile
 from infuser.bench.curriculum import Arm, Profile, bench_curriculum, code_digest
-from infuser.bench.curriculum_report import ArmRecord, headroom, paired_vs, verdict
+from infuser.bench.curriculum_report import HEADROOM_CONFIDENCE, ArmRecord, Headroom, headroom, paired_vs, verdict
 from infuser.cli import build_parser, expand_argv, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,13 +59,41 @@ def test_verdict_ignores_references_and_needs_more_than_noise():
     infuser = [g + 0.05 + 0.001 * i for i, g in enumerate(spice)]
     records = [_record("INFUSER", infuser), _record("SPICE", spice), _record("ref", [0.4] * 5, reference=True)]
     result = verdict(records, "INFUSER")
-    assert result.baseline == "SPICE" and result.beyond_noise
-    assert result.ratio == pytest.approx(statistics.fmean(infuser) / statistics.fmean(spice)) and result.ratio > 1.2
+    assert result.best == "INFUSER" and result.rival == "SPICE" and result.distinguishable and result.n == 5
+    assert result.statement.startswith("best arm: INFUSER") and "runner-up SPICE" in result.statement
+    assert "distinguishable beyond seed noise" in result.statement
     noisy = verdict([_record("INFUSER", [g + d for g, d in zip(spice, [0.2, -0.15, 0.1, -0.1, 0.2])]),
                      _record("SPICE", spice)], "INFUSER")
-    assert noisy.ratio > 1.2 and not noisy.beyond_noise  # the per-seed differences straddle 0
-    losing = verdict([_record("INFUSER", [-0.01, -0.01]), _record("SPICE", [-0.02, -0.02])], "INFUSER")
-    assert not losing.beyond_noise
+    assert noisy.best == "INFUSER" and not noisy.distinguishable  # the per-seed differences straddle 0
+    assert "NOT distinguishable" in noisy.statement
+
+
+def test_verdict_names_the_best_arm_when_it_is_not_the_headline():
+    """Ranked by the mean paired gain against the headline: the arm furthest ahead of it is best,
+    and the headline is compared with that arm, not with the runner-up behind it."""
+    frozen = [0.1 + e for e in SEED_EFFECT]
+    records = [_record("INFUSER", [g + 0.05 for g in frozen]), _record("frozen", frozen),
+               _record("RL on target", [g + 0.10 + 0.001 * i for i, g in enumerate(frozen)]),
+               _record("close", [g + 0.06 + 0.03 * (-1) ** i for i, g in enumerate(frozen)], seeds=[0, 1, 2, 3])]
+    result = verdict(records, "INFUSER")
+    assert result.best == result.rival == "RL on target" and result.distinguishable
+    assert result.difference.mean == pytest.approx(-0.052)
+    assert result.statement.startswith("best arm: RL on target (") and ", not INFUSER (" in result.statement
+    assert "INFUSER is behind it beyond seed noise" in result.statement
+    tied = verdict(records[:2] + records[3:], "INFUSER")  # ahead of INFUSER by 0.01 on average, but noisy
+    assert tied.best == "close" and not tied.distinguishable and "INFUSER is NOT distinguishable" in tied.statement
+
+
+def test_no_verdict_below_three_seeds_and_none_without_a_gate():
+    two = verdict([_record("INFUSER", [0.3, 0.31]), _record("SPICE", [0.1, 0.12])], "INFUSER")
+    assert not two.distinguishable and two.statement.startswith("no verdict: INFUSER and SPICE share 2 seed(s)")
+    assert "at least 3" in two.statement
+    frozen = [0.1 + e for e in SEED_EFFECT]
+    records = [_record("INFUSER", [g + 0.05 for g in frozen]), _record("frozen", frozen),
+               _record("oracle", frozen, reference=True)]
+    closed = verdict(records, "INFUSER", headroom(records, "oracle", "frozen"))
+    assert closed.best == "INFUSER" and "the headroom gate did not pass" in closed.statement
+    assert verdict([_record("INFUSER", [0.1]), _record("ref", [0.2], reference=True)], "INFUSER") is None
 
 
 def test_paired_vs_takes_the_seeds_both_arms_ran():
@@ -98,13 +127,34 @@ def test_headroom_gate():
     records = [_record("oracle", [g + 0.03 + 0.002 * (i % 2) for i, g in enumerate(frozen)]), _record("frozen", frozen)]
     gate = headroom(records, "oracle", "frozen")
     assert gate.passed and gate.n == 5 and "room for a curriculum" in gate.verdict
-    assert gate.difference > 3 * gate.standard_error
+    assert gate.difference > gate.threshold * gate.standard_error
     noisy = [_record("oracle", [g + d for g, d in zip(frozen, [0.05, -0.04, 0.03, 0.0, -0.02])]),
              _record("frozen", frozen)]
     gate = headroom(noisy, "oracle", "frozen")
     assert not gate.passed and "the world has no room for any curriculum" in gate.verdict
-    single = headroom([_record("oracle", [0.5]), _record("frozen", [0.1])], "oracle", "frozen")
-    assert not single.passed and single.n == 1 and "undecided" in single.verdict
+    for gains in ([0.5], [0.5, 0.6]):
+        few = headroom([_record("oracle", gains), _record("frozen", [0.1] * len(gains))], "oracle", "frozen")
+        assert not few.passed and few.n == len(gains) and "undecided" in few.verdict and "at least 3" in few.verdict
+
+
+def test_the_gate_takes_the_t_quantile_of_its_degrees_of_freedom():
+    """3 normal standard errors' one-sided confidence, at n - 1 degrees of freedom: 19.2 standard
+    errors with 3 seeds, 4.09 with 10, toward 3 with many. A difference of 5 standard errors passes
+    over 10 seeds but not over 3."""
+    assert HEADROOM_CONFIDENCE == pytest.approx(0.998650101968)
+
+    def gate(n: int) -> Headroom:
+        noise = [(-1) ** i for i in range(n)]  # mean 0 (n even) or 1/n (n odd); the difference is set below
+        scale = 0.01 / (statistics.stdev(noise) / math.sqrt(n))  # one standard error = 0.01
+        differences = [0.05 + scale * (x - statistics.fmean(noise)) for x in noise]
+        return headroom([_record("oracle", [0.1 + d for d in differences]), _record("frozen", [0.1] * n)],
+                        "oracle", "frozen")
+
+    many, three = gate(10), gate(3)
+    assert many.standard_error == pytest.approx(0.01) and three.standard_error == pytest.approx(0.01)
+    assert many.threshold == pytest.approx(student_t_quantile(HEADROOM_CONFIDENCE, 9)) and many.passed
+    assert three.threshold == pytest.approx(19.2067, abs=1e-3) and not three.passed
+    assert "needs more than 19.2, the t quantile at 2 degrees of freedom" in three.verdict
 
 
 @pytest.mark.parametrize("argv, quick", [(["--quick"], True), (["--quick", "--json", "x.json"], True),
@@ -182,6 +232,8 @@ def test_the_json_carries_paired_differences_the_gate_and_the_budget(tmp_path, m
     assert saved["headroom"]["passed"] and result.headroom.passed
     out = capsys.readouterr().out
     assert "INFUSER minus each arm" in out and "headroom gate: PASSED" in out
+    assert "verdict: best arm: INFUSER" in out and saved["verdict"]["best"] == "INFUSER"
+    assert saved["verdict"]["rival"] == "R-Zero" and saved["verdict"]["n"] == 3
     assert "first drafts differ from INFUSER's on a common seed: oracle" in out
     assert (tmp_path / "out" / "bench.heldout.png").stat().st_size > 0
     assert (tmp_path / "out" / "bench.curriculum.png").stat().st_size > 0
@@ -293,7 +345,7 @@ def test_a_profile_runs_only_the_arms_it_names(tmp_path, monkeypatch):
     monkeypatch.setattr(curriculum, "_execute", _fake_execute(lambda arm, seed: {"oracle": 0.2}.get(arm, 0.0) + seed / 100))
     arms = [Arm("INFUSER"), Arm("frozen"), Arm("oracle", reference=True), Arm("R-Zero", seeds=3)]
     result = bench_curriculum(arms, str(REPO / "configs" / "toy.yaml"),
-                              profile=Profile(seeds=[0, 1], arms=["INFUSER", "frozen", "oracle"]),
+                              profile=Profile(seeds=[0, 1, 2], arms=["INFUSER", "frozen", "oracle"]),
                               metric="eval/heldout_exact", oracle="oracle", frozen="frozen",
                               cache_dir=str(tmp_path / "cache"), json=str(tmp_path / "bench.json"))
     assert [record.arm for record in result.arms] == ["INFUSER", "frozen", "oracle"]

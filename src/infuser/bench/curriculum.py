@@ -31,9 +31,10 @@ with its 95% Student-t interval.
 
 A comparison of curricula means something only if a curriculum can matter in the world at hand.
 With ``oracle`` (an arm whose drafts are the best questions the world allows) and ``frozen`` (the
-base Generator's drafts) named, the report checks that headroom first: the oracle must beat the
-frozen arm by more than three paired standard errors, or no curriculum can be told apart from
-any other in this world.
+base Generator's drafts) named, the report checks that headroom first: over at least three common
+seeds, the oracle must beat the frozen arm by more than the t quantile (at n - 1 degrees of freedom)
+that 3 standard errors are under a normal, in paired standard errors, or no curriculum can be told
+apart from any other in this world.
 
 This module plans, runs and reads the runs; what is concluded from their records (the paired
 differences, the gate, the verdict, the table and the plots) is :mod:`infuser.bench.curriculum_report`.
@@ -59,7 +60,7 @@ import yaml
 
 from infuser.artifacts import write_json
 from infuser.bench.common import slug
-from infuser.bench.curriculum_report import ArmRecord, BenchResult, headroom, paired_vs, plot, report
+from infuser.bench.curriculum_report import ArmRecord, BenchResult, headroom, paired_vs, plot, report, verdict
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,8 @@ def bench_curriculum(
         metric: the logged evaluation metric whose gain is reported (``eval/heldout_accuracy``:
             sampled held-out accuracy; a world with exact answers may log a sharper one).
         oracle, frozen: arms for the headroom gate (an oracle needs a frozen arm): the oracle
-            must beat the frozen arm by more than three paired standard errors.
+            must beat the frozen arm by more than a t quantile of paired standard errors over at
+            least three seeds (:func:`~infuser.bench.curriculum_report.headroom`).
         curriculum_arms: arms whose question-kind mix is plotted over iterations (default: the
             headline, the frozen arm and the oracle).
         workers: runs at a time (processes).
@@ -210,8 +212,9 @@ def bench_curriculum(
                             and set(record.seeds) & set(other.seeds)}
     total = round(sum(seconds for record in records for seconds in record.run_seconds), 1)
     budget = chosen.budget_minutes
-    result = BenchResult(profile=profile_name, metric=metric, headline=headline, arms=records,
-                         headroom=headroom(records, oracle, frozen) if oracle and frozen else None,
+    gate = headroom(records, oracle, frozen) if oracle and frozen else None
+    result = BenchResult(profile=profile_name, metric=metric, headline=headline, arms=records, headroom=gate,
+                         verdict=verdict(records, headline, gate),
                          run_seconds_total=total, wall_seconds=round(time.perf_counter() - started, 1),
                          workers=workers, budget_minutes=budget,
                          within_budget=None if budget is None else total / workers <= budget * 60)

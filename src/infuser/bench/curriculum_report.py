@@ -11,13 +11,18 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 
-from infuser.bench.common import Interval, mean_interval, paired_interval, print_table, pyplot
+from infuser.bench.common import Interval, mean_interval, paired_interval, print_table, pyplot, student_t_quantile
 
-# Paired standard errors by which an oracle arm must beat the frozen arm for the world to have room
-# for a curriculum (the headroom gate).
-HEADROOM_STANDARD_ERRORS = 3.0
-
+# The headroom gate's one-sided confidence: the probability below 3 standard errors of a normal
+# mean. With n seeds the oracle must beat the frozen arm by more than the t quantile of this
+# probability at n - 1 degrees of freedom, in paired standard errors: 3 with many seeds, but 9.2
+# with 4 and 19.2 with 3, because a standard error estimated from a few seeds is itself uncertain.
+HEADROOM_CONFIDENCE = NormalDist().cdf(3.0)
+# Fewer common seeds than this: no gate and no verdict. A t interval of two seeds (one degree of
+# freedom) is 12.7 standard errors wide at 95%, and with one seed there is no error to estimate.
+MIN_SEEDS = 3
 
 
 @dataclass
@@ -49,14 +54,17 @@ class ArmRecord:
 
 @dataclass
 class Headroom:
-    """The headroom gate: does the oracle arm beat the frozen arm by more than
-    ``HEADROOM_STANDARD_ERRORS`` paired standard errors of their per-seed gain difference?"""
+    """The headroom gate: does the oracle arm beat the frozen arm by more than ``threshold`` paired
+    standard errors of their per-seed gain difference (the t quantile of
+    :data:`HEADROOM_CONFIDENCE` at ``n - 1`` degrees of freedom)? Undecided, and not passed, with
+    fewer than :data:`MIN_SEEDS` common seeds."""
 
     oracle: str
     frozen: str
     difference: float  # mean over common seeds of oracle gain - frozen gain
     standard_error: float  # of that mean (NaN with fewer than two common seeds)
     n: int
+    threshold: float  # standard errors the difference must exceed (NaN below MIN_SEEDS seeds)
     passed: bool
     verdict: str
 
@@ -70,6 +78,7 @@ class BenchResult:
     headline: str
     arms: list[ArmRecord]
     headroom: Headroom | None
+    verdict: Verdict | None  # the best competing arm and the headline against it (see verdict())
     run_seconds_total: float  # every run's wall-clock seconds, summed
     wall_seconds: float  # this invocation, start to end (cached runs cost nothing here)
     workers: int
@@ -99,17 +108,19 @@ def headroom(records: list[ArmRecord], oracle: str, frozen: str) -> Headroom:
     n = len(differences)
     mean = statistics.fmean(differences) if differences else math.nan
     error = statistics.stdev(differences) / math.sqrt(n) if n > 1 else math.nan
-    passed = n > 1 and mean > HEADROOM_STANDARD_ERRORS * error
-    if n < 2:
-        verdict = (f"undecided: {oracle} and {frozen} share {n} seed(s), the gate needs two or more; until then "
-                   f"assume the world has no room for any curriculum")
-    else:
-        errors = f"{mean / error:.1f}" if error > 0 else ("inf" if mean > 0 else "0")
-        verdict = (f"{oracle} - {frozen}: {mean:+.3f} = {errors} paired standard errors over {n} seeds; "
-                   + ("the world has room for a curriculum" if passed else
-                      f"not above {HEADROOM_STANDARD_ERRORS:g}: the world has no room for any curriculum"))
-    return Headroom(oracle=oracle, frozen=frozen, difference=mean, standard_error=error, n=n, passed=passed,
-                    verdict=verdict)
+    if n < MIN_SEEDS:
+        return Headroom(oracle=oracle, frozen=frozen, difference=mean, standard_error=error, n=n, threshold=math.nan,
+                        passed=False,
+                        verdict=f"undecided: {oracle} and {frozen} share {n} seed(s), the gate needs at least "
+                                f"{MIN_SEEDS}; until then assume the world has no room for any curriculum")
+    threshold = student_t_quantile(HEADROOM_CONFIDENCE, n - 1)
+    passed = mean > threshold * error
+    errors = f"{mean / error:.1f}" if error > 0 else ("inf" if mean > 0 else "0")
+    verdict = (f"{oracle} - {frozen}: {mean:+.3f} = {errors} paired standard errors over {n} seeds (needs more than "
+               f"{threshold:.1f}, the t quantile at {n - 1} degrees of freedom); "
+               + ("the world has room for a curriculum" if passed else "the world has no room for any curriculum"))
+    return Headroom(oracle=oracle, frozen=frozen, difference=mean, standard_error=error, n=n, threshold=threshold,
+                    passed=passed, verdict=verdict)
 
 
 def code_versions(records: list[ArmRecord]) -> set[str]:
@@ -117,44 +128,61 @@ def code_versions(records: list[ArmRecord]) -> set[str]:
     return {digest for record in records for run in record.code for digest in run.split("+")}
 
 
-
 @dataclass(frozen=True)
 class Verdict:
-    """The headline arm against the best non-reference arm, paired over their common seeds."""
+    """Which competing arm is best, and whether the headline arm can be told apart from it.
 
-    baseline: str
-    headline_gain: float
-    baseline_gain: float
-    difference: Interval  # per-seed headline gain - baseline gain: mean and 95% t interval
-    standard_error: float  # of the mean difference (0 with one pair)
+    Competing arms (every arm not marked ``reference``) are ranked against the headline by their
+    mean paired gain: the headline's gain minus theirs, seed by seed over the seeds both ran (so
+    an arm of 5 seeds is ranked on the headline's same 5 seeds). The best arm is the one furthest
+    ahead of the headline, or the headline when none is ahead; the rival is the arm the headline is
+    compared with: the best arm, or the runner-up (the arm closest to the headline) when the
+    headline is best. The two are distinguishable when the 95% t interval of the per-seed
+    difference excludes 0 over at least :data:`MIN_SEEDS` seeds.
+    """
 
-    @property
-    def ratio(self) -> float:
-        """Headline gain / baseline gain; NaN unless the baseline gained (a ratio of losses means nothing)."""
-        return self.headline_gain / self.baseline_gain if self.baseline_gain > 0 else math.nan
-
-    @property
-    def beyond_noise(self) -> bool:
-        """The headline gained, at least 1.2x the baseline (or the baseline did not gain), and the
-        95% interval of the paired difference lies above 0."""
-        large_enough = self.ratio >= 1.2 if self.baseline_gain > 0 else self.headline_gain > 0
-        return large_enough and self.difference.low > 0
+    headline: str
+    best: str
+    rival: str  # the arm the headline is paired with: the best arm, or the runner-up when the headline is best
+    headline_gain: float  # mean over the seeds the headline shares with the rival
+    rival_gain: float
+    difference: Interval  # per seed: headline gain - rival gain; mean and 95% t interval
+    n: int  # seeds the two share
+    distinguishable: bool  # at least MIN_SEEDS seeds and the interval of the difference excludes 0
+    statement: str  # the verdict in words, as the report prints it
 
 
-def verdict(records: list[ArmRecord], headline: str) -> Verdict | None:
-    """How the headline arm compares with the best other non-reference arm that shares a seed with
-    it (``None``: no such arm). Gains are means over the common seeds, so both are of the same seeds."""
+def verdict(records: list[ArmRecord], headline: str, gate: Headroom | None = None) -> Verdict | None:
+    """The verdict on the headline arm (``None``: no other competing arm shares a seed with it).
+    With a ``gate`` that did not pass, the statement says that the ranking means nothing."""
     lead = next(r for r in records if r.arm == headline)
     others = [r for r in records if r.arm != headline and not r.reference and set(r.seeds) & set(lead.seeds)]
     if not others:
         return None
-    pairs = {other.arm: _paired_gains(lead, other) for other in others}
-    best = max(others, key=lambda r: statistics.fmean(pairs[r.arm][1]))
-    mine, theirs = pairs[best.arm]
-    differences = [a - b for a, b in zip(mine, theirs)]
-    error = statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else 0.0
-    return Verdict(baseline=best.arm, headline_gain=statistics.fmean(mine), baseline_gain=statistics.fmean(theirs),
-                   difference=paired_interval(mine, theirs), standard_error=error)
+    differences = {other.arm: paired_interval(*_paired_gains(lead, other)) for other in others}
+    rival = min(others, key=lambda r: differences[r.arm].mean).arm
+    best = rival if differences[rival].mean < 0 else headline
+    mine, theirs = _paired_gains(lead, next(r for r in others if r.arm == rival))
+    difference, n = differences[rival], len(mine)
+    headline_gain, rival_gain = statistics.fmean(mine), statistics.fmean(theirs)
+    compared = f"{difference.mean:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}] over {n} paired seeds"
+    apart = n >= MIN_SEEDS and difference.excludes_zero
+    if n < MIN_SEEDS:
+        statement = (f"no verdict: {headline} and {rival} share {n} seed(s), a verdict needs at least {MIN_SEEDS} "
+                     f"(highest mean gain so far: {best})")
+    elif best == headline:
+        statement = (f"best arm: {headline} ({headline_gain:+.3f}); ahead of the runner-up {rival} "
+                     f"({rival_gain:+.3f}) by {compared}: "
+                     + ("distinguishable beyond seed noise" if apart else "NOT distinguishable from it"))
+    else:
+        statement = (f"best arm: {best} ({rival_gain:+.3f}), not {headline} ({headline_gain:+.3f}); {headline} minus "
+                     f"{best}: {compared}: "
+                     + (f"{headline} is behind it beyond seed noise" if apart else
+                        f"{headline} is NOT distinguishable from it"))
+    if gate is not None and not gate.passed:
+        statement += "; but the headroom gate did not pass, so this ranking neither supports nor refutes the method"
+    return Verdict(headline=headline, best=best, rival=rival, headline_gain=headline_gain, rival_gain=rival_gain,
+                   difference=difference, n=n, distinguishable=apart, statement=statement)
 
 
 def report(result: BenchResult) -> None:
@@ -178,14 +206,12 @@ def report(result: BenchResult) -> None:
     if paired:
         print(f"\n{headline} minus each arm, seed by seed over the seeds both ran (paired_vs in the JSON)")
         print_table(["arm", "pairs", "difference", "95% CI", "CI excludes 0"], paired)
-    compared = verdict(records, headline)
-    if compared is not None:
-        print(f"{headline} / best baseline ({compared.baseline}): ratio {compared.ratio:.2f}, paired difference "
-              f"{compared.difference.mean:+.3f} [{compared.difference.low:+.3f}, {compared.difference.high:+.3f}] -> "
-              f"{'beyond' if compared.beyond_noise else 'NOT beyond'} seed noise at ratio >= 1.2")
+    print(f"verdict: {result.verdict.statement}" if result.verdict is not None else
+          f"verdict: none: no competing (non-reference) arm shares a seed with {headline}")
     _report_first_drafts(records, lead)
     if result.headroom is not None:
-        print(f"headroom gate: {'PASSED' if result.headroom.passed else 'FAILED'}: {result.headroom.verdict}")
+        state = "PASSED" if result.headroom.passed else "UNDECIDED" if result.headroom.n < MIN_SEEDS else "FAILED"
+        print(f"headroom gate: {state}: {result.headroom.verdict}")
     versions = code_versions(records)
     if len(versions) > 1:
         print(f"WARNING: these runs were made by {len(versions)} versions of infuser's code "
