@@ -64,7 +64,7 @@ from infuser.records import (
     SolverUpdate,
     TargetRollouts,
 )
-from infuser.rl.generator_rewards import DraftOutcomes, GeneratorReward
+from infuser.rl.generator_rewards import DraftOutcomes, GeneratorReward, Representations
 from infuser.rl.pseudo_labels import MajorityVote
 from infuser.rl.update import PolicyUpdate, UpdateStats
 from infuser.roles.generator import Generator
@@ -268,9 +268,15 @@ class InfuserLoop:
             if self.reward.needs_influence:
                 with self._stage("influence", iteration):
                     influence = self.score_influence(answers, target_rollouts, iteration)
+            representations = None
+            if self.reward.needs_representations:  # timed as the influence stage: the round's target-relative score
+                with self._stage("influence", iteration):
+                    representations = Representations(self.solver.representations(answers.questions),
+                                                      self.solver.representations(self.questions.target))
             rewards[valid] = self.reward(DraftOutcomes(pass_rates=answers.pass_rates().double(),
                                                        influence=influence.scores if influence is not None else None,
-                                                       majority_agrees_golden=vote.agrees_golden))
+                                                       majority_agrees_golden=vote.agrees_golden,
+                                                       representations=representations))
         advantages = self.generator.advantages(rewards, drafts.rollouts.groups)
         update = None
         if not self.config.freeze_generator:

@@ -8,8 +8,9 @@ into a one-line YAML swap, which is what ``infuser bench curriculum`` relies on:
     generator_reward: spice_variance
 
 A reward sees :class:`DraftOutcomes` only (the Solver's pass rates and, when it asks for them,
-influence scores), so a reward cannot reach into the models and the loop computes influence only
-for rewards that use it. Invalid drafts are not shown to a reward: they always get 0.
+influence scores or the Solver's representations of the questions and of the target set), so a
+reward cannot reach into the models and the loop computes influence and representations only for
+rewards that use them. Invalid drafts are not shown to a reward: they always get 0.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Literal
 
 from infuser.lazy import TYPE_CHECKING, lazy_import
 
@@ -30,6 +32,21 @@ else:
 
 
 @dataclass(frozen=True)
+class Representations:
+    """The Solver's representation of each valid question and of each target question: its
+    mean-pooled last-layer hidden state of the question's prompt
+    (:meth:`~infuser.roles.solver.Solver.representations`), taken before the Solver's update.
+
+    Attributes:
+        questions: ``(valid questions, hidden)``.
+        target: ``(target questions, hidden)``.
+    """
+
+    questions: Tensor
+    target: Tensor
+
+
+@dataclass(frozen=True)
 class DraftOutcomes:
     """What is known about each valid drafted question when the Generator is rewarded.
 
@@ -40,11 +57,14 @@ class DraftOutcomes:
         majority_agrees_golden: per question (bool), whether the Solver's most frequent answer
             is the Generator's golden answer (:class:`~infuser.rl.pseudo_labels.MajorityVote`);
             ``None`` where it was not computed.
+        representations: the Solver's representations of the questions and of the target set,
+            or ``None`` when the reward did not ask for them (``needs_representations``).
     """
 
     pass_rates: Tensor
     influence: Tensor | None = None
     majority_agrees_golden: Tensor | None = None
+    representations: Representations | None = None
 
 
 class GeneratorReward(ABC):
@@ -52,9 +72,12 @@ class GeneratorReward(ABC):
 
     ``needs_influence`` tells the loop whether to run the target stage and the influence
     estimator: rewards that read pass rates only skip both and save their cost.
+    ``needs_representations`` tells it whether to compute the Solver's representations of the
+    questions and of the target set (:class:`Representations`), one forward pass without gradients.
     """
 
     needs_influence: bool = False
+    needs_representations: bool = False
 
     def check_setup(self, setup: RunSetup) -> None:
         """Refuse a run this reward cannot work in, before any model loads: raise
@@ -139,6 +162,66 @@ class RZeroUncertaintyReward(GeneratorReward):
     def __call__(self, outcomes: DraftOutcomes) -> Tensor:
         p = outcomes.pass_rates.to(torch.float64)
         return 1 - 2 * (p - 0.5).abs()
+
+
+class HardnessReward(GeneratorReward):
+    """How often the Solver fails a question it sometimes solves: ``1 - p`` for ``0 < p < 1``, else 0.
+
+    A difficulty curriculum with no target information: it pays most for the hardest questions
+    that still carry a learning signal, and nothing for questions the Solver always or never
+    solves (their answers all get the same reward, so they train nothing). Unlike SPICE's and
+    R-Zero's rewards it does not peak at 1/2: a question solved once in eight beats one solved half
+    the time. It is the baseline that asks whether "hard but learnable" alone finds the target.
+    """
+
+    def __call__(self, outcomes: DraftOutcomes) -> Tensor:
+        p = outcomes.pass_rates.to(torch.float64)
+        return torch.where((p > 0) & (p < 1), 1 - p, torch.zeros_like(p))
+
+
+class RepresentationSimilarityReward(GeneratorReward):
+    """How much the Solver's representation of a question resembles its representations of the
+    target questions: a target-aware reward without gradients, the cheap alternative to influence.
+
+    A question's representation is the Solver's mean-pooled last-layer hidden state of its prompt
+    (:class:`Representations`, taken before the Solver's update). The reward is the cosine
+    similarity to the target questions':
+
+    - ``mean``: the mean over target questions of the cosine, ``q̂ · mean_t(t̂)``. That is the
+      cosine to the centroid of the unit target vectors times that centroid's norm, a factor
+      shared by every question of the iteration; so ``mean`` ranks questions as the cosine to
+      the (unit-vector) centroid does: it rewards resembling the target set as a whole.
+    - ``max``: the cosine to the nearest target question: it rewards resembling some target
+      question, so a target set of several kinds pays for any one of them.
+
+    Representations are not centred (centring on any mean of the iteration's vectors would be a
+    choice tuned to the world): hidden states share a large common component (the prompt's
+    format), so cosines sit near 1 and differ by little. DuGRPO's advantages are normalised per
+    document group, which keeps the ranking among a group's valid drafts whatever that scale;
+    an invalid draft gets 0, far below any valid one, so, as under SPICE's and R-Zero's positive
+    rewards, a group with invalid drafts first teaches validity. What the Solver represents
+    alike need not be what teaches it (influence measures the second): that is the question this
+    baseline asks.
+
+    Args:
+        variant: ``mean`` or ``max``, as above.
+    """
+
+    needs_representations = True
+
+    def __init__(self, variant: Literal["mean", "max"] = "mean") -> None:
+        if variant not in ("mean", "max"):
+            raise ValueError(f"generator_reward.variant must be 'mean' or 'max', got {variant!r}")
+        self.variant = variant
+
+    def __call__(self, outcomes: DraftOutcomes) -> Tensor:
+        if outcomes.representations is None:
+            raise ValueError("RepresentationSimilarityReward needs the Solver's representations; the loop computes "
+                             "them when needs_representations")
+        questions = torch.nn.functional.normalize(outcomes.representations.questions.double(), dim=-1)
+        target = torch.nn.functional.normalize(outcomes.representations.target.double(), dim=-1)
+        cosines = questions @ target.T
+        return cosines.mean(-1) if self.variant == "mean" else cosines.amax(-1)
 
 
 class ConstantReward(GeneratorReward):

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
+from torch import Tensor
 
 from infuser.config import RoleConfig, SamplingConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
 from infuser.models import SharedBase
 from infuser.roles.policy import PolicyRole
+from infuser.rollout.representations import prompt_representations
 from infuser.rollout.rows import Answers
 from infuser.rollout.scoring import exact_probabilities
 from infuser.sharding import gathered
+
+T = TypeVar("T")
 
 
 class Solver(PolicyRole):
@@ -37,19 +44,32 @@ class Solver(PolicyRole):
     def exact_accuracy(self, questions: list[MCQuestion], completions: list[str], temperature: float) -> float:
         """The mean over ``questions`` of the Solver's teacher-forced probability of writing each
         one's canonical completion (:func:`~infuser.rollout.scoring.exact_probabilities`): an
-        accuracy without sampling noise. Each process scores its shard; under sharded parameters
-        every process scores every question on the gathered model, as sampling does."""
-        self.activate()
+        accuracy without sampling noise."""
         prompts = [self.prompts.for_solver(q) for q in questions]
-        batch_size = self.config.sampling.batch_size
+        probabilities = self._per_question(len(questions), lambda start, stop: exact_probabilities(
+            self.model, self.tokenizer, prompts[start:stop], completions[start:stop], temperature,
+            self.config.sampling.batch_size).tolist())
+        return sum(probabilities) / len(probabilities)
+
+    def representations(self, questions: list[MCQuestion]) -> Tensor:
+        """The Solver's mean-pooled last-layer hidden state of each question's prompt
+        (:func:`~infuser.rollout.representations.prompt_representations`), ``(questions, hidden)``
+        float32, without gradients: what a representation reward compares questions by."""
+        if not questions:
+            raise ValueError("Solver.representations() needs at least one question")
+        prompts = [self.prompts.for_solver(q) for q in questions]
+        rows = self._per_question(len(questions), lambda start, stop: prompt_representations(
+            self.model, self.tokenizer, prompts[start:stop], self.config.sampling.batch_size).tolist())
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def _per_question(self, count: int, compute: Callable[[int, int], list[T]]) -> list[T]:
+        """``compute(start, stop)``'s values of questions ``start:stop``, of all ``count`` questions,
+        in order on every process: each process computes its shard and the shards are gathered;
+        under sharded parameters every process computes every question on the gathered model, as
+        sampling does (a forward is then a collective that every process must make alike)."""
+        self.activate()
         if self.processes.shards_parameters:
             with gathered(self.model):
-                probabilities = exact_probabilities(self.model, self.tokenizer, prompts, completions, temperature,
-                                                    batch_size).tolist()
-        else:
-            shard = self.processes.shard(len(questions))
-            own = (exact_probabilities(self.model, self.tokenizer, prompts[shard.start : shard.stop],
-                                       completions[shard.start : shard.stop], temperature, batch_size).tolist()
-                   if shard else [])
-            probabilities = self.processes.gather(own)
-        return sum(probabilities) / len(probabilities)
+                return compute(0, count)
+        shard = self.processes.shard(count)
+        return self.processes.gather(compute(shard.start, shard.stop) if shard else [])
