@@ -13,6 +13,7 @@ RoleConfig`` keeps working for that reason).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -310,6 +311,17 @@ class LoopConfig:
         solver_data: what the Solver trains on: ``generated`` questions (self-evolution) or the
             ``target`` set itself (a reference arm that bypasses the Generator: no drafting
             and no Generator update happen).
+        target_mix: the weight of the target set's answers in the Solver's update (INFUSER +
+            target). ``0`` (the default): the Solver trains on generated questions only, exactly
+            as without this key. ``w > 0``: the target stage runs every iteration (whatever the
+            Generator's reward), and the rows of target questions with signal (a pass rate
+            strictly between 0 and 1, among the ``target_answers_per_question`` answers it
+            sampled) join the Solver's update batch after the generated questions' rows, with
+            their Dr.GRPO advantages multiplied by ``w``: at 1 a target row weighs as much as a
+            generated one. The loss's normalisers (tokens, sequences) count the target rows like
+            any other. ``pass_rate_band`` does not apply to them, and an iteration without a
+            valid generated question still trains on them. The target and held-out sets stay
+            disjoint, so the held-out figure still measures transfer.
         solver_labels: what the Solver's answers to generated questions are graded against.
             ``golden``: the Generator's golden answer. ``majority_vote``: the most frequent answer
             among the Solver's own ``answers_per_question`` samples (R-Zero's pseudo-label, Huang
@@ -358,6 +370,7 @@ class LoopConfig:
     generator_steps_per_solver_step: int = 1
     freeze_generator: bool = False
     solver_data: Literal["generated", "target"] = "generated"
+    target_mix: float = 0.0
     solver_labels: Literal["golden", "majority_vote"] = "golden"
     pass_rate_band: tuple[float, float] | None = None
     influence_batch_size: int = 8
@@ -402,6 +415,11 @@ class LoopConfig:
         if self.scripted_drafts is not None and self.solver_data == "target":
             raise ValueError("loop.scripted_drafts: with loop.solver_data: target no drafts are made; leave "
                              "scripted_drafts null")
+        if not (math.isfinite(self.target_mix) and self.target_mix >= 0):
+            raise ValueError(f"loop.target_mix must be a finite weight >= 0, got {self.target_mix}")
+        if self.target_mix > 0 and self.solver_data == "target":
+            raise ValueError("loop.target_mix: with loop.solver_data: target the Solver trains on the target set "
+                             "alone already; leave target_mix 0")
         if self.pass_rate_band is not None:
             low, high = self.pass_rate_band
             if not 0.0 <= low <= high <= 1.0:

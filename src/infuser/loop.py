@@ -234,15 +234,16 @@ class InfuserLoop:
         """Run the stages of one outer iteration, top to bottom."""
         streams = RandomStreams(self.seed, iteration)
         self._iteration_seconds = {}
-        on_target = self.config.solver_data == "target"
+        on_target, mixed = self.config.solver_data == "target", self.config.target_mix > 0
         target_rollouts = None
-        if self.reward.needs_influence or on_target:  # rewards of pass rates alone skip this stage
+        if self.reward.needs_influence or on_target or mixed:  # rewards of pass rates alone skip this stage
             with self._stage("target", iteration):
                 target_rollouts = self.answer_target_set(streams)
         rounds = [self.generator_round(streams, round_, target_rollouts)
                   for round_ in range(0 if on_target else self.config.generator_steps_per_solver_step)]
         self.influence.release()  # its vectors (model-sized) are not held through the Solver's update and after
-        solver = self.update_solver(target_rollouts.answers if on_target else rounds[-1].answers, streams)
+        solver = self.update_solver(target_rollouts.answers if on_target else rounds[-1].answers, streams,
+                                    target_rollouts.rows if mixed else None)
         evaluation = None
         if self.config.eval_every and iteration % self.config.eval_every == 0 or iteration == self.config.iterations:
             with self._stage("evaluate", iteration):
@@ -359,25 +360,30 @@ class InfuserLoop:
         scores[torch.tensor(scored)] = found
         return InfluenceScores(scores, non_finite=int(bad.sum()))
 
-    def update_solver(self, answers: Answers | None, streams: RandomStreams) -> SolverUpdate:
+    def update_solver(self, answers: Answers | None, streams: RandomStreams, target: ScoredRollouts | None = None
+                      ) -> SolverUpdate:
         """Stage 6: the Solver's update on the answers to questions with signal (and a pass rate in
-        ``pass_rate_band``), or why there is none."""
-        if answers is None:
-            log.info("solver update skipped: no valid generated question")
-            return SolverUpdate(SkippedUpdate("no valid generated question"))
-        signal = self._signal_rows(answers, banded=True)
-        if not signal.rows:
-            reason = "every question was all right or all wrong"
-            if self.config.pass_rate_band is not None:
-                band = list(self.config.pass_rate_band)
-                reason = f"no question with signal has a pass rate in loop.pass_rate_band {band}"
+        ``pass_rate_band``), with ``loop.target_mix``'s share of the target set's rows with signal
+        (``target``: this process's, ``None`` when no target question had signal or the mix is 0),
+        or why there is none."""
+        signal = self._signal_rows(answers, banded=True) if answers is not None else None
+        if target is None and (signal is None or not signal.rows):
+            reason = "no valid generated question"
+            if signal is not None:
+                reason = "every question was all right or all wrong"
+                if self.config.pass_rate_band is not None:
+                    band = list(self.config.pass_rate_band)
+                    reason = f"no question with signal has a pass rate in loop.pass_rate_band {band}"
             log.info("solver update skipped: %s", reason)
-            return SolverUpdate(SkippedUpdate(reason), signal.in_band_fraction)
+            return SolverUpdate(SkippedUpdate(reason), signal.in_band_fraction if signal is not None else None)
         with self._stage("solver_update", streams.iteration):
-            share = answers.rollouts.scored(signal.rows, signal.advantages)
+            share = (answers.rollouts.scored(signal.rows, signal.advantages) if signal is not None and signal.rows
+                     else None)
+            if target is not None:
+                share = self._with_target(share, target)
             update = self._update("solver", share.batch, share.advantages, streams.update_order("solver update"),
                                   streams.iteration)
-        return SolverUpdate(update, signal.in_band_fraction)
+        return SolverUpdate(update, signal.in_band_fraction if signal is not None else None)
 
     def evaluate(self, iteration: int) -> Evaluation:
         """Stage 7: avg@k accuracy of the Solver on the target and held-out sets, and its exact
@@ -405,6 +411,15 @@ class InfuserLoop:
                 for r in answers.rows_of(q)]
         in_band = sum(kept) / len(kept) if banded and self.config.pass_rate_band is not None else None
         return SignalRows(rows, advantages, in_band)
+
+    def _with_target(self, generated: ScoredRollouts | None, target: ScoredRollouts) -> ScoredRollouts:
+        """The generated questions' rows (if any), then the target rows with their advantages
+        weighted by ``loop.target_mix``: the batch of an INFUSER + target update."""
+        weighted = target.advantages * self.config.target_mix
+        if generated is None:
+            return ScoredRollouts(target.batch, weighted)
+        return ScoredRollouts(generated.batch.joined(target.batch, self.solver.tokenizer.pad_token_id),
+                              torch.cat([generated.advantages, weighted.to(generated.advantages)]))
 
     def _update(self, role: str, batch: RolloutBatch, advantages: Tensor, order: torch.Generator,
                 iteration: int) -> RoleUpdate:

@@ -131,6 +131,16 @@ class RolloutBatch:
                    prompt_index=torch.tensor([row.prompt_index for row in rows], dtype=torch.long),
                    texts=[row.text for row in rows])
 
+    def joined(self, other: RolloutBatch, pad_id: int) -> RolloutBatch:
+        """This batch's rows, then ``other``'s, padded again; ``other``'s prompt indices are moved
+        past this batch's, so the two never share a prompt index."""
+        if not len(other):
+            return self
+        offset = int(self.prompt_index.max()) + 1 if len(self) else 0
+        rows = self.unpadded_rows() + [replace(row, prompt_index=row.prompt_index + offset)
+                                       for row in other.unpadded_rows()]
+        return RolloutBatch.of_rows(rows, pad_id, self.completion_ids.device)
+
     def select(self, rows: Tensor | list[int]) -> RolloutBatch:
         """A sub-batch of the given rows (same order), trimmed to its own longest completion."""
         rows = torch.as_tensor(rows, dtype=torch.long).cpu()  # CPU indices index tensors on any device
