@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 
 from infuser.bench import curriculum
 from infuser.bench.common import student_t_quantile
@@ -338,6 +340,22 @@ def test_the_bundled_benchmarks_parse(files, monkeypatch):
     for arm in arms:
         claim = arm.name in ("INFUSER", "frozen generator", "SPICE variance")
         assert len(arm.seeds_of(profile)) >= (10 if claim else 5), arm.name
+
+
+def test_seed_keys_give_each_seed_its_world_instance(tmp_path):
+    """The keys are set to the run's seed in a last layer; without seed_keys the run's command and
+    its fingerprint (the cache key) are what they were before the option existed."""
+    base = REPO / "configs" / "rules.yaml"
+    keys = ["documents.init_args.world_seed", "target_set.init_args.world_seed", "heldout_set.init_args.world_seed"]
+    run = curriculum._plan(Arm("INFUSER"), 3, base, Profile(seeds=[3], seed_keys=keys), tmp_path / "seeded")
+    layers = [Path(run.command[i + 1]) for i, arg in enumerate(run.command) if arg == "--config"][1:]
+    assert len(layers) == 1
+    assert yaml.safe_load(layers[0].read_text()) == {name: {"init_args": {"world_seed": 3}}
+                                                    for name in ("documents", "heldout_set", "target_set")}
+    plain = curriculum._plan(Arm("INFUSER"), 3, base, Profile(seeds=[3]), tmp_path / "plain")
+    assert plain.command.count("--config") == 1
+    assert plain.fingerprint == hashlib.sha256("\n---\n".join([base.read_text(), "{}\n", "{}\n", "3"]).encode()
+                                               ).hexdigest()
 
 
 def test_a_profile_runs_only_the_arms_it_names(tmp_path, monkeypatch):

@@ -72,13 +72,43 @@ def test_kind_shares_follow_the_configuration():
 
 def test_heldout_operands_never_appear_in_documents_or_the_target_set():
     for kind in RULE_KINDS:
-        held, kept = RuleWorld.pairs(kind, True), RuleWorld.pairs(kind, False)
-        assert sorted(held + kept) == sorted(RuleWorld.pairs(kind)) and not set(held) & set(kept)
-        assert abs(len(held) - len(kept)) <= 0.1 * len(RuleWorld.pairs(kind)), kind
+        held, kept = WORLD.pairs(kind, True), WORLD.pairs(kind, False)
+        assert sorted(held + kept) == sorted(WORLD.pairs(kind)) and not set(held) & set(kept)
+        assert abs(len(held) - len(kept)) <= 0.1 * len(WORLD.pairs(kind)), kind
     heldout = {_operands(_question_fact(q)) for q in RuleQuestions("heldout", 600, seed=0).load()}
     seen = {_operands(_question_fact(q)) for q in RuleQuestions("target", 600, seed=0).load()}
     seen |= {_operands(f) for d in RuleDocuments(seed=0, required_kinds=["carry"]).take(2000) for f in facts_in(d.text)}
     assert heldout and seen and not heldout & seen
+
+
+@pytest.mark.parametrize("world_seed", [0, 1, 7, 123])
+def test_each_world_instance_keeps_its_heldout_operands_apart(world_seed):
+    """A seeded instance splits the operands its own way, and within it the held-out set again
+    shares no operand set with the documents or the target set."""
+    world = RuleWorld(instance=world_seed)
+    for kind in RULE_KINDS:
+        held, kept = world.pairs(kind, True), world.pairs(kind, False)
+        assert sorted(held + kept) == sorted(WORLD.pairs(kind)) and not set(held) & set(kept)
+    heldout = {_operands(_question_fact(q)) for q in RuleQuestions("heldout", 500, world_seed=world_seed).load()}
+    seen = {_operands(_question_fact(q)) for q in RuleQuestions("target", 500, world_seed=world_seed).load()}
+    documents = RuleDocuments(required_kinds=["carry"], world_seed=world_seed)
+    seen |= {_operands(f) for d in documents.take(1000) for f in facts_in(d.text)}
+    assert heldout and seen and not heldout & seen
+
+
+def test_world_instances_differ_and_the_fixed_one_is_unchanged():
+    """Instances differ in their split, documents and question sets; ``world_seed: null`` is the
+    fixed world the benchmarks ran on (its keys are those it always had)."""
+    splits = {seed: RuleWorld(instance=seed).pairs("carry", True) for seed in (0, 1, 2)}
+    assert len({tuple(pairs) for pairs in [*splits.values(), WORLD.pairs("carry", True)]}) == 4
+    texts = {seed: [d.text for d in RuleDocuments(world_seed=seed).take(5)] for seed in (None, 0, 1)}
+    assert texts[0] != texts[1] and texts[None] != texts[0]
+    assert texts[None] == [d.text for d in RuleDocuments().take(5)]
+    targets = {seed: [q.question for q in RuleQuestions("target", 20, world_seed=seed).load()] for seed in (0, 1)}
+    assert targets[0] != targets[1]
+    fixed = RuleQuestions("heldout", 30).load()
+    assert [q.question for q in fixed] == [q.question for q in RuleQuestions("heldout", 30, world_seed=None).load()]
+    assert fixed[0].question == WORLD.question_set("heldout", 1, 0)[0].question
 
 
 def _question_fact(question: MCQuestion) -> Fact:

@@ -112,12 +112,16 @@ class Profile:
             for; the report compares the runs' seconds, divided over ``workers``, with it.
         arms: the names of the arms this profile runs (``null``: every arm), so that a smoke
             profile can run the few arms a claim rests on; the headline must be one of them.
+        seed_keys: dotted ``infuser fit`` keys set to each run's seed, after every other layer
+            (e.g. ``documents.init_args.world_seed``): a world instance per seed, shared by the
+            arms of that seed, so that the intervals over seeds cover worlds.
     """
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     overrides: dict[str, Any] = field(default_factory=dict)
     budget_minutes: float | None = None
     arms: list[str] | None = None
+    seed_keys: list[str] = field(default_factory=list)
 
 
 
@@ -249,7 +253,16 @@ def _flat_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
 def _plan(arm: Arm, seed: int, base: Path, profile: Profile, root: Path) -> _Run:
     """The command of one run, with its configuration written next to it (for reproduction)."""
     run_root = root / slug(arm.name, "arm") / f"seed_{seed}"
-    layers = [yaml.safe_dump(profile.overrides, sort_keys=True), yaml.safe_dump(arm.overrides, sort_keys=True)]
+    seeded: dict[str, Any] = {}
+    for key in profile.seed_keys:
+        *parents, leaf = key.split(".")
+        node = seeded
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = seed
+    # the seed layer only where a profile has one: the fingerprints (cache keys) of others stay as they were
+    layers = [yaml.safe_dump(layer, sort_keys=True) for layer in (profile.overrides, arm.overrides, seeded)
+              if layer is not seeded or seeded]
     digest = hashlib.sha256("\n---\n".join([base.read_text(), *layers, str(seed)]).encode()).hexdigest()
     command = [sys.executable, "-m", "infuser.cli", "fit", "--config", str(base)]
     for index, text in enumerate(layers):

@@ -30,6 +30,16 @@ Every pair of operands belongs to one of two halves of its kind's range, fixed b
 by any seed): documents and every question set but ``heldout`` draw from one half, the
 ``heldout`` set from the other, so no held-out question shares its operands with a document or
 the target set, and a held-out gain can only come from a rule.
+
+World instances (``world_seed``, on the documents and on both question sets): the fixed world
+above is one instance of the rule world; ``world_seed: n`` is another, whose operand split, and
+whose documents' and question sets' streams, are keyed by ``n`` as well. The kinds, their
+mixes and the Solver's skills stay the world's (the base is pretrained on every operand pair, so
+no instance's split favours it), and within an instance the held-out half is again disjoint from
+what documents and the target set draw. A benchmark whose runs each take their seed as the
+instance (``Profile.seed_keys``) therefore spreads its intervals over worlds, not over one
+world's sampling noise. The documents, target set and held-out set of one run must name the
+same instance: their halves agree only then.
 """
 
 from __future__ import annotations
@@ -58,12 +68,13 @@ def _pairs(kind: str) -> list[tuple[int, int]]:
     return [(a, b) for a in range(10, 90) for b in digits if (a % 10 + b >= 10) == carries]
 
 
-def _split_pairs(kind: str) -> dict[bool, list[tuple[int, int]]]:
+def _split_pairs(kind: str, instance: int | None = None) -> dict[bool, list[tuple[int, int]]]:
     """``kind``'s pairs by whether they are held out: half of the operand sets (a commutative pair
-    and its swap count as one set), chosen by a stream keyed by the kind alone."""
+    and its swap count as one set), chosen by a stream keyed by the kind (and the world instance)."""
     pairs = _pairs(kind)
     sets = sorted({tuple(sorted(p)) if kind in ("sum", "product") else p for p in pairs})
-    random.Random(f"rules-world-heldout:{kind}").shuffle(sets)
+    random.Random(f"rules-world-heldout:{kind}" if instance is None else
+                  f"rules-world-heldout:{instance}:{kind}").shuffle(sets)
     held = set(sets[: len(sets) // 2])
     key = (lambda p: tuple(sorted(p))) if kind in ("sum", "product") else (lambda p: p)
     return {True: [p for p in pairs if key(p) in held], False: [p for p in pairs if key(p) not in held]}
@@ -108,15 +119,19 @@ class RuleWorld(ArithmeticWorld):
     # the anti-oracle asks the distractor, else an easy kind: never the target rule while the
     # document states anything else (every document states one carry sum, see configs/rules.yaml)
     scripted_kinds = {"oracle": ("carry",), "anti_oracle": ("product", "sum", "difference", "no_carry")}
-    _halves: ClassVar[dict[str, dict[bool, list[tuple[int, int]]]]] = {kind: _split_pairs(kind) for kind in RULE_KINDS}
+    _fixed_halves: ClassVar[dict[str, dict[bool, list[tuple[int, int]]]]] = {
+        kind: _split_pairs(kind) for kind in RULE_KINDS}
 
-    def __init__(self, config: RuleWorldConfig | None = None) -> None:
+    def __init__(self, config: RuleWorldConfig | None = None, instance: int | None = None) -> None:
+        """``instance``: the world instance whose operand split this is (``None``: the fixed one)."""
         self.config = config or RuleWorldConfig()
+        self.instance = instance
+        self._halves = (self._fixed_halves if instance is None else
+                        {kind: _split_pairs(kind, instance) for kind in RULE_KINDS})
 
-    @classmethod
-    def pairs(cls, kind: str, heldout: bool | None = None) -> list[tuple[int, int]]:
+    def pairs(self, kind: str, heldout: bool | None = None) -> list[tuple[int, int]]:
         """``kind``'s operand pairs: the held-out half, the other half, or (``None``) all."""
-        halves = cls._halves[kind]
+        halves = self._halves[kind]
         return halves[True] + halves[False] if heldout is None else halves[heldout]
 
     def kind(self, fact: Fact) -> str:
@@ -175,13 +190,22 @@ class RuleDocuments(ToyDocuments):
         world: the world's shape (kind mix of facts, facts per document...).
         required_kinds: kinds stated once in every document (the rest follow the world's kind
             mix); ``[carry]`` lets a Generator ask about the target rule in every document.
+        world_seed: the world instance (see the module docstring): ``null`` is the fixed one;
+            ``n`` keys the operand split and this stream by ``n`` too. The target and held-out
+            sets of the run must name the same instance.
     """
 
     world_class = RuleWorld
 
     def __init__(self, seed: int = 0, world: RuleWorldConfig | None = None,
-                 required_kinds: list[str] | None = None) -> None:
+                 required_kinds: list[str] | None = None, world_seed: int | None = None) -> None:
         super().__init__(seed, world, required_kinds)
+        self.world_seed = world_seed
+        self.world = RuleWorld(world, world_seed)
+
+    @property
+    def stream(self) -> str:
+        return _instance_stream(self.seed, self.world_seed)
 
 
 class RuleQuestions(ToyQuestions):
@@ -189,10 +213,24 @@ class RuleQuestions(ToyQuestions):
 
     ``split`` seeds an independent stream; the ``heldout`` split draws the held-out half of the
     operand pairs, every other split (the target set) the half that documents draw from.
+    ``world_seed``: the world instance, as :class:`RuleDocuments`'s (the same for every source
+    of a run).
     """
 
     world_class = RuleWorld
 
     def __init__(self, split: str = "target", size: int = 64, seed: int = 0,
-                 world: RuleWorldConfig | None = None) -> None:
+                 world: RuleWorldConfig | None = None, world_seed: int | None = None) -> None:
         super().__init__(split, size, seed, world)
+        self.world_seed = world_seed
+        self.world = RuleWorld(world, world_seed)
+
+    @property
+    def stream(self) -> str:
+        return _instance_stream(self.seed, self.world_seed)
+
+
+def _instance_stream(seed: int, world_seed: int | None) -> str:
+    """A rule-world source's stream key: its ``seed``, and the world instance when there is one
+    (the fixed instance keeps the keys it always had, so its documents and sets are unchanged)."""
+    return str(seed) if world_seed is None else f"{seed}@world{world_seed}"

@@ -61,10 +61,15 @@ class ToyDocuments(DocumentSource):
         """See :meth:`ArithmeticWorld.scripted_draft`."""
         return self.world.scripted_draft(document.text, kinds, rng)
 
+    @property
+    def stream(self) -> str:
+        """What keys the document stream: ``seed`` (a world instance's sources add the instance)."""
+        return str(self.seed)
+
     def take(self, count: int) -> list[Document]:
         documents = []
         for index in range(self.position, self.position + count):
-            text, _ = self.world.document(random.Random(f"{self.seed}:document:{index}"), self.required_kinds)
+            text, _ = self.world.document(random.Random(f"{self.stream}:document:{index}"), self.required_kinds)
             documents.append(Document(id=f"{self.world.name}-{index}", text=text))
         self.position += count
         return documents
@@ -89,8 +94,14 @@ class ToyQuestions(QuestionSource):
         self.split, self.size, self.seed = split, size, seed
         self.world = self.world_class(world)
 
+    @property
+    def stream(self) -> str:
+        """What keys the questions' stream, with the split: ``seed`` (a world instance's sources add
+        the instance)."""
+        return str(self.seed)
+
     def load(self) -> list[MCQuestion]:
-        return self.world.question_set(self.split, self.size, self.seed)
+        return self.world.question_set(self.split, self.size, self.stream)
 
     def canonical_completion(self, question: MCQuestion) -> str:
         return self.world.canonical_completion(question)

@@ -160,8 +160,9 @@ class ArithmeticWorld(ABC):
         rng.shuffle(sentences)
         return " ".join(sentences), facts
 
-    def question_set(self, split: str, size: int, seed: int) -> list[MCQuestion]:
-        """``size`` questions from the target distribution; splits never share a random stream."""
+    def question_set(self, split: str, size: int, seed: int | str) -> list[MCQuestion]:
+        """``size`` questions from the target distribution; splits never share a random stream
+        (``seed`` keys it with the split)."""
         rng = random.Random(f"{seed}:{split}")
         return [
             self.question(self.fact(rng, self.draw_kind(rng, self.config.target_kind_weights), split), rng,
