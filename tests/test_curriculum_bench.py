@@ -15,7 +15,16 @@ import yaml
 from infuser.bench import curriculum
 from infuser.bench.common import student_t_quantile
 from infuser.bench.curriculum import Arm, Profile, bench_curriculum, code_digest
-from infuser.bench.curriculum_report import HEADROOM_CONFIDENCE, ArmRecord, Headroom, headroom, paired_vs, verdict
+from infuser.bench.curriculum_report import (
+    HEADROOM_CONFIDENCE,
+    ArmRecord,
+    Headroom,
+    curve_area,
+    first_reaching,
+    headroom,
+    paired_vs,
+    verdict,
+)
 from infuser.cli import build_parser, expand_argv, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,9 +228,12 @@ def test_the_json_carries_paired_differences_the_gate_and_the_budget(tmp_path, m
     result = bench_curriculum(
         [Arm("INFUSER"), Arm("frozen"), Arm("oracle", reference=True), Arm("R-Zero", seeds=3)],
         str(REPO / "configs" / "toy.yaml"), profile=Profile(seeds=[0, 1, 2, 3, 4], budget_minutes=1.0),
-        metric="eval/heldout_exact", oracle="oracle", frozen="frozen", cache_dir=str(tmp_path / "cache"),
+        metric="eval/heldout_exact", reach=0.45, oracle="oracle", frozen="frozen", cache_dir=str(tmp_path / "cache"),
         json=str(output))
     saved = json.loads(output.read_text())
+    assert saved["reach"] == 0.45
+    assert [step is None or step == 2 for step in saved["arms"][0]["iterations_to_reach"]] == [True] * 5
+    assert saved["arms"][0]["heldout_aucs"] == pytest.approx([0.4 + (0.05 + e) / 2 for e in SEED_EFFECT])
     assert saved["metric"] == "eval/heldout_exact" and saved["profile"] == "full"
     arms = {record["arm"]: record for record in saved["arms"]}
     assert arms["R-Zero"]["seeds"] == [0, 1, 2] and arms["INFUSER"]["seeds"] == [0, 1, 2, 3, 4]
@@ -235,6 +247,7 @@ def test_the_json_carries_paired_differences_the_gate_and_the_budget(tmp_path, m
     out = capsys.readouterr().out
     assert "INFUSER minus each arm" in out and "headroom gate: PASSED" in out
     assert "verdict: best arm: INFUSER" in out and saved["verdict"]["best"] == "INFUSER"
+    assert "iterations to 0.45" in out and "AUC" in out
     assert saved["verdict"]["rival"] == "R-Zero" and saved["verdict"]["n"] == 3
     assert "first drafts differ from INFUSER's on a common seed: oracle" in out
     assert (tmp_path / "out" / "bench.heldout.png").stat().st_size > 0
@@ -324,22 +337,69 @@ def test_runs_are_cached_and_resumed(tmp_path, capsys, monkeypatch):
     assert "running   INFUSER / seed 0" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("files", [["bench_curriculum.yaml"], ["bench_curriculum_distractor.yaml"],
-                                   ["bench_curriculum_rules.yaml"],
-                                   ["bench_curriculum_rules.yaml", "bench_curriculum_rules_checked.yaml"]])
-def test_the_bundled_benchmarks_parse(files, monkeypatch):
-    """Every bundled benchmark parses; the claim's benchmarks run 10 seeds of the claim's arms, 5 of the rest."""
-    monkeypatch.chdir(REPO)
+REVIEWER_PROFILES = [["bench_curriculum_rules.yaml"],
+                     ["bench_curriculum_rules.yaml", "bench_curriculum_rules_checked.yaml"],
+                     ["bench_curriculum_rules_sizes.yaml"],
+                     *[["bench_curriculum_rules_sizes.yaml", f"bench_curriculum_rules_size{n}.yaml"] for n in (4, 8, 16)],
+                     ["bench_curriculum_rules_sizes.yaml", "bench_curriculum_rules_narrow.yaml"],
+                     ["bench_curriculum_rules_mirror.yaml"],
+                     ["bench_curriculum_rules_robust.yaml"],
+                     ["bench_curriculum_rules_robust.yaml", "bench_curriculum_rules_robust_lr1e-4.yaml"]]
+
+
+def _bench_config(files: list[str]):
     argv = expand_argv(["bench", "curriculum", *[a for f in files for a in ("--config", f"configs/{f}")]])
     config = build_parser(argv).parse_args(argv).bench.curriculum
     arms = [arm if isinstance(arm, Arm) else Arm(**vars(arm)) for arm in config.arms]
+    return config, arms
+
+
+def _profile(parsed) -> Profile:
+    return parsed if isinstance(parsed, Profile) else Profile(**vars(parsed))
+
+
+@pytest.mark.parametrize("files", [["bench_curriculum.yaml"], ["bench_curriculum_distractor.yaml"], *REVIEWER_PROFILES])
+def test_the_bundled_benchmarks_parse(files, monkeypatch):
+    """Every bundled benchmark parses; the claim's benchmarks run 10 seeds of the claim's arms (the
+    reviewer baselines' INFUSER + target and Solver RL on target among them), 5 of the rest."""
+    monkeypatch.chdir(REPO)
+    config, arms = _bench_config(files)
     assert config.headline in [arm.name for arm in arms]
     if files[0] == "bench_curriculum_distractor.yaml":
         return  # a follow-up of three seeds, run as it was
-    profile = Profile(seeds=config.profile.seeds)
+    profile = _profile(config.profile)
+    assert len(_profile(config.quick_profile).seeds) >= 3  # the gate and the verdict need 3
+    claim = ("INFUSER", "frozen generator", "SPICE variance", "INFUSER + target", "Solver RL on target")
     for arm in arms:
-        claim = arm.name in ("INFUSER", "frozen generator", "SPICE variance")
-        assert len(arm.seeds_of(profile)) >= (10 if claim else 5), arm.name
+        main_arm = arm.name in claim and not arm.reference and len(profile.seeds) >= 10
+        assert len(arm.seeds_of(profile)) >= (10 if main_arm else 5), arm.name
+
+
+@pytest.mark.parametrize("files", REVIEWER_PROFILES, ids=lambda files: "+".join(files))
+def test_every_arm_of_the_reviewer_profiles_plans_a_valid_fit(files, monkeypatch, tmp_path):
+    """Planned offline, every arm's ``infuser fit`` command of the full and the quick profile parses,
+    with the run's seed as its world instance; nothing runs."""
+    monkeypatch.chdir(REPO)
+    config, arms = _bench_config(files)
+    for parsed in (config.profile, config.quick_profile):
+        profile = _profile(parsed)
+        chosen = [arm for arm in arms if profile.arms is None or arm.name in profile.arms]
+        for arm in chosen:
+            if not arm.reference:
+                curriculum._check_budget(arm)
+            run = curriculum._plan(arm, 7, (REPO / config.base_config).resolve(), profile, tmp_path)
+            argv = expand_argv(run.command[3:])
+            fit = build_parser(argv).parse_args(argv).fit
+            for source in (fit.documents, fit.target_set, fit.heldout_set):
+                assert source.init_args.world_seed == 7, (arm.name, files)
+
+
+def test_area_under_the_curve_and_iterations_to_reach():
+    values = [(0, 0.4), (5, 0.6), (10, 0.9)]
+    assert curve_area(values) == pytest.approx(((0.4 + 0.6) / 2 * 5 + (0.6 + 0.9) / 2 * 5) / 10)
+    assert curve_area([(0, 0.4), (10, 0.9)]) == pytest.approx(0.65) and curve_area([(0, 0.5)]) == 0.5
+    assert first_reaching(values, 0.8) == 10 and first_reaching(values, 0.4) == 0
+    assert first_reaching(values, 0.95) is None
 
 
 def test_seed_keys_give_each_seed_its_world_instance(tmp_path):

@@ -111,6 +111,20 @@ def test_world_instances_differ_and_the_fixed_one_is_unchanged():
     assert fixed[0].question == WORLD.question_set("heldout", 1, 0)[0].question
 
 
+def test_a_narrow_target_adds_only_its_right_operands_and_stays_apart_from_the_heldout_set():
+    narrow = RuleQuestions("target", 400, world_seed=5, carry_right_operands=[9]).load()
+    facts = [_question_fact(q) for q in narrow]
+    carries = [f for f in facts if WORLD.kind(f) == "carry"]
+    assert carries and {f.right for f in carries} == {9}
+    assert {WORLD.kind(f) for f in facts} - {"carry"}  # the other kinds are as before
+    heldout = [_question_fact(q) for q in RuleQuestions("heldout", 500, world_seed=5).load()]
+    assert len({f.right for f in heldout if WORLD.kind(f) == "carry"}) > 5  # the held-out set tests them all
+    assert not {_operands(f) for f in facts} & {_operands(f) for f in heldout}
+    for bad in ([], [0], [10]):
+        with pytest.raises(ValueError, match="carry_right_operands"):
+            RuleQuestions("target", 4, carry_right_operands=bad)
+
+
 def _question_fact(question: MCQuestion) -> Fact:
     fact = fact_asked(question.question)
     assert fact is not None

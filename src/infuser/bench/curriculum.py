@@ -60,7 +60,17 @@ import yaml
 
 from infuser.artifacts import write_json
 from infuser.bench.common import slug
-from infuser.bench.curriculum_report import ArmRecord, BenchResult, headroom, paired_vs, plot, report, verdict
+from infuser.bench.curriculum_report import (
+    ArmRecord,
+    BenchResult,
+    curve_area,
+    first_reaching,
+    headroom,
+    paired_vs,
+    plot,
+    report,
+    verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +158,7 @@ def bench_curriculum(
     quick: bool = False,
     headline: str = "INFUSER",
     metric: str = "eval/heldout_accuracy",
+    reach: float | None = None,
     oracle: str | None = None,
     frozen: str | None = None,
     curriculum_arms: list[str] | None = None,
@@ -168,6 +179,9 @@ def bench_curriculum(
         headline: the arm every other is compared with, seed by seed.
         metric: the logged evaluation metric whose gain is reported (``eval/heldout_accuracy``:
             sampled held-out accuracy; a world with exact answers may log a sharper one).
+        reach: also report, per seed, the first evaluated iteration at which the metric reaches
+            this value (e.g. 0.8; ``null``: not reported). Every record carries the area under
+            the metric's curve (``heldout_aucs``) either way.
         oracle, frozen: arms for the headroom gate (an oracle needs a frozen arm): the oracle
             must beat the frozen arm by more than a t quantile of paired standard errors over at
             least three seeds (:func:`~infuser.bench.curriculum_report.headroom`).
@@ -210,15 +224,15 @@ def bench_curriculum(
     runs = [_plan(arm, seed, base, chosen, root) for arm in arms for seed in arm.seeds_of(chosen)]
     started = time.perf_counter()
     _execute(runs, workers, threads_per_worker)
-    records = [_record(arm, [run for run in runs if run.arm is arm], metric) for arm in arms]
+    records = [_record(arm, [run for run in runs if run.arm is arm], metric, reach) for arm in arms]
     for record in records:
         record.paired_vs = {other.arm: paired_vs(record, other) for other in records if other is not record
                             and set(record.seeds) & set(other.seeds)}
     total = round(sum(seconds for record in records for seconds in record.run_seconds), 1)
     budget = chosen.budget_minutes
     gate = headroom(records, oracle, frozen) if oracle and frozen else None
-    result = BenchResult(profile=profile_name, metric=metric, headline=headline, arms=records, headroom=gate,
-                         verdict=verdict(records, headline, gate),
+    result = BenchResult(profile=profile_name, metric=metric, reach=reach, headline=headline, arms=records,
+                         headroom=gate, verdict=verdict(records, headline, gate),
                          run_seconds_total=total, wall_seconds=round(time.perf_counter() - started, 1),
                          workers=workers, budget_minutes=budget,
                          within_budget=None if budget is None else total / workers <= budget * 60)
@@ -368,7 +382,7 @@ def _first_drafts(run_root: Path) -> str:
     return hashlib.sha256("\0".join(texts).encode()).hexdigest()[:12] if texts else ""
 
 
-def _record(arm: Arm, runs: list[_Run], metric: str) -> ArmRecord:
+def _record(arm: Arm, runs: list[_Run], metric: str, reach: float | None = None) -> ArmRecord:
     summaries = [json.loads((run.root / "summary.json").read_text()) for run in runs]
     metrics = [_metrics_by_step(run.root) for run in runs]
     series = []
@@ -406,6 +420,8 @@ def _record(arm: Arm, runs: list[_Run], metric: str) -> ArmRecord:
         reference=arm.reference, heldout_by_iteration=heldout, curriculum_by_iteration=curriculum,
         golden_accuracy_by_iteration=golden, run_seconds=run_seconds,
         first_drafts=[_first_drafts(run.root) for run in runs], code=[_run_code(run) for run in runs],
+        heldout_aucs=[curve_area(values) for values in series],
+        iterations_to_reach=[] if reach is None else [first_reaching(values, reach) for values in series],
     )
 
 

@@ -47,6 +47,8 @@ class ArmRecord:
     first_drafts: list[str] = field(default_factory=list)  # per seed: digest of iteration 1's drafts ("": none)
     paired_vs: dict[str, dict[str, float]] = field(default_factory=dict)  # other arm -> {mean, ci_low, ci_high, n}
     code: list[str] = field(default_factory=list)  # per seed: the code digest(s) its run was made by, "+"-joined
+    heldout_aucs: list[float] = field(default_factory=list)  # per seed: curve_area() of the metric
+    iterations_to_reach: list[int | None] = field(default_factory=list)  # per seed: first_reaching(BenchResult.reach)
 
     def gain_by_seed(self) -> dict[int, float]:
         return dict(zip(self.seeds, self.heldout_gains))
@@ -75,6 +77,7 @@ class BenchResult:
 
     profile: str
     metric: str
+    reach: float | None  # the level of every record's iterations_to_reach (None: not reported)
     headline: str
     arms: list[ArmRecord]
     headroom: Headroom | None
@@ -84,6 +87,22 @@ class BenchResult:
     workers: int
     budget_minutes: float | None
     within_budget: bool | None  # run_seconds_total / workers <= budget (None: no budget)
+
+
+def curve_area(values: list[tuple[int, float]]) -> float:
+    """The area under a run's ``(iteration, metric)`` curve (trapezoids between evaluations) over
+    the iterations it spans: the metric's mean level over the run, in the metric's units. Two arms
+    that end alike differ here when one got there sooner. One evaluation: its value."""
+    if len(values) < 2:
+        return values[0][1]
+    area = sum((b - a) * (u + v) / 2 for (a, u), (b, v) in zip(values, values[1:]))
+    return area / (values[-1][0] - values[0][0])
+
+
+def first_reaching(values: list[tuple[int, float]], level: float) -> int | None:
+    """The first evaluated iteration at which the metric is at least ``level`` (``None``: never),
+    so as fine as the run's ``eval_every``."""
+    return next((step for step, value in values if value >= level), None)
 
 
 def _paired_gains(record: ArmRecord, other: ArmRecord) -> tuple[list[float], list[float]]:
@@ -189,14 +208,19 @@ def report(result: BenchResult) -> None:
     """Print the arms, the paired differences against the headline, the gates and the budget."""
     records, headline = result.arms, result.headline
     print(f"\ncurriculum benchmark ({result.profile} profile): gain of {result.metric} over the base, per arm over "
-          f"its seeds (mean, std, 95% t interval)")
+          f"its seeds (mean, std, 95% t interval); AUC: the metric's mean level over the run (area under its "
+          f"curve / iterations)")
     rows = []
+    reach = result.reach
     for r in records:
         interval = mean_interval(r.heldout_gains)
         rows.append([r.arm + (" (ref)" if r.reference else ""), len(r.seeds), f"{r.heldout_start_mean:.3f}",
                      f"{r.heldout_end_mean:.3f}", f"{r.heldout_gain_mean:+.3f}", f"{r.heldout_gain_std:.3f}",
-                     f"[{interval.low:+.3f}, {interval.high:+.3f}]", f"{r.seconds:.0f}"])
-    print_table(["arm", "seeds", "start", "end", "gain", "std", "95% CI", "seconds"], rows)
+                     f"[{interval.low:+.3f}, {interval.high:+.3f}]",
+                     f"{statistics.fmean(r.heldout_aucs):.3f}" if r.heldout_aucs else "-",
+                     *([_reached(r.iterations_to_reach)] if reach is not None else []), f"{r.seconds:.0f}"])
+    print_table(["arm", "seeds", "start", "end", "gain", "std", "95% CI", "AUC",
+                 *([f"iterations to {reach:g}"] if reach is not None else []), "seconds"], rows)
     lead = next(r for r in records if r.arm == headline)
     paired = []
     for other, d in lead.paired_vs.items():
@@ -223,6 +247,13 @@ def report(result: BenchResult) -> None:
     print(f"{runs} runs, {result.run_seconds_total:.0f} s of run time (about "
           f"{result.run_seconds_total / result.workers / 60:.1f} min at {result.workers} workers){budget}; "
           f"this invocation {result.wall_seconds:.0f} s")
+
+
+def _reached(iterations: list[int | None]) -> str:
+    """``k/n seeds, median m``: how many seeds reached the level, and the median iteration of those."""
+    reached = [i for i in iterations if i is not None]
+    median = f", median {statistics.median(reached):g}" if reached else ""
+    return f"{len(reached)}/{len(iterations)}{median}"
 
 
 def _report_first_drafts(records: list[ArmRecord], lead: ArmRecord) -> None:

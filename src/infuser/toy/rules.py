@@ -122,12 +122,20 @@ class RuleWorld(ArithmeticWorld):
     _fixed_halves: ClassVar[dict[str, dict[bool, list[tuple[int, int]]]]] = {
         kind: _split_pairs(kind) for kind in RULE_KINDS}
 
-    def __init__(self, config: RuleWorldConfig | None = None, instance: int | None = None) -> None:
-        """``instance``: the world instance whose operand split this is (``None``: the fixed one)."""
+    def __init__(self, config: RuleWorldConfig | None = None, instance: int | None = None,
+                 carry_right_operands: list[int] | None = None) -> None:
+        """``instance``: the world instance whose operand split this is (``None``: the fixed one).
+        ``carry_right_operands``: carry sums drawn from this world add only these one-digit
+        numbers (a narrow question set, see :class:`RuleQuestions`; ``None``: any)."""
         self.config = config or RuleWorldConfig()
         self.instance = instance
         self._halves = (self._fixed_halves if instance is None else
                         {kind: _split_pairs(kind, instance) for kind in RULE_KINDS})
+        if carry_right_operands is not None and not (carry_right_operands
+                                                     and set(carry_right_operands) <= set(range(1, 10))):
+            raise ValueError(f"carry_right_operands must list one-digit numbers from 1 to 9 (a carry needs one), got "
+                             f"{carry_right_operands}")
+        self.carry_right_operands = None if carry_right_operands is None else frozenset(carry_right_operands)
 
     def pairs(self, kind: str, heldout: bool | None = None) -> list[tuple[int, int]]:
         """``kind``'s operand pairs: the held-out half, the other half, or (``None``) all."""
@@ -145,7 +153,10 @@ class RuleWorld(ArithmeticWorld):
     def fact(self, rng: random.Random, kind: str, split: str | None = None) -> Fact:
         """Documents and every split but ``heldout`` draw the kept half of the pairs, ``heldout``
         the held-out half; ``None`` draws from all of them."""
-        left, right = rng.choice(self.pairs(kind, None if split is None else split == HELDOUT_SPLIT))
+        pairs = self.pairs(kind, None if split is None else split == HELDOUT_SPLIT)
+        if kind == "carry" and self.carry_right_operands is not None:
+            pairs = [pair for pair in pairs if pair[1] in self.carry_right_operands]
+        left, right = rng.choice(pairs)
         return Fact("sum" if kind in COLUMN_KINDS else kind, left, right)
 
     def worked_answer(self, fact: Fact) -> str:
@@ -214,16 +225,20 @@ class RuleQuestions(ToyQuestions):
     ``split`` seeds an independent stream; the ``heldout`` split draws the held-out half of the
     operand pairs, every other split (the target set) the half that documents draw from.
     ``world_seed``: the world instance, as :class:`RuleDocuments`'s (the same for every source
-    of a run).
+    of a run). ``carry_right_operands``: a narrow set: its carry sums add only these one-digit
+    numbers (e.g. ``[9]``: every carry question is ``ab + 9``), so it exercises part of the carry
+    rule's variations; on the target set, with the held-out set left whole, it asks whether a
+    curriculum generalises from a narrow target to the whole rule. ``null``: every operand.
     """
 
     world_class = RuleWorld
 
     def __init__(self, split: str = "target", size: int = 64, seed: int = 0,
-                 world: RuleWorldConfig | None = None, world_seed: int | None = None) -> None:
+                 world: RuleWorldConfig | None = None, world_seed: int | None = None,
+                 carry_right_operands: list[int] | None = None) -> None:
         super().__init__(split, size, seed, world)
         self.world_seed = world_seed
-        self.world = RuleWorld(world, world_seed)
+        self.world = RuleWorld(world, world_seed, carry_right_operands)
 
     @property
     def stream(self) -> str:
