@@ -367,7 +367,9 @@ class InfuserLoop:
         (``target``: this process's, ``None`` when no target question had signal or the mix is 0),
         or why there is none."""
         signal = self._signal_rows(answers, banded=True) if answers is not None else None
-        if target is None and (signal is None or not signal.rows):
+        in_band = signal.in_band_fraction if signal is not None else None
+        generated_rows = signal is not None and bool(signal.rows)
+        if not generated_rows and target is None:
             reason = "no valid generated question"
             if signal is not None:
                 reason = "every question was all right or all wrong"
@@ -375,15 +377,14 @@ class InfuserLoop:
                     band = list(self.config.pass_rate_band)
                     reason = f"no question with signal has a pass rate in loop.pass_rate_band {band}"
             log.info("solver update skipped: %s", reason)
-            return SolverUpdate(SkippedUpdate(reason), signal.in_band_fraction if signal is not None else None)
+            return SolverUpdate(SkippedUpdate(reason), in_band)
         with self._stage("solver_update", streams.iteration):
-            share = (answers.rollouts.scored(signal.rows, signal.advantages) if signal is not None and signal.rows
-                     else None)
+            share = answers.rollouts.scored(signal.rows, signal.advantages) if generated_rows else None
             if target is not None:
                 share = self._with_target(share, target)
             update = self._update("solver", share.batch, share.advantages, streams.update_order("solver update"),
                                   streams.iteration)
-        return SolverUpdate(update, signal.in_band_fraction if signal is not None else None)
+        return SolverUpdate(update, in_band)
 
     def evaluate(self, iteration: int) -> Evaluation:
         """Stage 7: avg@k accuracy of the Solver on the target and held-out sets, and its exact
