@@ -35,6 +35,7 @@ from infuser.plots import plot_finished_run
 from infuser.preflight import check_before_loading, check_documents
 from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
 from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
+from infuser.run_config import ResolvedConfig, record
 from infuser.toy.sources import ToyDocuments, ToyQuestions
 
 # The command line is parsed from this module's signature, so it imports the training stack
@@ -205,6 +206,7 @@ def fit(
     run_dir: str | None = None,
     ckpt_path: str | None = None,
     seed: int = 42,
+    _config: ResolvedConfig | None = None,
 ) -> Summary:
     """Co-train a Generator and a Solver with influence-guided self-evolution.
 
@@ -225,6 +227,8 @@ def fit(
         run_dir: where everything is written (default: a new ``runs/<timestamp>``).
         ckpt_path: resume from this checkpoint, or ``last`` for the newest one in ``run_dir``.
         seed: seeds model-independent randomness (sampling streams, shuffles).
+        _config: the resolved configuration ``infuser fit`` parsed, written to ``run_dir/config.yaml``
+            (:mod:`infuser.run_config`); not a key: the command line passes it, a Python caller has none.
     """
     _check_resume_arguments(run_dir, ckpt_path)
     _check_model_arguments(generator, solver, trainer, share_base)
@@ -244,6 +248,8 @@ def fit(
                       strategy=_strategy(trainer), precision=trainer.precision,
                       loggers=_loggers(trainer.loggers, run.root, resuming=ckpt_path is not None))
     fabric.launch()
+    if _config is not None and fabric.global_rank == 0:
+        record(_config, run.root, resuming=ckpt_path is not None)
     fabric.seed_everything(seed)
     # Every data file is read before any model is loaded: bad input fails in seconds, not after
     # the weights of a large model have been read.
