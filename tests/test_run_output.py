@@ -72,6 +72,17 @@ def test_the_run_folder_holds_curves_samples_and_readable_weights(finished_run):
 
 
 @pytest.mark.slow
+def test_each_exported_role_has_a_model_card_whose_loading_code_works(finished_run):
+    from transformers import AutoModelForCausalLM
+
+    run_dir, _ = finished_run
+    for role in ("generator", "solver"):
+        card = (run_dir / "final" / role / "README.md").read_text()
+        assert f"# infuser {role}: " in card and "| target accuracy |" in card and "| `seed` | `42` |" in card
+    assert AutoModelForCausalLM.from_pretrained(run_dir / "final" / "solver").config.num_hidden_layers == 1
+
+
+@pytest.mark.slow
 def test_the_run_folder_holds_the_configuration_print_config_prints(finished_run, tiny_model_dir):
     run_dir, _ = finished_run
     printed = subprocess.run([sys.executable, "-m", "infuser.cli", *_arguments(tiny_model_dir, run_dir),

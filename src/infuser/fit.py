@@ -31,6 +31,7 @@ from infuser.data.question_sets import QuestionSource
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.lazy import TYPE_CHECKING, lazy_import
+from infuser.model_card import RunFacts, write_model_cards
 from infuser.plots import plot_finished_run
 from infuser.preflight import check_before_loading, check_documents
 from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
@@ -289,6 +290,10 @@ def fit(
     for name, role in (("generator", gen), ("solver", sol)):
         role.export(run.root / "final" / name)
     if fabric.global_rank == 0:
+        write_model_cards(run.root / "final", {"generator": generator, "solver": solver}, RunFacts(
+            reward=type(generator_reward).__name__, loop=loop, share_base=share_base, seed=seed,
+            influence=type(influence).__name__ if generator_reward.needs_influence else None,
+            summary=dataclasses.asdict(summary)))
         respect_umask(run.root / "final")
         write_json(run.root / "summary.json", dataclasses.asdict(summary))
         plot_finished_run(run.root)
