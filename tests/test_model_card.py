@@ -38,7 +38,7 @@ def test_an_adapter_card_loads_through_peft_and_a_local_base_is_no_hub_id(tmp_pa
     role = RoleConfig(model=ModelConfig(name_or_path=str(tmp_path), lora=LoraConfig(r=8)))
     card = ModelCard("generator", role, FACTS).render()
     assert _header(card)["library_name"] == "peft" and "base_model" not in _header(card)
-    assert "AutoPeftModelForCausalLM.from_pretrained" in card and f"--model.adapter path/to/this/folder" in card
+    assert "AutoPeftModelForCausalLM.from_pretrained" in card and "--model.adapter path/to/this/folder" in card
     assert "r=8, alpha=32" in card and "the **Generator**" in card and "`InfluenceReward`" in card
 
 

@@ -26,6 +26,9 @@ BUILTIN_PREFIX = "builtin:"  # a checkpoint registered in the infuser.builtin_mo
 TOY_MODEL_ID = f"{BUILTIN_PREFIX}toy"
 
 
+# ``trainer.loggers``: ``wandb`` and ``mlflow`` need their optional extras (:mod:`infuser.tracking`).
+LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]
+
 # ``trainer.strategy`` names that split the parameters over processes.
 SHARDING_STRATEGIES = ("fsdp", "deepspeed")
 

@@ -18,13 +18,13 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from jsonargparse import lazy_instance
 
 from infuser.artifacts import RunDirectory, default_run_dir, respect_umask, write_json
-from infuser.config import SHARDING_STRATEGIES, ConfigurationError, LoopConfig, RoleConfig, RunSetup, base_differences
-from infuser.console import hide_rebuilt_log_warning, quiet_libraries
+from infuser.config import (SHARDING_STRATEGIES, ConfigurationError, LoggerName, LoopConfig, RoleConfig, RunSetup,
+                            base_differences)
+from infuser.console import quiet_libraries
 from infuser.data.documents import DocumentSource
 from infuser.data.prompts import PromptTemplates
 from infuser.data.question_sets import QuestionSource
@@ -37,6 +37,7 @@ from infuser.preflight import check_before_loading, check_documents
 from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
 from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
 from infuser.run_config import ResolvedConfig, record
+from infuser.tracking import finish, make_loggers
 from infuser.toy.sources import ToyDocuments, ToyQuestions
 
 # The command line is parsed from this module's signature, so it imports the training stack
@@ -66,7 +67,8 @@ class TrainerConfig:
         strategy: ``auto``, ``ddp``, ``fsdp`` (infuser's FSDP2, see :mod:`infuser.sharding`) or another
             Lightning strategy name; Lightning's FSDP1 variants and DeepSpeed ZeRO-3 are refused.
         precision: ``32-true``, ``bf16-mixed``, ``bf16-true``, ``16-mixed``.
-        loggers: ``csv`` and/or ``tensorboard``, written under ``run_dir``.
+        loggers: any of ``csv``, ``tensorboard``, ``wandb``, ``mlflow`` (the last two need their extras;
+            see :mod:`infuser.tracking`).
     """
 
     accelerator: str = "auto"
@@ -74,7 +76,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    loggers: list[Literal["csv", "tensorboard"]] = field(default_factory=lambda: ["csv"])
+    loggers: list[LoggerName] = field(default_factory=lambda: ["csv"])
 
 
 @dataclass
@@ -97,28 +99,6 @@ class Summary:
     seconds_total: float
     seconds_by_stage: dict[str, float]
     run_dir: str
-
-
-def _loggers(names: list[str], root: Path, resuming: bool) -> list:
-    """The loggers, writing under ``root``.
-
-    The CSV file is flushed after every iteration, so a killed run loses no completed row. A
-    resumed run logs the checkpoint's metric history again (see :meth:`InfuserLoop.fit`), so
-    TensorBoard is told to hide every event of the earlier process (``purge_step=0``): rows of an
-    iteration that was interrupted and is run again appear once.
-    """
-    from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
-
-    if resuming:
-        hide_rebuilt_log_warning()
-    made = []
-    for name in names:
-        if name == "csv":
-            made.append(CSVLogger(root, name="logs", version="", flush_logs_every_n_steps=1))
-        else:
-            made.append(TensorBoardLogger(root, name="tensorboard", version="",
-                                          **({"purge_step": 0} if resuming else {})))
-    return made
 
 
 def _check_resume_arguments(run_dir: str | None, ckpt_path: str | None) -> None:
@@ -247,7 +227,7 @@ def fit(
     torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
     fabric = L.Fabric(accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
                       strategy=_strategy(trainer), precision=trainer.precision,
-                      loggers=_loggers(trainer.loggers, run.root, resuming=ckpt_path is not None))
+                      loggers=make_loggers(trainer.loggers, run.root, resuming=ckpt_path is not None))
     fabric.launch()
     if _config is not None and fabric.global_rank == 0:
         record(_config, run.root, resuming=ckpt_path is not None)
@@ -298,8 +278,7 @@ def fit(
         write_json(run.root / "summary.json", dataclasses.asdict(summary))
         plot_finished_run(run.root)
         _print_summary(summary)
-    for logger in fabric.loggers:
-        logger.finalize("success")
+    finish(fabric.loggers)
     return summary
 
 

@@ -60,6 +60,7 @@ from infuser.rl.update import PolicyUpdate, UpdateStats
 from infuser.roles.generator import Generator
 from infuser.roles.solver import Solver
 from infuser.rollout.rows import Answers, ScoredRollouts, SplitRollouts
+from infuser.tracking import log_samples
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +400,8 @@ class InfuserLoop:
             result = self.iteration(iteration)
             if self.processes.is_main:
                 self.run.write_questions(iteration, [record.__dict__ for record in result.records(self.documents)])
-                self.run.write_samples(iteration, result.samples())
+                self.run.write_samples(iteration, samples := result.samples())
+                log_samples(self.fabric.loggers, iteration, samples)
             metrics = result.metrics(self.documents)
             if result.evaluation is not None:
                 self.state.last_evaluation = result.evaluation
