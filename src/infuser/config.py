@@ -114,6 +114,13 @@ class ModelConfig:
         gradient_checkpointing: recompute activations in the backward pass (non-reentrant;
             switched off while sampling).
         extra_kwargs: further ``from_pretrained`` arguments.
+        chat_template: render this role's prompts through the tokenizer's chat template and stop
+            at its end-of-turn token (:mod:`infuser.data.chat`): ``true``, ``false``, or ``auto``
+            (when the tokenizer has one). Default ``false``: base models' tokenizers often carry a
+            template (Qwen3-*-Base do) that the base was never tuned on; set ``auto`` or ``true``
+            for an instruct model.
+        system_prompt: an optional system turn before each prompt (without the template, a first
+            paragraph).
     """
 
     name_or_path: str = TOY_MODEL_ID
@@ -125,6 +132,8 @@ class ModelConfig:
     quantization: QuantizationConfig | None = None
     gradient_checkpointing: bool = False
     extra_kwargs: dict = field(default_factory=dict)
+    chat_template: bool | Literal["auto"] = False
+    system_prompt: str | None = None
 
     def __post_init__(self) -> None:
         # Code shipped with a checkpoint runs only when asked for by name, never through a side door.
@@ -136,11 +145,15 @@ class ModelConfig:
                              "the adapter only)")
 
 
+# ``model`` keys that do not describe the base: two roles sharing one base may differ in them.
+_PER_ROLE_MODEL_KEYS = ("lora", "chat_template", "system_prompt")
+
+
 def base_differences(first: ModelConfig, second: ModelConfig) -> list[str]:
-    """The keys, other than ``lora``, in which two model configurations differ: two roles can
-    share one base only when there are none."""
+    """The keys, other than the per-role ones (``lora``, ``chat_template``, ``system_prompt``), in
+    which two model configurations differ: two roles can share one base only when there are none."""
     return [f.name for f in dataclasses.fields(ModelConfig)
-            if f.name != "lora" and getattr(first, f.name) != getattr(second, f.name)]
+            if f.name not in _PER_ROLE_MODEL_KEYS and getattr(first, f.name) != getattr(second, f.name)]
 
 
 # -- sampling and the RL update -------------------------------------------------------------------

@@ -15,9 +15,9 @@ from infuser.eval.prompts import (
     SUPERGPQA_PROMPTS,
     olympiad_prompt,
     render_options,
-    render_prompt,
     supergpqa_prompt,
 )
+from infuser.data.chat import render_prompt
 
 
 @pytest.fixture(scope="module")

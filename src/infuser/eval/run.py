@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from infuser.config import SamplingConfig
+from infuser.data.chat import render_prompt
 from infuser.eval.data import (
     OLYMPIAD_DEFAULT_SUBSETS,
     OLYMPIAD_HF_ID,
@@ -45,7 +46,6 @@ from infuser.eval.prompts import (
     OLYMPIAD_PROMPTS,
     SUPERGPQA_PROMPTS,
     olympiad_prompt,
-    render_prompt,
     supergpqa_prompt,
 )
 from infuser.eval.report import EvalResults, ItemRecord, summarize, write_results

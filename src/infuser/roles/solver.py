@@ -28,7 +28,8 @@ class Solver(PolicyRole):
                sampling: SamplingConfig | None = None) -> Answers:
         if not questions:
             raise ValueError("Solver.answer() needs at least one question")
-        rollouts = self.sample([self.prompts.for_solver(q) for q in questions], num_samples, stream, sampling)
+        rollouts = self.sample([self.chat.render(self.prompts.for_solver(q)) for q in questions], num_samples, stream,
+                               sampling)
         choices = [questions[row // num_samples].choice_in(text) for row, text in enumerate(rollouts.texts)]
         rewards = torch.tensor([float(choice == questions[row // num_samples].answer_letter)
                                 for row, choice in enumerate(choices)])
@@ -40,7 +41,7 @@ class Solver(PolicyRole):
         accuracy without sampling noise. Each process scores its shard; under sharded parameters
         every process scores every question on the gathered model, as sampling does."""
         self.activate()
-        prompts = [self.prompts.for_solver(q) for q in questions]
+        prompts = [self.chat.render(self.prompts.for_solver(q)) for q in questions]
         batch_size = self.config.sampling.batch_size
         if self.processes.shards_parameters:
             with gathered(self.model):
