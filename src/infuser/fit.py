@@ -217,6 +217,7 @@ def fit(
     check_documents(loop, documents)
     # The training stack is imported once the arguments are known to work (a refusal takes a second).
     from infuser.checkpointing import Checkpointer
+    from infuser.eval.during_fit import BenchmarkEvaluation
     from infuser.loop import ExactTargets, InfuserLoop
     from infuser.models import SharedBase, load_tokenizer
     from infuser.roles.generator import Generator
@@ -237,6 +238,7 @@ def fit(
     target = target_set.load()
     heldout = heldout_set.load() if heldout_set is not None else None
     exact = ExactTargets.of(target_set, target, heldout_set, heldout)
+    benchmarks = BenchmarkEvaluation(loop.eval_benchmarks) if loop.eval_benchmarks is not None else None
     documents.setup(load_tokenizer(generator.model))
     # One role at a time, each handed to the strategy before the next loads: under FSDP a process
     # then never holds two whole models (an 8B float32 copy is 32 GB of host memory per process).
@@ -249,7 +251,7 @@ def fit(
     solver_update = sol.set_up(fabric)
     modules = {"generator": gen, "generator_optimizer": gen.optimizer, "solver": sol, "solver_optimizer": sol.optimizer}
     infuser_loop = InfuserLoop(fabric, gen, sol, generator_update, solver_update, documents, target, heldout,
-                               influence, generator_reward, loop, run, seed, exact)
+                               influence, generator_reward, loop, run, seed, exact, benchmarks)
     if fabric.global_rank == 0:
         run.root.mkdir(parents=True, exist_ok=True)
 

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import lightning as L
 import torch
@@ -119,12 +120,18 @@ class RandomStreams:
 
     def sampling(self, purpose: int) -> torch.Generator:
         """The sampling stream of Generator round ``purpose`` (0 also serves the target stage; -1:
-        evaluation)."""
+        evaluation; -2: the benchmarks of ``loop.eval_benchmarks``)."""
         return torch.Generator().manual_seed(hash_seed(self._key(purpose)))
 
     def update_order(self, update: str) -> torch.Generator:
         """The stream that orders the rows of ``update`` (e.g. ``"solver update"``)."""
         return torch.Generator().manual_seed(hash_seed(self._key(update)))
+
+
+class BenchmarkScores(Protocol):
+    """Scores the Solver on benchmarks (``loop.eval_benchmarks``): metric name -> value."""
+
+    def __call__(self, solver: Solver, stream: torch.Generator) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -161,17 +168,21 @@ class InfuserLoop:
         run: the run directory (questions and samples are written there).
         seed: seeds every random stream (:class:`RandomStreams`).
         exact: canonical completions of the target and held-out sets, for exact evaluation.
+        benchmarks: ``loop.eval_benchmarks``' scoring of the Solver (``fit`` builds it from
+            ``infuser.eval``, which this module does not import).
     """
 
     def __init__(self, fabric: L.Fabric, generator: Generator, solver: Solver, generator_update: PolicyUpdate,
                  solver_update: PolicyUpdate, documents: DocumentSource, target: list[MCQuestion],
                  heldout: list[MCQuestion] | None, influence: InfluenceEstimator, reward: GeneratorReward,
-                 config: LoopConfig, run: RunDirectory, seed: int, exact: ExactTargets = ExactTargets()) -> None:
+                 config: LoopConfig, run: RunDirectory, seed: int, exact: ExactTargets = ExactTargets(),
+                 benchmarks: BenchmarkScores | None = None) -> None:
         self.fabric, self.generator, self.solver = fabric, generator, solver
         self.updates = {"generator": generator_update, "solver": solver_update}
         self.documents, self.target, self.heldout = documents, target, heldout
         self.influence, self.reward = influence, reward
         self.config, self.run, self.seed, self.exact = config, run, seed, exact
+        self.benchmarks = benchmarks
         self.scripted_kinds = (documents.scripted_kinds(config.scripted_drafts)
                                if isinstance(documents, SyntheticDocuments) and config.scripted_drafts else None)
         self.processes = Processes.of(fabric)
@@ -402,7 +413,7 @@ class InfuserLoop:
                 self.run.write_questions(iteration, [record.__dict__ for record in result.records(self.documents)])
                 self.run.write_samples(iteration, samples := result.samples())
                 log_samples(self.fabric.loggers, iteration, samples)
-            metrics = result.metrics(self.documents)
+            metrics = result.metrics(self.documents) | self._benchmark_metrics(iteration)
             if result.evaluation is not None:
                 self.state.last_evaluation = result.evaluation
             self.state.iteration = iteration
@@ -417,6 +428,15 @@ class InfuserLoop:
         self.state.seconds_total = time.perf_counter() - started
         return self.state
 
+
+    def _benchmark_metrics(self, iteration: int) -> dict[str, float]:
+        """``loop.eval_benchmarks``: the Solver's benchmark accuracies when ``iteration`` is due
+        (timed as evaluation), from a sampling stream of their own."""
+        settings = self.config.eval_benchmarks
+        if self.benchmarks is None or settings is None or not settings.due(iteration, self.config.iterations):
+            return {}
+        with self._stage("evaluate", iteration, {}):
+            return self.benchmarks(self.solver, RandomStreams(self.seed, iteration).sampling(-2))
 
     def _check_progress(self, result: IterationResult) -> None:
         """Say loudly when nothing has trained for ``loop.idle_iterations_limit`` iterations in a row,

@@ -21,12 +21,12 @@ import json
 import platform
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from infuser.config import SamplingConfig
+from infuser.config import BenchmarkConfig, EvalSamplingConfig
 from infuser.data.chat import render_prompt
 from infuser.eval.data import (
     OLYMPIAD_DEFAULT_SUBSETS,
@@ -48,60 +48,15 @@ from infuser.eval.prompts import (
     olympiad_prompt,
     supergpqa_prompt,
 )
-from infuser.eval.report import EvalResults, ItemRecord, summarize, write_results
+from infuser.eval.report import BenchmarkSummary, EvalResults, ItemRecord, summarize, write_results
 from infuser.eval.score import ItemScore, JudgeConfig, Scorer
 from infuser.eval.target_set import load_exclusion
 
-BenchmarkName = Literal["olympiadbench", "supergpqa"]
-
-_DEFAULT_PROMPT = {"olympiadbench": "official", "supergpqa": "zero_shot"}
 _PROMPTS = {"olympiadbench": OLYMPIAD_PROMPTS, "supergpqa": SUPERGPQA_PROMPTS}
 _BREAKDOWNS = {
     "olympiadbench": ("subset", "answer_type"),
     "supergpqa": ("difficulty", "discipline", "field", "subfield"),
 }
-
-
-@dataclass
-class BenchmarkConfig:
-    """One benchmark to evaluate.
-
-    Attributes:
-        name: ``olympiadbench`` or ``supergpqa``.
-        path: a local file (``.jsonl``/``.json``/``.parquet``) or, for OlympiadBench, a directory
-            of ``<subset>.<ext>`` files. ``None`` loads from the Hugging Face Hub.
-        revision: Hub commit. OlympiadBench defaults to a pinned commit; for SuperGPQA ``None``
-            resolves ``main`` to its commit, which is recorded.
-        subsets: OlympiadBench subsets (default: the text-only English open-ended maths and
-            physics sets).
-        split: Hub split.
-        prompt: prompt variant (OlympiadBench ``official``/``plain``; SuperGPQA
-            ``zero_shot``/``five_shot``/``boxed``); default ``official`` / ``zero_shot``.
-        limit: score only the first ``limit`` items (after exclusions), for smoke runs.
-        exclude: target-set files (JSONL or ``.manifest.json``) whose ids are not scored.
-        on_bad_row: ``raise`` at the first bad row, or ``skip`` and count bad rows.
-        label: the entry's name in the results (default: ``name``); needed when one benchmark is
-            listed twice (e.g. two prompt variants).
-    """
-
-    name: BenchmarkName
-    path: str | None = None
-    revision: str | None = None
-    subsets: list[str] | None = None
-    split: str = "train"
-    prompt: str | None = None
-    limit: int | None = None
-    exclude: list[str] = field(default_factory=list)
-    on_bad_row: Literal["raise", "skip"] = "raise"
-    label: str | None = None
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
-
-    @property
-    def prompt_variant(self) -> str:
-        return self.prompt or _DEFAULT_PROMPT[self.name]
 
 
 @dataclass
@@ -129,46 +84,6 @@ class EvalModelConfig:
     dtype: str = "auto"
     device: str | None = None
     batch_size: int = 16
-
-
-@dataclass(frozen=True)
-class EvalSamplingConfig:
-    """Sampling settings (recorded in ``results.json``): the rollout engine's
-    :class:`~infuser.config.SamplingConfig`, with greedy decoding spelled
-    ``temperature: 0`` and the number of samples per item added.
-
-    Attributes:
-        temperature: 0 decodes greedily.
-        top_p: nucleus sampling mass (1.0 disables).
-        top_k: keep the k most likely tokens (0 disables).
-        max_new_tokens: completion budget.
-        num_samples: samples per item, k; accuracy is avg@k.
-    """
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 2048
-    num_samples: int = 1
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
-        self.engine(batch_size=1)  # the engine's own checks of top_p, top_k and max_new_tokens
-
-    def engine(self, batch_size: int) -> SamplingConfig:
-        """The rollout engine's settings for these, with ``batch_size`` rows per forward pass."""
-        greedy = self.temperature == 0
-        return SamplingConfig(
-            temperature=1.0 if greedy else self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=not greedy,
-            batch_size=batch_size,
-        )
 
 
 @dataclass(frozen=True)
@@ -510,6 +425,40 @@ def _score(scorer: Scorer, benchmark: LoadedBenchmark, generated: Generated) -> 
     return records
 
 
+def model_outputs(loaded: Sequence[LoadedBenchmark], rendered: Sequence[str],
+                  outputs: Sequence[list[str]]) -> Generated:
+    """A model's ``outputs`` (k per item) for every item of ``loaded`` in order, each with the
+    prompt it was given (``rendered``)."""
+    generated = Generated({b.config.key: {} for b in loaded}, {b.config.key: {} for b in loaded},
+                          {b.config.key: 0 for b in loaded}, 0)
+    for item, prompt, samples in zip([item for b in loaded for item in b.items], rendered, outputs, strict=True):
+        generated.outputs[item.benchmark][item.key] = samples
+        generated.prompts[item.benchmark][item.key] = prompt
+    return generated
+
+
+def judge_outputs(scorer: Scorer, loaded: Sequence[LoadedBenchmark], generated: Generated
+                  ) -> tuple[list[BenchmarkSummary], list[ItemRecord]]:
+    """Judge ``generated`` against every benchmark of ``loaded``: a summary per benchmark (its
+    ``accuracy`` is avg@k) and every judged sample."""
+    summaries = []
+    all_records: list[ItemRecord] = []
+    for benchmark in loaded:
+        records = _score(scorer, benchmark, generated)
+        all_records += records
+        summaries.append(
+            summarize(
+                benchmark.config.key, benchmark.config.name, benchmark.config.prompt_variant, records,
+                benchmark.dataset, _BREAKDOWNS[benchmark.config.name],
+                missing_predictions=generated.missing.get(benchmark.config.key, 0),
+                skipped_rows=len(benchmark.skipped),
+                skipped_examples=[str(e) for e in benchmark.skipped[:10]],
+                excluded=benchmark.excluded,
+            )
+        )
+    return summaries, all_records
+
+
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -567,29 +516,11 @@ def evaluate(
         assert model is not None
         flat = [item for b in loaded for item in b.items]
         rendered, outputs = generate_outputs(model, [item.prompt for item in flat], sampling, seed)
-        generated = Generated({b.config.key: {} for b in loaded}, {b.config.key: {} for b in loaded}, {}, 0)
-        for item, prompt, samples in zip(flat, rendered, outputs):
-            generated.outputs[item.benchmark][item.key] = samples
-            generated.prompts[item.benchmark][item.key] = prompt
-        generated.missing = {b.config.key: 0 for b in loaded}
+        generated = model_outputs(loaded, rendered, outputs)
         mode = "model"
 
-    summaries = []
-    all_records: list[ItemRecord] = []
     with Scorer(judge) as scorer:
-        for benchmark in loaded:
-            records = _score(scorer, benchmark, generated)
-            all_records += records
-            summaries.append(
-                summarize(
-                    benchmark.config.key, benchmark.config.name, benchmark.config.prompt_variant, records,
-                    benchmark.dataset, _BREAKDOWNS[benchmark.config.name],
-                    missing_predictions=generated.missing.get(benchmark.config.key, 0),
-                    skipped_rows=len(benchmark.skipped),
-                    skipped_examples=[str(e) for e in benchmark.skipped[:10]],
-                    excluded=benchmark.excluded,
-                )
-            )
+        summaries, all_records = judge_outputs(scorer, loaded, generated)
         restarts = scorer.restarts
 
     protocol = {
