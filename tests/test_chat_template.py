@@ -104,6 +104,8 @@ def test_the_solver_samples_the_rendered_prompt_stops_at_end_of_turn_and_trains_
     assert logps.shape == batch.completion_ids.shape
     # The update scores exactly the tokens that were sampled after exactly the rendered prompt.
     torch.testing.assert_close(logps * mask, batch.sampling_logps * mask, atol=1e-4, rtol=0)
+    # Exact evaluation ends a canonical answer with end-of-turn too: P("A", end-of-turn) = 1/2 * 1/2.
+    assert solver.exact_accuracy([question], ["A"], temperature=1.0) == pytest.approx(0.25, abs=1e-6)
 
 
 def test_the_generators_drafts_follow_the_rendered_document_prompt_and_end_their_turn(chat_model_dir):

@@ -46,11 +46,12 @@ class Solver(PolicyRole):
         if self.processes.shards_parameters:
             with gathered(self.model):
                 probabilities = exact_probabilities(self.model, self.tokenizer, prompts, completions, temperature,
-                                                    batch_size).tolist()
+                                                    batch_size, self.chat.end_id).tolist()
         else:
             shard = self.processes.shard(len(questions))
             own = (exact_probabilities(self.model, self.tokenizer, prompts[shard.start : shard.stop],
-                                       completions[shard.start : shard.stop], temperature, batch_size).tolist()
+                                       completions[shard.start : shard.stop], temperature, batch_size,
+                                       self.chat.end_id).tolist()
                    if shard else [])
             probabilities = self.processes.gather(own)
         return sum(probabilities) / len(probabilities)

@@ -25,9 +25,10 @@ from infuser.rollout.rows import RolloutBatch, UnpaddedRow
 
 
 def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
-                        completions: list[str], temperature: float = 1.0, batch_size: int = 64) -> Tensor:
+                        completions: list[str], temperature: float = 1.0, batch_size: int = 64,
+                        end_token_id: int | None = None) -> Tensor:
     """``P(completion_i + end-of-text | prompt_i)`` for every ``i`` (float64 on the CPU), each token's
-    softmax at ``temperature``.
+    softmax at ``temperature``; ``end_token_id`` replaces end-of-text (a chat template's end-of-turn).
 
     Rows (:func:`teacher_forced_batch`) run ``batch_size`` at a time,
     prompts left-padded and completions right-padded; padding is masked out, so a row's
@@ -45,7 +46,7 @@ def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
             batch = teacher_forced_batch(tokenizer, prompts[start : start + batch_size],
-                                         completions[start : start + batch_size], device)
+                                         completions[start : start + batch_size], device, end_token_id)
             logps, _ = completion_logps(model, batch, temperature, share_prompts=False)
             log_probabilities.append((logps.double() * batch.completion_mask).sum(-1).cpu())
     model.train(was_training)
@@ -53,11 +54,12 @@ def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
 
 
 def teacher_forced_batch(tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str],
-                         device: torch.device) -> RolloutBatch:
-    """The rows ``prompt_i`` -> ``completion_i`` + end-of-text as a :class:`RolloutBatch`, so that the
-    training loss's own log-prob pass scores them. Prompt and completion are tokenised apart, as the
-    sampler sees them."""
-    if tokenizer.eos_token_id is None:
+                         device: torch.device, end_token_id: int | None = None) -> RolloutBatch:
+    """The rows ``prompt_i`` -> ``completion_i`` + end-of-text (or ``end_token_id``) as a
+    :class:`RolloutBatch`, so that the training loss's own log-prob pass scores them. Prompt and
+    completion are tokenised apart, as the sampler sees them."""
+    end = tokenizer.eos_token_id if end_token_id is None else end_token_id
+    if end is None:
         raise ValueError("teacher_forced_batch: the tokenizer has no end-of-text token to end a completion with")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
@@ -66,7 +68,7 @@ def teacher_forced_batch(tokenizer: PreTrainedTokenizerBase, prompts: list[str],
         raise ValueError("teacher_forced_batch: an empty completion has no tokens to score")
     rows = []
     for index, (prompt, completion, text) in enumerate(zip(prompt_ids, completion_ids, completions, strict=True)):
-        completion = completion + [tokenizer.eos_token_id]
+        completion = completion + [end]
         rows.append(UnpaddedRow(prompt_ids=torch.tensor(prompt), completion_ids=torch.tensor(completion),
                                 sampling_logps=torch.zeros(len(completion)), truncated=False, prompt_index=index,
                                 text=text))
