@@ -6,7 +6,7 @@ the table gives the median and the fastest run. Two references frame the numbers
 that does nothing, and one that imports torch (what every command paid before parsing became
 torch-free, with Lightning, transformers and peft on top).
 
-    python benchmarks/cli_startup.py --json cli_startup.json
+    python -m benchmarks.cli_startup --json cli_startup.json
 
 The numbers depend on the machine and on what else runs on it; ``uptime``'s load average is
 recorded with them.

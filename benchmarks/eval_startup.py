@@ -1,7 +1,7 @@
 """How long ``infuser eval --predictions`` takes end to end, and what it imports.
 
-    python benchmarks/eval_startup.py --json eval_startup.json
-    python benchmarks/eval_startup.py --rows path/to/OE_TO_maths_en_COMP.jsonl --repeats 7
+    python -m benchmarks.eval_startup --json eval_startup.json
+    python -m benchmarks.eval_startup --rows path/to/OE_TO_maths_en_COMP.jsonl --repeats 7
 
 Scoring saved outputs needs no model, so it should cost what it does (start Python, load and check
 the rows, start one judge worker, judge) and not the seconds of importing torch, transformers and
@@ -40,7 +40,8 @@ HEAVY = ("torch", "transformers", "peft", "lightning", "torchmetrics")
 PROBE = """
 import json, sys, time
 start = time.perf_counter()
-from infuser.eval.run import BenchmarkConfig, evaluate
+from infuser.eval.run import evaluate
+from infuser.eval.items import BenchmarkConfig
 imported = time.perf_counter()
 from infuser.eval.score import Scorer
 with Scorer() as scorer:

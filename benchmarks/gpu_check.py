@@ -1,8 +1,8 @@
 """The GPU check: the CUDA-marked tests, and each stage of the loop at Qwen3-0.6B and 1.7B shapes, in
 one command of about 8 minutes on an H100, writing a JSON record and a Markdown table.
 
-    python3 benchmarks/gpu_check.py --out gpu_check                     # gpu_check.json, gpu_check.md
-    python benchmarks/gpu_check.py --device cpu --shapes tiny --quick --out /tmp/check   # the CPU test
+    python3 -m benchmarks.gpu_check --out gpu_check                     # gpu_check.json, gpu_check.md
+    python -m benchmarks.gpu_check --device cpu --shapes tiny --quick --out /tmp/check   # the CPU test
 
 Parts, most important first. Each is written to the JSON as soon as it finishes (a run cut short
 keeps what it did), a part that fails records its error and the next one runs, and a part that
@@ -34,7 +34,7 @@ what the image lacks as wheels, from the repository root here::
 and run (``carry: [".whl"]``)::
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
-        PYTHONPATH=/tmp/site python3 benchmarks/gpu_check.py --out $OUT/gpu_check
+        PYTHONPATH=/tmp/site python3 -m benchmarks.gpu_check --out $OUT/gpu_check
 
 Without bitsandbytes the 4-bit test is skipped (and reported so); without jsonargparse the loop
 parts cannot import ``infuser.fit`` and are reported as such.
@@ -56,11 +56,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parent
-REPO = BENCHMARKS.parent
-for path in (REPO / "src", BENCHMARKS):  # runs from a checkout without installing infuser
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "src") not in sys.path:  # runs from a checkout without installing infuser
+    sys.path.insert(0, str(REPO / "src"))
 
 import torch  # noqa: E402
 
@@ -121,7 +119,7 @@ def cuda_tests(timeout: float) -> dict:
 
 
 def throughput_settings(device: str, quick: bool):
-    import gpu_throughput
+    from benchmarks import gpu_throughput
 
     if quick:
         return gpu_throughput.Settings(device=device, dtype="float32", prompts=2, samples=2, prompt_tokens=8,
@@ -135,7 +133,7 @@ def throughput_settings(device: str, quick: bool):
 
 
 def loop_settings(device: str, quick: bool):
-    import loop_at_shape
+    from benchmarks import loop_at_shape
 
     if quick:
         return loop_at_shape.Settings(device=device, iterations=2, documents=2, questions=2, answers=4,
@@ -172,8 +170,7 @@ def goals(check: Check) -> list[dict]:
 
 def markdown(check: Check) -> str:
     """The check as Markdown: environment, tests, throughput, loop memory, goals."""
-    import gpu_throughput
-    import loop_at_shape
+    from benchmarks import gpu_throughput, loop_at_shape
 
     lines = [f"# GPU check, {check.date}", ""]
     for part in check.parts:
@@ -248,9 +245,8 @@ def main(argv: list[str] | None = None) -> Check:
         check.parts[-1].detail = f"missing {', '.join(env['missing'])}: carry them as wheels (see --help)"
         write()
     run("cuda tests", lambda: cuda_tests(timeout=180))
-    import gpu_throughput
-    import loop_at_shape
-    from model_shapes import SHAPES, build_checkpoint
+    from benchmarks import gpu_throughput, loop_at_shape
+    from benchmarks.model_shapes import SHAPES, build_checkpoint
 
     for name in args.shapes:
         with tempfile.TemporaryDirectory(prefix=f"infuser-gpu-check-{name}-") as directory:

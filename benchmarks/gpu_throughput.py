@@ -1,6 +1,6 @@
 """Rollout, update and influence throughput of a role on randomly initialised Qwen3-shaped models.
 
-    python benchmarks/gpu_throughput.py --shapes qwen3-0.6b qwen3-1.7b --device cuda --json gpu_throughput.json
+    python -m benchmarks.gpu_throughput --shapes qwen3-0.6b qwen3-1.7b --device cuda --json gpu_throughput.json
 
 Per shape (``benchmarks/model_shapes.py``): a model of that shape is initialised at random, saved
 with ``save_pretrained`` together with a tokenizer built here (``model_shapes.build_checkpoint``:
@@ -56,7 +56,8 @@ from typing import TypeVar
 import lightning as L
 import torch
 import transformers
-from model_shapes import SHAPES, ModelShape, build_checkpoint, random_prompts, report
+
+from benchmarks.model_shapes import SHAPES, ModelShape, build_checkpoint, random_prompts, report
 
 H200_DENSE_BF16_TFLOPS = 989.4
 Result = TypeVar("Result")
@@ -192,12 +193,10 @@ def measure(shape: ModelShape, settings: Settings, model_dir: Path | None = None
         with tempfile.TemporaryDirectory(prefix="infuser-gpu-throughput-") as directory:
             build_checkpoint(shape, Path(directory), settings.dtype, settings.device, settings.seed)
             return measure(shape, settings, Path(directory))
+    from infuser.config import ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-    from infuser.config import ModelConfig
-    from infuser.config import UpdateConfig
-    from infuser.config import OptimizerConfig, RoleConfig
+    from infuser.rl.update import PolicyUpdate
     from infuser.roles.policy import PolicyRole
-    from infuser.config import SamplingConfig
     from infuser.rollout.rows import ScoredRollouts
 
     device = torch.device(settings.device)
@@ -215,7 +214,7 @@ def measure(shape: ModelShape, settings: Settings, model_dir: Path | None = None
     )
     role = PolicyRole(config, device=device)
     fabric = L.Fabric(accelerator=device.type, devices=1, precision="32-true")
-    update = role.set_up(fabric)
+    update = PolicyUpdate.set_up(fabric, role)
 
     warm = role.rollout(random_prompts(1, 8, generator), 2, generator,
                         SamplingConfig(temperature=1.0, max_new_tokens=4))

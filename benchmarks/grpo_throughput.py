@@ -8,9 +8,9 @@ since TRL applies it only with vLLM) and reward (``--reward``). One step = gener
 same machine load and every TRL step is paired with the infuser step that follows it. The first
 pair is warm-up and not counted.
 
-    python benchmarks/grpo_throughput.py --json grpo_throughput.json
-    python benchmarks/model_shapes.py m40 --out /tmp/m40       # random weights of a mid shape
-    python benchmarks/grpo_throughput.py --model /tmp/m40 --reward hash_parity --completion_tokens 45
+    python -m benchmarks.grpo_throughput --json grpo_throughput.json
+    python -m benchmarks.model_shapes m40 --out /tmp/m40       # random weights of a mid shape
+    python -m benchmarks.grpo_throughput --model /tmp/m40 --reward hash_parity --completion_tokens 45
 
 Rewards (``--reward``): ``correct``, the Solver's own (its boxed choice is the golden option), for
 a model that can answer (the bundled toy base); ``hash_parity``, the parity of a hash of the
@@ -48,7 +48,8 @@ from pathlib import Path
 import lightning as L
 import psutil
 import torch
-from model_shapes import hash_parity
+
+from benchmarks.model_shapes import hash_parity
 
 REWARDS = ("correct", "hash_parity")
 
@@ -152,14 +153,18 @@ class InfuserSide:
     """A Solver set up through Fabric, as ``infuser fit`` does; one RL step per call."""
 
     def __init__(self, settings: Settings, model_dir: str) -> None:
+        from infuser.advantages import GroupStdAdvantage
+        from infuser.config import (
+            ModelConfig,
+            OptimizerConfig,
+            PolicyLossConfig,
+            RoleConfig,
+            SamplingConfig,
+            UpdateConfig,
+        )
         from infuser.data.prompts import PromptTemplates
-        from infuser.config import ModelConfig
-        from infuser.rl.advantages import GroupStdAdvantage
-        from infuser.config import PolicyLossConfig
-        from infuser.config import UpdateConfig
-        from infuser.config import OptimizerConfig, RoleConfig
+        from infuser.rl.update import PolicyUpdate
         from infuser.roles.solver import Solver
-        from infuser.config import SamplingConfig
 
         config = RoleConfig(
             model=ModelConfig(name_or_path=model_dir),
@@ -171,7 +176,7 @@ class InfuserSide:
         )
         fabric = L.Fabric(accelerator="cpu", devices=1)
         self.solver = Solver(config, PromptTemplates())
-        self.update = self.solver.set_up(fabric)
+        self.update = PolicyUpdate.set_up(fabric, self.solver)
         self.settings = settings
         self.questions = _questions(settings)
         self.sampler = torch.Generator().manual_seed(settings.seed)

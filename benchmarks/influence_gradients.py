@@ -20,8 +20,8 @@ on a shared machine). ``vs floor`` is the median over rounds of the per-round ra
   their loss vector (``torch.autograd.grad(..., is_grads_batched=True)``);
 * ``batched, torch.func``: ``vmap(grad(functional_call(...)))`` over candidates.
 
-    python benchmarks/influence_gradients.py --model builtin:toy --json influence_gradients.json
-    python benchmarks/influence_gradients.py --model /tmp/shapes/m40 --options floor shipped --repeats 9
+    python -m benchmarks.influence_gradients --model builtin:toy --json influence_gradients.json
+    python -m benchmarks.influence_gradients --model /tmp/shapes/m40 --options floor shipped --repeats 9
 
 Any model works, random weights included (``benchmarks/model_shapes.py`` builds them): the Solver's
 AdamW state comes from ``--warmup-steps`` real updates with random advantages, and the target's
@@ -43,14 +43,13 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from infuser.config import ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.influence.gradients import AdamStep, FlatGradient, target_gradient
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
-from infuser.config import ModelConfig
-from infuser.config import OptimizerConfig, RoleConfig
+from infuser.rl.update import PolicyUpdate
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import completion_logps
-from infuser.config import SamplingConfig
 from infuser.rollout.rows import Answers, RolloutBatch, ScoredRollouts
 from infuser.toy.world import ToyWorld
 
@@ -61,7 +60,7 @@ def trained_solver(model: str, warmup_steps: int, answers: int, max_new_tokens: 
     fabric = L.Fabric(accelerator="cpu", devices=1)
     solver = Solver(RoleConfig(model=ModelConfig(name_or_path=model), optimizer=OptimizerConfig(lr=5e-4),
                                sampling=SamplingConfig(max_new_tokens=max_new_tokens)), PromptTemplates())
-    update = solver.set_up(fabric)
+    update = PolicyUpdate.set_up(fabric, solver)
     sampler = torch.Generator().manual_seed(0)
     for step in range(warmup_steps):
         drawn = solver.answer(ToyWorld().question_set(f"warmup-{step}", 16, 0), answers, sampler)

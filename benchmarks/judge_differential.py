@@ -1,7 +1,7 @@
 """infuser's OlympiadBench judge against the official rules, on answers generated from real rows.
 
-    python benchmarks/judge_differential.py --json judge_differential.json
-    python benchmarks/judge_differential.py --rows path/to/OE_TO_maths_en_COMP.jsonl --limit 1500
+    python -m benchmarks.judge_differential --json judge_differential.json
+    python -m benchmarks.judge_differential --rows path/to/OE_TO_maths_en_COMP.jsonl --limit 1500
 
 Every variant of every row's gold answer (as written, respaced, reordered, one answer dropped,
 rounded to 6 decimals, x100, /100, inside and outside the tolerance, plus one, clearly wrong; see
@@ -10,6 +10,11 @@ the official rules (``tests/eval/official_reference.py``). Prints agreement per 
 deviation behind every disagreement (docs/eval.md names them); an unexplained disagreement is a
 bug and makes the script exit with status 1. The test suite runs a seeded 1,500-answer sample of
 the same comparison.
+
+Then every answer is stated in a whole output, once per form of ``OUTPUT_FORMS`` (the official
+closing sentence, a last box, the last line's inline math), and judged again: infuser extracts
+and judges, the reference follows the official pipeline (its extraction, then its judge). The
+agreement per form is printed after the answers' tables.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROWS = REPO.parent / "shared" / "data" / "olympiadbench" / "OE_TO_maths_en_COMP.jsonl"
 sys.path.insert(0, str(REPO / "tests" / "eval"))
 
-from differential import cases, compare  # noqa: E402
+from differential import OUTPUT_FORMS, Comparison, cases, compare, compare_outputs  # noqa: E402
 
 from infuser.eval.data import load_olympiadbench  # noqa: E402
 
@@ -57,17 +62,37 @@ def main(argv: list[str] | None = None) -> int:
     for r in disagreements:
         print(f"| {r.case.row.id} | {r.case.variant} | `{r.case.official_gold[:40]}` | `{r.case.answer[:40]}` | "
               f"{r.ours} ({r.reason}) | {r.official} | {r.deviation or 'UNEXPLAINED'} |")
+    stated = _stated_in_outputs(results)
     if args.json:
         args.json.write_text(json.dumps({
             "rows": str(args.rows), "answers": len(results), "agreement": agreement,
             "by_variant": {v: dict(c) for v, c in by_variant.items()},
+            "outputs": {form: {"answers": len(found), "agreement": sum(r.agree for r in found) / max(len(found), 1)}
+                        for form, found in stated.items()},
             "disagreements": [
                 {"row": r.case.row.id, "variant": r.case.variant, "gold": r.case.official_gold, "answer": r.case.answer,
                  "infuser": r.ours, "reason": r.reason, "official": r.official, "deviation": r.deviation}
                 for r in disagreements
             ],
         }, indent=2) + "\n", encoding="utf-8")
-    return 1 if any(r.deviation is None for r in disagreements) else 0
+    everything = [*disagreements, *(r for found in stated.values() for r in found)]
+    return 1 if any(not r.agree and r.deviation is None for r in everything) else 0
+
+
+def _stated_in_outputs(results: list[Comparison]) -> dict[str, list[Comparison]]:
+    """The same answers stated in whole outputs, one comparison list per form; prints a table."""
+    answers = [r.case for r in results]
+    stated = {form: compare_outputs(answers, form) for form in OUTPUT_FORMS}
+    print("\n| stated in an output as | answers | agreement | disagreements (deviation) |")
+    print("|---|---:|---:|---|")
+    for form, found in stated.items():
+        counts = Counter(r.deviation or "UNEXPLAINED" for r in found if not r.agree)
+        others = ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "-"
+        print(f"| {form} | {len(found)} | {100 * sum(r.agree for r in found) / max(len(found), 1):.2f}% | {others} |")
+    for r in (r for found in stated.values() for r in found if not r.agree and r.deviation is None):
+        print(f"UNEXPLAINED: row {r.case.row.id}, {r.form}, answer `{r.case.answer[:60]}`: infuser {r.ours} "
+              f"({r.reason}), official {r.official}")
+    return stated
 
 
 if __name__ == "__main__":

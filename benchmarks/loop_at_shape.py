@@ -1,7 +1,7 @@
 """``infuser fit`` at a model shape with random weights: peak memory per stage beside its estimate.
 
-    python benchmarks/loop_at_shape.py --shapes m10 m40 --json loop_at_shape.json          # CPU, float32
-    python benchmarks/loop_at_shape.py --shapes qwen3-0.6b qwen3-1.7b --device cuda --precision bf16-true
+    python -m benchmarks.loop_at_shape --shapes m10 m40 --json loop_at_shape.json          # CPU, float32
+    python -m benchmarks.loop_at_shape --shapes qwen3-0.6b qwen3-1.7b --device cuda --precision bf16-true
 
 Per shape (``benchmarks/model_shapes.py``) both roles are a randomly initialised model of that
 shape, built and saved here and loaded through infuser's own ``from_pretrained`` path, and the
@@ -45,8 +45,8 @@ from unittest import mock
 
 import torch
 
-import memory_estimate
-from model_shapes import SHAPES, build_checkpoint, hash_parity, report
+from benchmarks import memory_estimate
+from benchmarks.model_shapes import SHAPES, build_checkpoint, hash_parity, report
 
 MIB = 2**20
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -136,8 +136,8 @@ class StageMemory:
             self._libc.malloc_trim(0)
         self._stage = name
         started = time.perf_counter()
-        with original(loop, name, *where):
-            yield
+        with original(loop, name, *where) as timing:
+            yield timing
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device) - self.baseline
@@ -194,11 +194,19 @@ def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageM
     """``infuser fit`` on the model in ``model_dir`` (both roles), every stage measured by ``monitor``."""
     import infuser.roles.generator
     import infuser.roles.solver
-    from infuser.config import LoopConfig, ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
-    from infuser.fit import TrainerConfig, fit
+    from infuser.advantages import DuGRPOAdvantage, MeanCentredAdvantage
+    from infuser.config import (
+        LoopConfig,
+        ModelConfig,
+        OptimizerConfig,
+        RoleConfig,
+        SamplingConfig,
+        TrainerConfig,
+        UpdateConfig,
+    )
+    from infuser.fit import fit
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
     from infuser.loop import InfuserLoop
-    from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
     from infuser.rl.generator_rewards import InfluenceReward
     from infuser.toy.sources import ToyDocuments, ToyQuestions
 

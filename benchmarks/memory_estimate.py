@@ -1,8 +1,8 @@
 """Memory each process of an ``infuser fit`` run needs, per loop stage, from its settings (no model is loaded).
 
-    python benchmarks/memory_estimate.py --json memory.json                  # the two Qwen3-8B recipes
-    python benchmarks/memory_estimate.py configs/qwen3-8b-base.yaml --gpu_memory_gib 141
-    python benchmarks/memory_estimate.py configs/toy.yaml --model path/to/model --solver_prompt_tokens 300 \
+    python -m benchmarks.memory_estimate --json memory.json                  # the two Qwen3-8B recipes
+    python -m benchmarks.memory_estimate configs/qwen3-8b-base.yaml --gpu_memory_gib 141
+    python -m benchmarks.memory_estimate configs/toy.yaml --model path/to/model --solver_prompt_tokens 300 \
         --solver_completion_tokens 512 --documents 16 --questions 4 --answers 8 --micro_batch_size 8
 
 A recipe YAML (the two 8B recipes by default, or none: ``--no_recipe``) gives the settings; keys it
@@ -100,7 +100,7 @@ from pathlib import Path
 
 import yaml
 
-from model_shapes import ModelShape, shape_of
+from benchmarks.model_shapes import ModelShape, shape_of
 
 GIB = 2**30
 MIB = 2**20

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from infuser.rl.advantages import (
+from infuser.advantages import (
     BatchStdAdvantage,
     DuGRPOAdvantage,
     GroupStdAdvantage,

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from infuser.cli import main
-from infuser.config import TOY_MODEL_ID, BenchmarkConfig, BenchmarkEvalConfig, EvalSamplingConfig, ModelConfig, RoleConfig
+from infuser.config import (
+    TOY_MODEL_ID,
+    BenchmarkConfig,
+    BenchmarkEvalConfig,
+    EvalSamplingConfig,
+    ModelConfig,
+    RoleConfig,
+)
 from infuser.data.prompts import PromptTemplates
 from infuser.eval.during_fit import BenchmarkEvaluation
 from infuser.eval.run import EvalModelConfig, evaluate

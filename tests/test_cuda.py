@@ -20,6 +20,7 @@ from infuser.config import (
 from infuser.data.prompts import PromptTemplates
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.models import SharedBase, load_causal_lm, load_tokenizer
+from infuser.rl.update import PolicyUpdate
 from infuser.roles.generator import Generator
 from infuser.roles.policy import PolicyRole
 from infuser.roles.solver import Solver
@@ -44,7 +45,7 @@ def test_bfloat16_update_trains_every_weight_and_stays_finite(tiny_model_dir):
                         optimizer=OptimizerConfig(lr=1e-2), sampling=SamplingConfig(max_new_tokens=8),
                         update=UpdateConfig(micro_batch_size=4))
     role = PolicyRole(config, device=fabric.device)
-    update = role.set_up(fabric)
+    update = PolicyUpdate.set_up(fabric, role)
     assert all(p.dtype == torch.bfloat16 and p.is_cuda for p in role.trainable_parameters())
     batch = role.rollout(PROMPTS, 4, torch.Generator().manual_seed(0))
     before = [p.detach().clone() for p in role.trainable_parameters()]
@@ -86,7 +87,7 @@ def test_4bit_base_shared_by_two_lora_roles(tiny_model_dir):
     shared = SharedBase(fabric.device)
     generator = Generator(config, PromptTemplates(), device=fabric.device, shared=shared)
     solver = Solver(config, PromptTemplates(), device=fabric.device, shared=shared)
-    updates = {role: role.set_up(fabric) for role in (generator, solver)}
+    updates = {role: PolicyUpdate.set_up(fabric, role) for role in (generator, solver)}
     assert generator.model is solver.model
     assert any("4bit" in type(module).__name__ for module in solver.model.modules())
     adapters = {role: [p.detach().clone() for p in role.trainable_parameters()] for role in (generator, solver)}
@@ -107,7 +108,7 @@ def test_influence_vectors_live_on_the_device_and_are_released(tiny_model_dir):
         config = RoleConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)),
                             optimizer=OptimizerConfig(lr=1e-3), sampling=SamplingConfig(max_new_tokens=8))
         solvers[device] = Solver(config, PromptTemplates())
-        updates[device] = solvers[device].set_up(L.Fabric(accelerator=device, devices=1))
+        updates[device] = PolicyUpdate.set_up(L.Fabric(accelerator=device, devices=1), solvers[device])
     answers = solvers["cpu"].answer(QUESTIONS, 4, torch.Generator().manual_seed(0))
     advantages = torch.randn(len(answers.batch), generator=torch.Generator().manual_seed(1))
     scores = {}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from infuser.bench import curriculum
-from infuser.bench.curriculum import (Arm, ArmRecord, Profile, bench_curriculum, code_digest, headroom, paired_vs,
-                                      verdict)
+from infuser.bench.curriculum import Arm, Profile, bench_curriculum, code_digest
+from infuser.bench.curriculum_report import ArmRecord, headroom, paired_vs, verdict
 from infuser.cli import build_parser, expand_argv, main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+from benchmarks import gpu_check as check
 
 
-def test_every_part_runs_on_cpu_at_the_tiny_shape(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    check = importlib.import_module("gpu_check")
+def test_every_part_runs_on_cpu_at_the_tiny_shape(tmp_path):
     out = tmp_path / "check"
     result = check.main(["--device", "cpu", "--shapes", "tiny", "--quick", "--out", str(out)])
     statuses = {part.name: part.status for part in result.parts}

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+from benchmarks import gpu_throughput as benchmark
+
 STAGE_FIELDS = {"seconds", "tokens", "run_tokens", "tflop", "tokens_per_s", "mfu", "peak_memory_gib"}
 
 
-def test_tiny_shape_on_cpu_writes_complete_records(tmp_path, monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    benchmark = importlib.import_module("gpu_throughput")
+def test_tiny_shape_on_cpu_writes_complete_records(tmp_path, capsys):
     out = tmp_path / "throughput.json"
     benchmark.main(["--shapes", "tiny", "--device", "cpu", "--dtype", "float32", "--prompts", "2", "--samples", "2",
                     "--prompt_tokens", "8", "--max_new_tokens", "6", "--micro_batch_size", "2",
@@ -36,8 +33,6 @@ def test_tiny_shape_on_cpu_writes_complete_records(tmp_path, monkeypatch, capsys
     assert record["update"]["tokens"] == record["rollout"]["tokens"]
 
 
-def test_target_prompts_must_fit_the_rollout(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    benchmark = importlib.import_module("gpu_throughput")
+def test_target_prompts_must_fit_the_rollout():
     with pytest.raises(SystemExit):
         benchmark.main(["--shapes", "tiny", "--device", "cpu", "--prompts", "2", "--target_prompts", "3"])

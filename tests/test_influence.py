@@ -15,6 +15,7 @@ from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.influence.projection import CountSketch
 from infuser.influence.tracin import TracInCheckpoint, TracInInfluence
+from infuser.rl.update import PolicyUpdate
 from infuser.roles.solver import Solver
 from infuser.rollout.rows import ScoredRollouts
 from infuser.toy.world import ToyWorld
@@ -30,7 +31,7 @@ def _solver(model_dir, lora: LoraConfig | None = None) -> Solver:
                         optimizer=OptimizerConfig(lr=1e-3, betas=(0.9, 0.95)),
                         sampling=SamplingConfig(max_new_tokens=8))
     solver = Solver(config, PromptTemplates())
-    update = solver.set_up(fabric)
+    update = PolicyUpdate.set_up(fabric, solver)
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):
         answers = solver.answer(QUESTIONS, 2, generator)

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import Qwen3ForCausalLM
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+from benchmarks import memory_estimate as memory
+from benchmarks import model_shapes as shapes
 
 
-@pytest.fixture
-def benchmarks(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    return importlib.import_module("memory_estimate"), importlib.import_module("model_shapes")
-
-
-def test_shapes_count_the_parameters_transformers_builds(benchmarks):
-    _, shapes = benchmarks
+def test_shapes_count_the_parameters_transformers_builds():
     published = {"qwen3-0.6b": 596_049_920, "qwen3-1.7b": 1_720_574_976, "qwen3-4b": 4_022_468_096,
                  "qwen3-8b": 8_190_735_360}
     for name, shape in shapes.SHAPES.items():
@@ -32,8 +24,7 @@ def test_shapes_count_the_parameters_transformers_builds(benchmarks):
     assert shapes.shape_of("Qwen/Qwen3-8B-Base") is shapes.SHAPES["qwen3-8b"]
 
 
-def test_recipes_estimate(benchmarks, tmp_path, capsys):
-    memory, _ = benchmarks
+def test_recipes_estimate(tmp_path, capsys):
     out = tmp_path / "memory.json"
     full, qlora = memory.main(["--json", str(out)])
     printed = capsys.readouterr().out
@@ -69,10 +60,9 @@ def test_recipes_estimate(benchmarks, tmp_path, capsys):
         (memory.influence_buffers("preconditioned_cosine", False) + 1) * full.trainable_parameters["solver"] * 4 // 8
 
 
-def test_any_model_directory_and_the_runs_own_lengths(benchmarks, tiny_model_dir, tmp_path):
+def test_any_model_directory_and_the_runs_own_lengths(tiny_model_dir, tmp_path):
     """A local model directory (its config.json, no download) and the run's lengths replace the
     recipe's model and worst cases; a CPU run counts the checkpoint's in-memory serialisation."""
-    memory, shapes = benchmarks
     shape = shapes.shape_of(str(tiny_model_dir))
     assert shape.hidden_size == 32 and shape.num_hidden_layers == 1 and shape.vocab_size > 100
     arguments = ["--no_recipe", "--model", str(tiny_model_dir), "--set", "trainer.accelerator=cpu",
@@ -87,12 +77,11 @@ def test_any_model_directory_and_the_runs_own_lengths(benchmarks, tiny_model_dir
         memory.main(["--no_recipe", "--model", str(tmp_path / "missing")])
 
 
-def test_activation_coefficients_match_what_autograd_saves(benchmarks):
+def test_activation_coefficients_match_what_autograd_saves():
     """The float32 bytes saved per token and decoder layer (module docstring) are what transformers'
     Qwen3 keeps for the backward today: counted with saved-tensor hooks at two sequence lengths
     (the difference is per token; parameters are not counted), at the m10 shape (at the tiny one,
     16-wide heads, the attention kernel keeps more)."""
-    memory, shapes = benchmarks
     shape = shapes.SHAPES["m10"]
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(shapes.qwen3_config(shape, attn_implementation="sdpa"))
@@ -117,8 +106,7 @@ def test_activation_coefficients_match_what_autograd_saves(benchmarks):
     assert memory.activation_bytes_per_token(role, checkpointing=False) == pytest.approx(measured, rel=0.03)
 
 
-def test_shared_base_is_counted_once(benchmarks, tmp_path):
-    memory, _ = benchmarks
+def test_shared_base_is_counted_once(tmp_path):
     recipe = memory.read_recipe(memory.DEFAULT_RECIPES[1])
     shared = memory.estimate(recipe)
     recipe.share_base = False

@@ -16,9 +16,10 @@ from infuser.config import (
     QuantizationConfig,
     RoleConfig,
     SamplingConfig,
+    TrainerConfig,
 )
 from infuser.data.prompts import PromptTemplates
-from infuser.fit import TrainerConfig, fit
+from infuser.fit import fit
 from infuser.models import SharedBase, device_map, load_causal_lm, load_tokenizer
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.generator import Generator
@@ -57,7 +58,7 @@ def _role(model_dir, seed: int = 0, **model) -> tuple[PolicyRole, PolicyUpdate, 
                         optimizer=OptimizerConfig(lr=5e-2, grad_clip=None),
                         sampling=SamplingConfig(temperature=0.8, max_new_tokens=8))
     role = PolicyRole(config, device=fabric.device)
-    return role, role.set_up(fabric), fabric
+    return role, PolicyUpdate.set_up(fabric, role), fabric
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -194,7 +195,7 @@ def test_two_adapters_on_one_4bit_base_train_independently(tiny_model_dir):
                                           quantization=QuantizationConfig(compute_dtype="float32")),
                         optimizer=OptimizerConfig(lr=5e-2, grad_clip=None), sampling=SamplingConfig(max_new_tokens=8))
     roles = [Generator(config, PromptTemplates(), shared=shared), Solver(config, PromptTemplates(), shared=shared)]
-    updates = [role.set_up(fabric) for role in roles]
+    updates = [PolicyUpdate.set_up(fabric, role) for role in roles]
     for role, update in zip(roles, updates):
         before = _snapshot(shared.model)
         assert update(role.rollout(PROMPTS, 3, torch.Generator().manual_seed(0)), ADVANTAGES).optimizer_steps == 1

@@ -21,13 +21,14 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from infuser.advantages import DuGRPOAdvantage
 from infuser.cli import main
 from infuser.config import ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
 from infuser.distributed import Processes
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.influence.tracin import TracInInfluence
-from infuser.rl.advantages import DuGRPOAdvantage
+from infuser.rl.update import PolicyUpdate
 from infuser.roles.policy import PolicyRole
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts
 
@@ -66,7 +67,7 @@ def test_a_process_with_fewer_rows_runs_as_many_forward_backward_pairs(tiny_mode
                         sampling=SamplingConfig(max_new_tokens=6), update=UpdateConfig(micro_batch_size=2))
     torch.manual_seed(0)
     role = PolicyRole(config)
-    update = role.set_up(L.Fabric(accelerator="cpu", devices=1))
+    update = PolicyUpdate.set_up(L.Fabric(accelerator="cpu", devices=1), role)
     batch = role.rollout(["Question: What is 3 plus 4?\nAnswer:", "Document: 5 times 2 is 10.\n"], 3,
                          torch.Generator().manual_seed(0))
     advantages = torch.tensor([1.0, -0.5, 0.3, 0.7, -1.2, 0.2])  # six rows: three micro-batches here

@@ -11,16 +11,20 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+import yaml
 
 from infuser import cli, registry
+from infuser.advantages import DuGRPOAdvantage
 from infuser.bench.influence import bench_influence
 from infuser.fit import fit
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.tracin import TracInInfluence
-from infuser.rl.advantages import DuGRPOAdvantage
 
 PLUGIN = Path(__file__).parent / "plugins" / "infuser_example_plugin"
 TRACIN = "infuser.influence.tracin.TracInInfluence"
+CONFIGS = Path(__file__).parent.parent / "configs"
+# keys whose plain string value names a component (``advantage: dugrpo``); ``class_path`` always does
+COMPONENT_KEYS = {"advantage", "influence", "generator_reward", "documents", "target_set", "heldout_set"}
 
 
 def test_builtins_are_registered_like_plugins():
@@ -30,6 +34,25 @@ def test_builtins_are_registered_like_plugins():
                         "benchmark": {"influence"}}.items():
         assert names <= set(registry.registered(kind)), kind
     assert registry.resolve("influence", "tracin") is TracInInfluence
+
+
+def _component_names(node: object, key: str = "") -> list[tuple[str, str]]:
+    """Every ``(key, name)`` in a loaded YAML tree where a component is named."""
+    if isinstance(node, dict):
+        return [found for k, v in node.items() for found in _component_names(v, str(k))]
+    if isinstance(node, list):
+        return [found for item in node for found in _component_names(item, key)]
+    return [(key, node)] if isinstance(node, str) and (key == "class_path" or key in COMPONENT_KEYS) else []
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
+def test_shipped_configs_name_components_by_registered_name(config):
+    """A shipped config is what users copy: it names components as they should (``dugrpo``, not
+    ``DuGRPOAdvantage`` or an import path), so that it survives a class's move."""
+    names = {name for kind in registry.KINDS for name in registry.registered(kind)}
+    unregistered = [f"{key}: {name}" for key, name in _component_names(yaml.safe_load(config.read_text()))
+                    if name not in names]
+    assert not unregistered, f"{config.name} names components by other than their registered names: {unregistered}"
 
 
 def test_expand_rewrites_registered_names_only_where_a_component_is_expected():
@@ -44,9 +67,9 @@ def test_expand_rewrites_registered_names_only_where_a_component_is_expected():
     expanded = registry.expand_arguments(fit, config)
     assert expanded["influence"] == {"class_path": "infuser.influence.lora_grad.LoraGradInfluence",
                                      "init_args": {"projection_dim": 64}}
-    assert expanded["solver"]["advantage"] == "infuser.rl.advantages.DuGRPOAdvantage"
+    assert expanded["solver"]["advantage"] == "infuser.advantages.DuGRPOAdvantage"
     assert expanded["solver"]["update"]["loss"]["loss_type"] == "dr_grpo"  # a string, not a component
-    assert expanded["generator"] == {"advantage": "infuser.rl.advantages.DuGRPOAdvantage"}
+    assert expanded["generator"] == {"advantage": "infuser.advantages.DuGRPOAdvantage"}
     assert expanded["documents"] == config["documents"]
     assert expanded["target_set"]["class_path"] == "infuser.toy.sources.ToyQuestions"
     bench = registry.expand_arguments(bench_influence, {"estimators": [{"name": "t", "estimator": "tracin"}]})
@@ -56,7 +79,7 @@ def test_expand_rewrites_registered_names_only_where_a_component_is_expected():
 def test_expand_option_handles_every_command_line_form():
     assert registry.expand_option(fit, "influence", "tracin") == TRACIN
     assert registry.expand_option(fit, "influence.class_path", "tracin") == TRACIN
-    assert registry.expand_option(fit, "solver.advantage", "dugrpo") == "infuser.rl.advantages.DuGRPOAdvantage"
+    assert registry.expand_option(fit, "solver.advantage", "dugrpo") == "infuser.advantages.DuGRPOAdvantage"
     assert TRACIN in registry.expand_option(fit, "influence", "{class_path: tracin, init_args: {cosine: true}}")
     assert registry.expand_option(fit, "loop.iterations", "3") == "3"
     assert registry.expand_option(fit, "influence.init_args.mode", "dot") == "dot"

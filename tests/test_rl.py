@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 
+from infuser.advantages import BatchStdAdvantage, DuGRPOAdvantage, GroupStdAdvantage, MeanCentredAdvantage
 from infuser.config import (
     LOSS_TYPES,
     LoraConfig,
@@ -19,13 +20,12 @@ from infuser.config import (
     UpdateConfig,
 )
 from infuser.registry import resolve
-from infuser.rl.advantages import BatchStdAdvantage, DuGRPOAdvantage, GroupStdAdvantage, MeanCentredAdvantage
-from infuser.rl.loss import BatchTotals, aggregate, per_token_policy_loss
+from infuser.rl.loss import aggregate, per_token_policy_loss
 from infuser.rl.rewards import RewardColumn, RewardStats, combine_rewards
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.policy import PolicyRole
 from infuser.rollout.engine import completion_logps
-from infuser.rollout.rows import RolloutBatch, ScoredRollouts
+from infuser.rollout.rows import BatchTotals, RolloutBatch, ScoredRollouts
 
 PROMPTS = ["Question: What is 3 plus 4?\nA) 6\nB) 7\nC) 8\nD) 9\nAnswer:", "Document: 5 times 2 is 10.\n",
            "Question: What is 9 minus 2?\nA) 5\nB) 6\nC) 7\nD) 8\nAnswer:"]
@@ -60,7 +60,7 @@ def _role(model_dir, lora: bool = False, gradient_checkpointing: bool = False, l
     )
     torch.manual_seed(0)
     role = PolicyRole(config)
-    return role, role.set_up(L.Fabric(accelerator="cpu", devices=1))
+    return role, PolicyUpdate.set_up(L.Fabric(accelerator="cpu", devices=1), role)
 
 
 def _batch(role: PolicyRole) -> RolloutBatch:
@@ -324,7 +324,7 @@ def test_bf16_mixed_runs_the_update_and_the_influence_pass_under_autocast(tiny_m
                         update=UpdateConfig(loss=PolicyLossConfig(beta=0.1), ppo_epochs=2))
     torch.manual_seed(0)
     role = PolicyRole(config)
-    update = role.set_up(L.Fabric(accelerator="cpu", devices=1, precision="bf16-mixed"))
+    update = PolicyUpdate.set_up(L.Fabric(accelerator="cpu", devices=1, precision="bf16-mixed"), role)
     batch = _batch(role)
     linear = next(module for module in role.model.modules() if isinstance(module, torch.nn.Linear))
     seen: list[torch.dtype] = []

@@ -11,16 +11,17 @@ import pytest
 
 pytest.importorskip("trl")
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "grpo_throughput.py"
+REPO = Path(__file__).parents[1]
+SCRIPT = [sys.executable, "-m", "benchmarks.grpo_throughput"]  # run from the repository root
 
 
 def test_benchmark_writes_the_ratio(tiny_model_dir, tmp_path):
     """With the hash-parity reward a group of 8 answers is all right or all wrong with probability
     2/256, so each step has rows with signal on both sides and a ratio is reported."""
     out = tmp_path / "result.json"
-    command = [sys.executable, str(SCRIPT), "--model", str(tiny_model_dir), "--pairs", "2", "--prompts", "2",
+    command = [*SCRIPT, "--model", str(tiny_model_dir), "--pairs", "2", "--prompts", "2",
                "--group", "8", "--completion_tokens", "6", "--threads", "1", "--reward", "hash_parity", "--json", str(out)]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "ratio_vs_trl" in completed.stdout
     result = json.loads(out.read_text())
@@ -34,9 +35,9 @@ def test_a_side_that_did_no_work_gets_no_ratio(tiny_model_dir, tmp_path):
     """Completions of one token never hold a boxed answer: the 'correct' reward is 0 everywhere, no
     update happens on either side, and the benchmark says so instead of reporting a ratio."""
     out = tmp_path / "result.json"
-    command = [sys.executable, str(SCRIPT), "--model", str(tiny_model_dir), "--pairs", "1", "--prompts", "1",
+    command = [*SCRIPT, "--model", str(tiny_model_dir), "--pairs", "1", "--prompts", "1",
                "--group", "2", "--completion_tokens", "1", "--threads", "1", "--json", str(out)]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert completed.returncode == 1, completed.stderr[-3000:]
     assert "not reported" in completed.stdout and "--reward hash_parity" in completed.stdout
     result = json.loads(out.read_text())

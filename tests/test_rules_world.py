@@ -98,10 +98,11 @@ def test_scripted_drafts_parse_with_right_golden_answers(source):
             question = parse_question(text)
             assert isinstance(question, MCQuestion), text
             assert source.golden_is_correct(question) is True
-            stated = {source.kind_of(MCQuestion(f.question_text(), ("0", "1"), 0)) for f in facts_in(document.text)}
+            stated = {source.question_kind(MCQuestion(f.question_text(), ("0", "1"), 0))
+                      for f in facts_in(document.text)}
             wanted = next((kind for kind in kinds if kind in stated), None)
             if wanted is not None:  # the first stated kind of the list, else any fact of the document
-                assert source.kind_of(question) == wanted
+                assert source.question_kind(question) == wanted
             assert (question.question.split("of ")[1].split(" and ")[0] + " ") in document.text.replace(".", " ")
 
 
@@ -141,7 +142,7 @@ def test_kinds_of_questions():
              "What is the difference of 5 and 7?": "", "What is the product of 7 and 5?": "product",
              "What is the sum of 95 and 7?": "", "What is the product of 12 and 5?": "", "Why?": ""}
     for text, kind in cases.items():
-        assert WORLD.kind_of(text) == kind, text
+        assert WORLD.kind_asked(text) == kind, text
 
 
 @pytest.mark.parametrize("source", [RuleQuestions("heldout", 300), ToyQuestions("heldout", 100)],

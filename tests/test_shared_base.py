@@ -22,10 +22,11 @@ from infuser.config import (
     QuantizationConfig,
     RoleConfig,
     SamplingConfig,
+    TrainerConfig,
     UpdateConfig,
 )
 from infuser.data.prompts import PromptTemplates
-from infuser.fit import TrainerConfig, fit
+from infuser.fit import fit
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.models import SharedBase, load_causal_lm
@@ -75,7 +76,7 @@ def _setup(model_dir: Path, seed: int = 0, beta: float = 0.0) -> Setup:
     shared = SharedBase(fabric.device)
     generator = Generator(_config(model_dir, beta), PromptTemplates(), device=fabric.device, shared=shared)
     solver = Solver(_config(model_dir, beta), PromptTemplates(), device=fabric.device, shared=shared)
-    updates = {role.adapter_name: role.set_up(fabric) for role in (generator, solver)}
+    updates = {role.adapter_name: PolicyUpdate.set_up(fabric, role) for role in (generator, solver)}
     return Setup(shared, generator, solver, fabric, updates)
 
 

@@ -38,13 +38,12 @@ from test_rl import end_rows_early  # noqa: E402  (pytest puts tests/ on the pat
 from transformers import AutoModelForCausalLM  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
+from infuser.advantages import GroupStdAdvantage, MeanCentredAdvantage  # noqa: E402
 from infuser.config import ModelConfig, PolicyLossConfig, RoleConfig, SamplingConfig, UpdateConfig
-from infuser.rl.advantages import GroupStdAdvantage, MeanCentredAdvantage  # noqa: E402
-from infuser.rl.loss import BatchTotals  # noqa: E402
 from infuser.rl.rewards import RewardColumn, RewardStats, combine_rewards  # noqa: E402
 from infuser.roles.policy import PolicyRole  # noqa: E402
 from infuser.rollout.engine import completion_logps, generate  # noqa: E402
-from infuser.rollout.rows import CompletionStats, RolloutBatch, ScoredRollouts  # noqa: E402
+from infuser.rollout.rows import BatchTotals, CompletionStats, RolloutBatch, ScoredRollouts  # noqa: E402
 
 TEMPERATURE = 0.7
 MAX_COMPLETION = 12

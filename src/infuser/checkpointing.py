@@ -13,7 +13,6 @@ leaves a half-written file under a checkpoint's name. Reading verifies the diges
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 from pathlib import Path
@@ -24,8 +23,7 @@ import torch
 from lightning.fabric.strategies import ModelParallelStrategy
 
 from infuser.artifacts import CheckpointError, RunDirectory
-from infuser.loop import InfuserLoop, LoopState, hold_point
-from infuser.records import Evaluation
+from infuser.loop import InfuserLoop, hold_point
 from infuser.sharding import load_full_checkpoint, save_full_checkpoint
 
 log = logging.getLogger(__name__)
@@ -75,8 +73,7 @@ class Checkpointer:
 
     def save(self, iteration: int) -> None:
         """Write the checkpoint of ``iteration``: under a temporary name, then committed by rename."""
-        payload = {**self.modules, "loop": dataclasses.asdict(self.loop.state),
-                   "documents": self.loop.documents.state_dict(), "rng": random_states()}
+        payload = {**self.modules, **self.loop.state_dict(), "rng": random_states()}
         try:
             self._write(self.run.partial_checkpoint_path(iteration), payload)
             hold_point("checkpoint_write", iteration)
@@ -133,10 +130,7 @@ class Checkpointer:
         raise CheckpointError(f"no usable checkpoint in {run.checkpoints}: {'; '.join(problems)}")
 
     def _restore(self, state: dict) -> None:
-        saved = state["loop"]
-        evaluations = {k: Evaluation(**saved[k]) if saved[k] else None for k in ("first_evaluation", "last_evaluation")}
-        self.loop.state = LoopState(**{**saved, **evaluations})
-        self.loop.documents.load_state_dict(state["documents"])
+        self.loop.load_state_dict(state)
         set_random_states(state["rng"])
 
     def _write(self, path: Path, payload: dict) -> None:

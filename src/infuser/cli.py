@@ -76,7 +76,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from infuser.data.documents import CorpusError
     from infuser.data.jsonl import JSONLineError
     from infuser.data.question_sets import QuestionSetError
-    from infuser.eval.data import DatasetError, RowError
+    from infuser.eval.sources import DatasetError, RowError
     from infuser.plots import RunDataError
 
     return (registry.RegistryError, ConfigurationError, CorpusError, QuestionSetError, JSONLineError,

@@ -16,8 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from infuser.advantages import AdvantageEstimator, MeanCentredAdvantage
 from infuser.lazy import TYPE_CHECKING
-from infuser.rl.advantages import AdvantageEstimator, MeanCentredAdvantage
 
 if TYPE_CHECKING:
     from transformers import BitsAndBytesConfig
@@ -29,8 +29,10 @@ TOY_MODEL_ID = f"{BUILTIN_PREFIX}toy"
 # ``trainer.loggers``: ``wandb`` and ``mlflow`` need their optional extras (:mod:`infuser.tracking`).
 LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]
 
+# ``trainer.strategy: fsdp`` is infuser's FSDP2 (:mod:`infuser.sharding`), not Lightning's FSDPStrategy.
+FSDP = "fsdp"
 # ``trainer.strategy`` names that split the parameters over processes.
-SHARDING_STRATEGIES = ("fsdp", "deepspeed")
+SHARDING_STRATEGIES = (FSDP, "deepspeed")
 
 
 class ConfigurationError(ValueError):
@@ -554,6 +556,31 @@ class LoopConfig:
         for name in ("eval_every", "keep_checkpoints", "idle_iterations_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be at least 0, got {getattr(self, name)}")
+
+
+# -- the trainer -----------------------------------------------------------------------------------
+
+@dataclass
+class TrainerConfig:
+    """What Fabric provides: devices, distributed strategy, precision and loggers.
+
+    Attributes:
+        accelerator: ``cpu``, ``gpu``, ``auto``...
+        devices: devices per node (an int, a list of indices, or ``auto``).
+        num_nodes: nodes.
+        strategy: ``auto``, ``ddp``, ``fsdp`` (infuser's FSDP2, see :mod:`infuser.sharding`) or another
+            Lightning strategy name; Lightning's FSDP1 variants and DeepSpeed ZeRO-3 are refused.
+        precision: ``32-true``, ``bf16-mixed``, ``bf16-true``, ``16-mixed``.
+        loggers: any of ``csv``, ``tensorboard``, ``wandb``, ``mlflow`` (the last two need their extras;
+            see :mod:`infuser.tracking`).
+    """
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    loggers: list[LoggerName] = field(default_factory=lambda: ["csv"])
 
 
 # -- what components may check before loading ---------------------------------------------------

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from jsonargparse import lazy_instance
 
+from infuser.advantages import DuGRPOAdvantage, MeanCentredAdvantage
 from infuser.artifacts import RunDirectory, default_run_dir, respect_umask, write_json
-from infuser.config import (SHARDING_STRATEGIES, ConfigurationError, LoggerName, LoopConfig, RoleConfig, RunSetup,
-                            base_differences)
+from infuser.config import FSDP, LoopConfig, RoleConfig, RunSetup, TrainerConfig
 from infuser.console import quiet_libraries
 from infuser.data.documents import DocumentSource
 from infuser.data.prompts import PromptTemplates
@@ -33,12 +32,17 @@ from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.lazy import TYPE_CHECKING, lazy_import
 from infuser.model_card import RunFacts, write_model_cards
 from infuser.plots import plot_finished_run
-from infuser.preflight import check_before_loading, check_documents
-from infuser.rl.advantages import DuGRPOAdvantage, MeanCentredAdvantage
+from infuser.preflight import (
+    check_before_loading,
+    check_documents,
+    check_model_arguments,
+    check_resume_arguments,
+    check_strategy,
+)
 from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
 from infuser.run_config import ResolvedConfig, record
-from infuser.tracking import finish, make_loggers
 from infuser.toy.sources import ToyDocuments, ToyQuestions
+from infuser.tracking import finish, make_loggers
 
 # The command line is parsed from this module's signature, so it imports the training stack
 # (torch, Lightning, the loop and the roles) only inside the functions that run it.
@@ -54,29 +58,6 @@ else:
     torch = lazy_import("torch")
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainerConfig:
-    """What Fabric provides: devices, distributed strategy, precision and loggers.
-
-    Attributes:
-        accelerator: ``cpu``, ``gpu``, ``auto``...
-        devices: devices per node (an int, a list of indices, or ``auto``).
-        num_nodes: nodes.
-        strategy: ``auto``, ``ddp``, ``fsdp`` (infuser's FSDP2, see :mod:`infuser.sharding`) or another
-            Lightning strategy name; Lightning's FSDP1 variants and DeepSpeed ZeRO-3 are refused.
-        precision: ``32-true``, ``bf16-mixed``, ``bf16-true``, ``16-mixed``.
-        loggers: any of ``csv``, ``tensorboard``, ``wandb``, ``mlflow`` (the last two need their extras;
-            see :mod:`infuser.tracking`).
-    """
-
-    accelerator: str = "auto"
-    devices: int | str | list[int] = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    loggers: list[LoggerName] = field(default_factory=lambda: ["csv"])
 
 
 @dataclass
@@ -101,75 +82,13 @@ class Summary:
     run_dir: str
 
 
-def _check_resume_arguments(run_dir: str | None, ckpt_path: str | None) -> None:
-    """Refuse a resume that cannot work, before anything is built."""
-    if ckpt_path == "last" and run_dir is None:
-        raise ConfigurationError("ckpt_path: `last` resumes the run in run_dir; set run_dir to that run's folder")
-    if ckpt_path not in (None, "last") and not Path(ckpt_path).exists():
-        raise ConfigurationError(f"ckpt_path: no such checkpoint: {ckpt_path}")
-
-
-# Precisions that leave a 4-bit base alone: the "-true" plugins other than 32-true cast every
-# floating-point parameter (and transformer-engine replaces the linear layers).
-_QUANTIZATION_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16", "16")
-
-
 def _strategy(trainer: TrainerConfig) -> str | ModelParallelStrategy:
     """What Fabric is given for ``trainer.strategy``: ``fsdp`` is infuser's FSDP2 (see
-    :mod:`infuser.sharding`); any other name goes to Lightning as it is."""
-    from infuser.sharding import FSDP, fsdp_strategy
+    :mod:`infuser.sharding`); any other name goes to Lightning as it is (the names it cannot run
+    were refused by :func:`~infuser.preflight.check_trainer`)."""
+    from infuser.sharding import fsdp_strategy
 
-    if trainer.strategy == FSDP:
-        return fsdp_strategy(trainer.precision)
-    if trainer.strategy.startswith(FSDP):
-        raise ConfigurationError(
-            f"trainer.strategy: {trainer.strategy} is a variant of Lightning's FSDPStrategy (FSDP1), which gathers "
-            "parameters only inside its wrapper's forward, while infuser samples and computes influence by calling "
-            "the model itself; use `fsdp` (FSDP2, sharded per decoder layer)")
-    if "deepspeed" in trainer.strategy and any(stage in trainer.strategy for stage in ("stage_3", "stage3")):
-        raise ConfigurationError(
-            f"trainer.strategy: {trainer.strategy} (ZeRO-3) gathers parameters only inside the DeepSpeed engine's "
-            "forward, while infuser samples and computes influence by calling the model itself; use `fsdp` "
-            "(parameters, gradients and optimizer states sharded) or a DeepSpeed stage below 3")
-    return trainer.strategy
-
-
-def _check_model_arguments(generator: RoleConfig, solver: RoleConfig, trainer: TrainerConfig, share_base: bool) -> None:
-    """Refuse model settings that load but cannot train together, before any weights are read.
-
-    (A 4-bit base without LoRA is refused by ``ModelConfig`` itself; gradient checkpointing
-    turns prompt sharing off by itself.)
-    """
-    models = {"generator": generator.model, "solver": solver.model}
-    sharded = any(name in trainer.strategy for name in SHARDING_STRATEGIES)
-    for role, model in models.items():
-        if model.quantization is None:
-            continue
-        if trainer.precision not in _QUANTIZATION_PRECISIONS:
-            raise ConfigurationError(
-                f"trainer.precision: {trainer.precision} cannot train a 4-bit base ({role}.model.quantization): it "
-                "casts every floating-point parameter, which undoes the float32 layers and the quantization state "
-                "of the prepared base; use 32-true or bf16-mixed (4-bit layers compute in "
-                "quantization.compute_dtype either way)")
-        if sharded:
-            raise ConfigurationError(
-                f"trainer.strategy: {trainer.strategy} cannot shard a 4-bit base ({role}.model.quantization); use "
-                "ddp (every process loads its own 4-bit copy) or drop the quantization")
-    if not share_base:
-        return
-    missing = [f"{role}.model.lora" for role, model in models.items() if model.lora is None]
-    if missing:
-        raise ConfigurationError(f"share_base: the roles train LoRA adapters on one frozen base; set "
-                                 f"{' and '.join(missing)}")
-    differences = base_differences(generator.model, solver.model)
-    if differences:
-        key = differences[0]
-        raise ConfigurationError(
-            f"share_base: generator.model.{key} ({getattr(generator.model, key)!r}) differs from solver.model.{key} "
-            f"({getattr(solver.model, key)!r}); the roles share one base model, so every model key but lora must match")
-    if sharded:
-        raise ConfigurationError(f"share_base: trainer.strategy {trainer.strategy} shards each role's module on its "
-                                 "own and cannot shard one base shared by both; use ddp or a single device")
+    return fsdp_strategy(trainer.precision) if trainer.strategy == FSDP else trainer.strategy
 
 
 def fit(
@@ -211,15 +130,17 @@ def fit(
         _config: the resolved configuration ``infuser fit`` parsed, written to ``run_dir/config.yaml``
             (:mod:`infuser.run_config`); not a key: the command line passes it, a Python caller has none.
     """
-    _check_resume_arguments(run_dir, ckpt_path)
-    _check_model_arguments(generator, solver, trainer, share_base)
+    check_resume_arguments(run_dir, ckpt_path)
+    check_model_arguments(generator, solver, trainer, share_base)
+    check_strategy(trainer)
     check_before_loading(RunSetup(generator, solver, loop, trainer.strategy, share_base), influence, generator_reward)
     check_documents(loop, documents)
     # The training stack is imported once the arguments are known to work (a refusal takes a second).
     from infuser.checkpointing import Checkpointer
     from infuser.eval.during_fit import BenchmarkEvaluation
-    from infuser.loop import ExactTargets, InfuserLoop
+    from infuser.loop import InfuserLoop, QuestionSets
     from infuser.models import SharedBase, load_tokenizer
+    from infuser.rl.update import PolicyUpdate
     from infuser.roles.generator import Generator
     from infuser.roles.solver import Solver
 
@@ -235,9 +156,7 @@ def fit(
     fabric.seed_everything(seed)
     # Every data file is read before any model is loaded: bad input fails in seconds, not after
     # the weights of a large model have been read.
-    target = target_set.load()
-    heldout = heldout_set.load() if heldout_set is not None else None
-    exact = ExactTargets.of(target_set, target, heldout_set, heldout)
+    questions = QuestionSets.load(target_set, heldout_set)
     benchmarks = BenchmarkEvaluation(loop.eval_benchmarks) if loop.eval_benchmarks is not None else None
     documents.setup(load_tokenizer(generator.model))
     # One role at a time, each handed to the strategy before the next loads: under FSDP a process
@@ -245,13 +164,15 @@ def fit(
     with fabric.init_module():
         shared = SharedBase(fabric.device) if share_base else None
         gen = Generator(generator, prompts, device=fabric.device, shared=shared)
-    generator_update = gen.set_up(fabric)
+    generator_update = PolicyUpdate.set_up(fabric, gen)
     with fabric.init_module():
         sol = Solver(solver, prompts, device=fabric.device, shared=shared)
-    solver_update = sol.set_up(fabric)
+    solver_update = PolicyUpdate.set_up(fabric, sol)
     modules = {"generator": gen, "generator_optimizer": gen.optimizer, "solver": sol, "solver_optimizer": sol.optimizer}
-    infuser_loop = InfuserLoop(fabric, gen, sol, generator_update, solver_update, documents, target, heldout,
-                               influence, generator_reward, loop, run, seed, exact, benchmarks)
+    infuser_loop = InfuserLoop(fabric=fabric, generator=gen, solver=sol, generator_update=generator_update,
+                               solver_update=solver_update, documents=documents, questions=questions,
+                               influence=influence, reward=generator_reward, config=loop, run=run, seed=seed,
+                               benchmarks=benchmarks)
     if fabric.global_rank == 0:
         run.root.mkdir(parents=True, exist_ok=True)
 

@@ -29,6 +29,7 @@ computed alike on every process, as one process computes them. Only rank 0 write
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -54,13 +55,22 @@ from infuser.data.question_sets import CanonicalAnswers, QuestionSource
 from infuser.data.questions import InvalidQuestion, MCQuestion
 from infuser.distributed import Processes
 from infuser.influence.base import InfluenceEstimator
-from infuser.records import Evaluation, GeneratorRound, InfluenceScores, IterationResult, TargetRollouts, Updated
+from infuser.records import (
+    Evaluation,
+    GeneratorRound,
+    InfluenceScores,
+    IterationResult,
+    RoleUpdate,
+    SkippedUpdate,
+    SolverUpdate,
+    TargetRollouts,
+)
 from infuser.rl.generator_rewards import DraftOutcomes, GeneratorReward
 from infuser.rl.pseudo_labels import MajorityVote
 from infuser.rl.update import PolicyUpdate, UpdateStats
 from infuser.roles.generator import Generator
 from infuser.roles.solver import Solver
-from infuser.rollout.rows import Answers, ScoredRollouts, SplitRollouts
+from infuser.rollout.rows import Answers, Drafts, RolloutBatch, ScoredRollouts, SplitRollouts
 from infuser.tracking import log_samples
 
 log = logging.getLogger(__name__)
@@ -118,10 +128,17 @@ class RandomStreams:
         """Round ``round_``'s stream for parsing drafts (the order of their options)."""
         return random.Random(self._key(round_))
 
-    def sampling(self, purpose: int) -> torch.Generator:
-        """The sampling stream of Generator round ``purpose`` (0 also serves the target stage; -1:
-        evaluation; -2: the benchmarks of ``loop.eval_benchmarks``)."""
-        return torch.Generator().manual_seed(hash_seed(self._key(purpose)))
+    def sampling(self, round_: int) -> torch.Generator:
+        """The sampling stream of Generator round ``round_`` (round 0's also serves the target stage)."""
+        return torch.Generator().manual_seed(hash_seed(self._key(round_)))
+
+    def evaluation(self) -> torch.Generator:
+        """The sampling stream of the evaluate stage."""
+        return torch.Generator().manual_seed(hash_seed(self._key(-1)))  # -1: no round has that number
+
+    def benchmarks(self) -> torch.Generator:
+        """The sampling stream of ``loop.eval_benchmarks``."""
+        return torch.Generator().manual_seed(hash_seed(self._key(-2)))
 
     def update_order(self, update: str) -> torch.Generator:
         """The stream that orders the rows of ``update`` (e.g. ``"solver update"``)."""
@@ -135,22 +152,47 @@ class BenchmarkScores(Protocol):
 
 
 @dataclass(frozen=True)
-class ExactTargets:
-    """The canonical Solver completions of the target and held-out questions, for exact evaluation
-    (``None`` for a set whose source has none)."""
+class SignalRows:
+    """The rows an update or an influence score reads: those of questions with signal (a pass rate
+    strictly between 0 and 1), the Dr.GRPO advantages of every row, and the share of questions in
+    ``loop.pass_rate_band`` when the rows were banded (``None`` otherwise)."""
 
-    target: list[str] | None = None
-    heldout: list[str] | None = None
+    rows: list[int]
+    advantages: Tensor
+    in_band_fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class QuestionSets:
+    """The Solver's fixed question sets: the target set (whose gradient defines "useful") and the
+    held-out set (never trained on: the number reported), each with the canonical completion of
+    every question where its source knows them, for exact evaluation (``None`` otherwise)."""
+
+    target: list[MCQuestion]
+    heldout: list[MCQuestion] | None = None
+    target_canonical: list[str] | None = None
+    heldout_canonical: list[str] | None = None
 
     @classmethod
-    def of(cls, target_source: QuestionSource, target: list[MCQuestion], heldout_source: QuestionSource | None,
-           heldout: list[MCQuestion] | None) -> ExactTargets:
-        def canonical(source: QuestionSource | None, questions: list[MCQuestion] | None) -> list[str] | None:
-            if not isinstance(source, CanonicalAnswers) or not questions:
-                return None
-            return [source.canonical_completion(question) for question in questions]
+    def load(cls, target: QuestionSource, heldout: QuestionSource | None) -> QuestionSets:
+        """Read both sets (and their canonical completions) from their sources."""
+        target_questions = target.load()
+        heldout_questions = heldout.load() if heldout is not None else None
+        return cls(target_questions, heldout_questions, _canonical(target, target_questions),
+                   _canonical(heldout, heldout_questions))
 
-        return cls(canonical(target_source, target), canonical(heldout_source, heldout))
+
+def _canonical(source: QuestionSource | None, questions: list[MCQuestion] | None) -> list[str] | None:
+    if not isinstance(source, CanonicalAnswers) or not questions:
+        return None
+    return [source.canonical_completion(question) for question in questions]
+
+
+@dataclass
+class StageTiming:
+    """The wall seconds of one stage's run, known once its ``with`` block has ended."""
+
+    seconds: float = 0.0
 
 
 class InfuserLoop:
@@ -159,128 +201,126 @@ class InfuserLoop:
     Args:
         fabric: the run's Fabric (loggers, processes).
         generator, solver: the two roles.
-        generator_update, solver_update: their updates (:meth:`PolicyRole.set_up`).
+        generator_update, solver_update: their updates (:meth:`PolicyUpdate.set_up`).
         documents: the Generator's documents.
-        target, heldout: the target set (whose gradient defines "useful") and the held-out set.
+        questions: the target and held-out sets.
         influence: the influence estimator (used when ``reward.needs_influence``).
         reward: the Generator's reward per valid draft.
         config: the schedule.
         run: the run directory (questions and samples are written there).
         seed: seeds every random stream (:class:`RandomStreams`).
-        exact: canonical completions of the target and held-out sets, for exact evaluation.
         benchmarks: ``loop.eval_benchmarks``' scoring of the Solver (``fit`` builds it from
             ``infuser.eval``, which this module does not import).
     """
 
-    def __init__(self, fabric: L.Fabric, generator: Generator, solver: Solver, generator_update: PolicyUpdate,
-                 solver_update: PolicyUpdate, documents: DocumentSource, target: list[MCQuestion],
-                 heldout: list[MCQuestion] | None, influence: InfluenceEstimator, reward: GeneratorReward,
-                 config: LoopConfig, run: RunDirectory, seed: int, exact: ExactTargets = ExactTargets(),
-                 benchmarks: BenchmarkScores | None = None) -> None:
+    def __init__(self, *, fabric: L.Fabric, generator: Generator, solver: Solver, generator_update: PolicyUpdate,
+                 solver_update: PolicyUpdate, documents: DocumentSource, questions: QuestionSets,
+                 influence: InfluenceEstimator, reward: GeneratorReward, config: LoopConfig, run: RunDirectory,
+                 seed: int, benchmarks: BenchmarkScores | None = None) -> None:
         self.fabric, self.generator, self.solver = fabric, generator, solver
         self.updates = {"generator": generator_update, "solver": solver_update}
-        self.documents, self.target, self.heldout = documents, target, heldout
+        self.documents, self.questions = documents, questions
         self.influence, self.reward = influence, reward
-        self.config, self.run, self.seed, self.exact = config, run, seed, exact
+        self.config, self.run, self.seed = config, run, seed
         self.benchmarks = benchmarks
         self.scripted_kinds = (documents.scripted_kinds(config.scripted_drafts)
                                if isinstance(documents, SyntheticDocuments) and config.scripted_drafts else None)
         self.processes = Processes.of(fabric)
         self.state = LoopState()
         self._progress: ProgressDisplay | None = None
+        self._iteration_seconds: dict[str, float] = {}
 
     @contextmanager
-    def _stage(self, name: str, iteration: int, seconds: dict[str, float]) -> Iterator[None]:
-        """Time stage ``name`` (into ``seconds`` and the run's totals) and show it in the progress bar."""
+    def _stage(self, name: str, iteration: int) -> Iterator[StageTiming]:
+        """Time stage ``name`` (into the iteration's and the run's seconds per stage) and show it in
+        the progress bar. The stage itself only returns its value; the loop keeps the clock."""
         if self._progress is not None:
             self._progress.set_postfix_str(name)
         hold_point(name, iteration)
+        timing = StageTiming()
         started = time.perf_counter()
-        yield
-        elapsed = time.perf_counter() - started
-        seconds[name] = seconds.get(name, 0.0) + elapsed
-        self.state.seconds_by_stage[name] = self.state.seconds_by_stage.get(name, 0.0) + elapsed
+        yield timing
+        timing.seconds = time.perf_counter() - started
+        self._iteration_seconds[name] = self._iteration_seconds.get(name, 0.0) + timing.seconds
+        self.state.seconds_by_stage[name] = self.state.seconds_by_stage.get(name, 0.0) + timing.seconds
 
     # -- one iteration --------------------------------------------------------------------------
     def iteration(self, iteration: int) -> IterationResult:
         """Run the stages of one outer iteration, top to bottom."""
         streams = RandomStreams(self.seed, iteration)
-        seconds: dict[str, float] = {}
+        self._iteration_seconds = {}
         on_target = self.config.solver_data == "target"
-        target = None
+        target_rollouts = None
         if self.reward.needs_influence or on_target:  # rewards of pass rates alone skip this stage
-            with self._stage("target", iteration, seconds):
-                target = self.target_gradient(streams, iteration)
-        rounds = []
-        for round_ in range(0 if on_target else self.config.generator_steps_per_solver_step):
-            rounds.append(self.generator_round(streams, round_, target, seconds))
+            with self._stage("target", iteration):
+                target_rollouts = self.answer_target_set(streams)
+        rounds = [self.generator_round(streams, round_, target_rollouts)
+                  for round_ in range(0 if on_target else self.config.generator_steps_per_solver_step)]
         self.influence.release()  # its vectors (model-sized) are not held through the Solver's update and after
-        answers = target.answers if on_target else rounds[-1].answers
-        solver_update, skipped = self.update_solver(answers, streams, seconds)
-        in_band = None
-        if self.config.pass_rate_band is not None and answers is not None:
-            kept = self.config.in_band(answers.pass_rates().tolist())
-            in_band = sum(kept) / len(kept)
+        solver = self.update_solver(target_rollouts.answers if on_target else rounds[-1].answers, streams)
         evaluation = None
         if self.config.eval_every and iteration % self.config.eval_every == 0 or iteration == self.config.iterations:
-            with self._stage("evaluate", iteration, seconds):
+            with self._stage("evaluate", iteration):
                 evaluation = self.evaluate(iteration)
-        return IterationResult(iteration=iteration, target=target, rounds=rounds, solver_update=solver_update,
-                               solver_skipped=skipped, evaluation=evaluation, seconds=seconds,
-                               in_band_fraction=in_band)
+        return IterationResult(iteration=iteration, target_rollouts=target_rollouts, rounds=rounds, solver=solver,
+                               evaluation=evaluation, seconds=dict(self._iteration_seconds))
 
-    def generator_round(self, streams: RandomStreams, round_: int, target: TargetRollouts | None,
-                        seconds: dict[str, float]) -> GeneratorRound:
+    def generator_round(self, streams: RandomStreams, round_: int, target_rollouts: TargetRollouts | None
+                        ) -> GeneratorRound:
         """Stages 2-5: draft, answer the valid drafts, score their influence, update the Generator."""
         iteration, sampling = streams.iteration, streams.sampling(round_)
-        with self._stage("generate", iteration, seconds):
-            result = self.generate(streams.shuffling(round_), sampling)
-        valid = result.drafts.valid_rows
-        result.rewards = torch.zeros(len(result.drafts.rollouts), dtype=torch.float64)
+        with self._stage("generate", iteration) as generating:
+            drafts = self.generate(streams.shuffling(round_), sampling)
+        valid = drafts.valid_rows
+        rewards = torch.zeros(len(drafts.rollouts), dtype=torch.float64)
+        answers = vote = influence = solver_tokens_per_s = None
         if valid:
-            with self._stage("solve", iteration, seconds):
-                graded, result.solver_tokens_per_s = self.solve([result.drafts.parsed[r] for r in valid], sampling)
-            result.vote = MajorityVote.of(graded)
-            majority = self.config.solver_labels == "majority_vote"
-            result.answers = graded.graded_against(result.vote.labels) if majority else graded
+            with self._stage("solve", iteration) as solving:
+                graded = self.solve([drafts.parsed[r] for r in valid], sampling)
+            solver_tokens_per_s = _tokens(graded.rollouts) / solving.seconds
+            vote = MajorityVote.of(graded)
+            answers = graded.graded_against(vote.labels) if self.config.solver_labels == "majority_vote" else graded
             if self.reward.needs_influence:
-                with self._stage("influence", iteration, seconds):
-                    result.influence = self.score_influence(result.answers, target, iteration)
-            scores = result.influence.scores if result.influence is not None else None
-            result.rewards[valid] = self.reward(DraftOutcomes(pass_rates=result.answers.pass_rates().double(),
-                                                              influence=scores,
-                                                              majority_agrees_golden=result.vote.agrees_golden))
-        result.advantages = self.generator.advantages(result.rewards, result.drafts.rollouts.groups)
+                with self._stage("influence", iteration):
+                    influence = self.score_influence(answers, target_rollouts, iteration)
+            rewards[valid] = self.reward(DraftOutcomes(pass_rates=answers.pass_rates().double(),
+                                                       influence=influence.scores if influence is not None else None,
+                                                       majority_agrees_golden=vote.agrees_golden))
+        advantages = self.generator.advantages(rewards, drafts.rollouts.groups)
+        update = None
         if not self.config.freeze_generator:
-            with self._stage("generator_update", iteration, seconds):
-                own = result.drafts.rollouts.rows
-                result.update = self._update("generator", result.drafts.batch, result.advantages[own.start : own.stop],
-                                             streams.update_order(f"generator update {round_}"), iteration)
-        return result
+            with self._stage("generator_update", iteration):
+                own = drafts.rollouts.rows
+                update = self._update("generator", drafts.batch, advantages[own.start : own.stop],
+                                      streams.update_order(f"generator update {round_}"), iteration)
+        return GeneratorRound(drafts=drafts, generator_tokens_per_s=_tokens(drafts.rollouts) / generating.seconds,
+                              rewards=rewards, advantages=advantages, answers=answers, vote=vote,
+                              solver_tokens_per_s=solver_tokens_per_s, influence=influence, update=update)
 
     # -- the stages -----------------------------------------------------------------------------
-    def target_gradient(self, streams: RandomStreams, iteration: int) -> TargetRollouts:
-        """Stage 1: the Solver's answers to the target set; the estimator prepares its target side
-        (the target gradient) from the rows of questions with signal, when the reward reads influence."""
-        answers = self.solver.answer(self.target, self.config.target_answers_per_question, streams.sampling(0))
-        rows, advantages = self._signal_rows(answers)
-        target = TargetRollouts(answers, None)
-        if rows:
-            share = answers.rollouts.scored(rows, advantages)
-            target.rows = ScoredRollouts(share.batch, share.advantages, self.solver.shared_totals(share.batch))
-        if target.rows is None:
+    def answer_target_set(self, streams: RandomStreams) -> TargetRollouts:
+        """Stage 1: the Solver's answers to the target set, and this process's share of the rows of
+        questions with signal; when the reward reads influence, the estimator prepares its target
+        side (the target gradient) from those rows."""
+        answers = self.solver.answer(self.questions.target, self.config.target_answers_per_question,
+                                     streams.sampling(0))
+        signal = self._signal_rows(answers)
+        rows = None
+        if signal.rows:
+            share = answers.rollouts.scored(signal.rows, signal.advantages)
+            rows = ScoredRollouts(share.batch, share.advantages, self.solver.shared_totals(share.batch))
+        if rows is None:
             log.warning("iteration %d: every target question was all right or all wrong; no target gradient this "
-                        "iteration", iteration)
+                        "iteration", streams.iteration)
         elif self.reward.needs_influence:
-            self.influence.prepare(self.solver, target.rows)
-        return target
+            self.influence.prepare(self.solver, rows)
+        return TargetRollouts(answers, rows)
 
-    def generate(self, shuffling: random.Random, sampling: torch.Generator) -> GeneratorRound:
+    def generate(self, shuffling: random.Random, sampling: torch.Generator) -> Drafts:
         """Stage 2: the next documents and the Generator's drafts of them (or the scripted arm's
         drafts, written from the documents' facts); with environment-checked golden answers, a
         draft whose golden answer is wrong is made invalid (``wrong_golden``)."""
         documents = self.documents.take(self.config.documents_per_iteration)
-        started = time.perf_counter()
         k = self.config.questions_per_document
         if self.scripted_kinds is None:
             drafts = self.generator.draft(documents, k, shuffling, sampling)
@@ -292,27 +332,26 @@ class InfuserLoop:
             drafts.parsed = [InvalidQuestion("wrong_golden", text)
                              if isinstance(item, MCQuestion) and self.documents.golden_is_correct(item) is False
                              else item for item, text in zip(drafts.parsed, drafts.rollouts.texts, strict=True)]
-        return GeneratorRound(drafts=drafts, generator_tokens_per_s=_tokens(drafts.rollouts) / _since(started))
+        return drafts
 
-    def solve(self, questions: list[MCQuestion], sampling: torch.Generator) -> tuple[Answers, float]:
-        """Stage 3: the Solver's answers to the valid drafts, and its sampling throughput."""
-        started = time.perf_counter()
-        answers = self.solver.answer(questions, self.config.answers_per_question, sampling)
-        return answers, _tokens(answers.rollouts) / _since(started)
+    def solve(self, questions: list[MCQuestion], sampling: torch.Generator) -> Answers:
+        """Stage 3: the Solver's answers to the valid drafts, graded against their golden answers."""
+        return self.solver.answer(questions, self.config.answers_per_question, sampling)
 
-    def score_influence(self, answers: Answers, target: TargetRollouts | None, iteration: int) -> InfluenceScores:
+    def score_influence(self, answers: Answers, target_rollouts: TargetRollouts | None, iteration: int
+                        ) -> InfluenceScores:
         """Stage 4: influence per valid question; 0 for zero-signal questions and without a target gradient.
 
         A non-finite score stays NaN: the advantage estimators treat it as a missing reward
         (advantage 0, left out of its group's statistics), so it never reaches the weights and
         does not skew the other drafts of its document the way a substituted 0 would.
         """
-        rows, advantages = self._signal_rows(answers)
+        signal = self._signal_rows(answers)
         scores = torch.zeros(len(answers.questions), dtype=torch.float64)
-        if target is None or target.rows is None or not rows:
+        if target_rollouts is None or target_rollouts.rows is None or not signal.rows:
             return InfluenceScores(scores, non_finite=None)
-        scored = sorted({r // self.config.answers_per_question for r in rows})
-        candidates = answers.candidates(scored, advantages, self.processes, self.solver.shared_totals,
+        scored = sorted({r // self.config.answers_per_question for r in signal.rows})
+        candidates = answers.candidates(scored, signal.advantages, self.processes, self.solver.shared_totals,
                                         self.solver.tokenizer.pad_token_id)
         values: list[float] = []
         for start in range(0, len(candidates), self.config.influence_batch_size):
@@ -329,43 +368,43 @@ class InfuserLoop:
         scores[torch.tensor(scored)] = found
         return InfluenceScores(scores, non_finite=int(bad.sum()))
 
-    def update_solver(self, answers: Answers | None, streams: RandomStreams, seconds: dict[str, float]
-                      ) -> tuple[Updated | None, str]:
+    def update_solver(self, answers: Answers | None, streams: RandomStreams) -> SolverUpdate:
         """Stage 6: the Solver's update on the answers to questions with signal (and a pass rate in
-        ``pass_rate_band``); with the reason when there is none."""
+        ``pass_rate_band``), or why there is none."""
         if answers is None:
             log.info("solver update skipped: no valid generated question")
-            return None, "no valid generated question"
-        rows, advantages = self._signal_rows(answers, banded=True)
-        if not rows:
+            return SolverUpdate(SkippedUpdate("no valid generated question"))
+        signal = self._signal_rows(answers, banded=True)
+        if not signal.rows:
             reason = "every question was all right or all wrong"
             if self.config.pass_rate_band is not None:
                 band = list(self.config.pass_rate_band)
                 reason = f"no question with signal has a pass rate in loop.pass_rate_band {band}"
             log.info("solver update skipped: %s", reason)
-            return None, reason
-        with self._stage("solver_update", streams.iteration, seconds):
-            share = answers.rollouts.scored(rows, advantages)
-            return self._update("solver", share.batch, share.advantages, streams.update_order("solver update"),
-                                streams.iteration), ""
+            return SolverUpdate(SkippedUpdate(reason), signal.in_band_fraction)
+        with self._stage("solver_update", streams.iteration):
+            share = answers.rollouts.scored(signal.rows, signal.advantages)
+            update = self._update("solver", share.batch, share.advantages, streams.update_order("solver update"),
+                                  streams.iteration)
+        return SolverUpdate(update, signal.in_band_fraction)
 
     def evaluate(self, iteration: int) -> Evaluation:
         """Stage 7: avg@k accuracy of the Solver on the target and held-out sets, and its exact
         probability of their canonical answers where the sets have them (at ``eval_sampling``'s
         temperature)."""
-        sampling = RandomStreams(self.seed, iteration).sampling(-1)
-        config, k = self.config.eval_sampling, self.config.eval_samples
-        target = float(self.solver.answer(self.target, k, sampling, config).rewards.mean())
-        heldout = float(self.solver.answer(self.heldout, k, sampling, config).rewards.mean()) if self.heldout else None
+        sampling = RandomStreams(self.seed, iteration).evaluation()
+        config, k, sets = self.config.eval_sampling, self.config.eval_samples, self.questions
+        target = float(self.solver.answer(sets.target, k, sampling, config).rewards.mean())
+        heldout = float(self.solver.answer(sets.heldout, k, sampling, config).rewards.mean()) if sets.heldout else None
         exact = {name: None if completions is None else self.solver.exact_accuracy(questions, completions,
                                                                                    config.temperature)
-                 for name, questions, completions in (("target", self.target, self.exact.target),
-                                                      ("heldout", self.heldout, self.exact.heldout))}
+                 for name, questions, completions in (("target", sets.target, sets.target_canonical),
+                                                      ("heldout", sets.heldout, sets.heldout_canonical))}
         return Evaluation(target_accuracy=target, heldout_accuracy=heldout, target_exact=exact["target"],
                           heldout_exact=exact["heldout"])
 
     # -- helpers of the stages ------------------------------------------------------------------
-    def _signal_rows(self, answers: Answers, banded: bool = False) -> tuple[list[int], Tensor]:
+    def _signal_rows(self, answers: Answers, banded: bool = False) -> SignalRows:
         """Rows of questions with a pass rate strictly between 0 and 1 (``banded``: and in
         ``pass_rate_band``), and Dr.GRPO advantages (both of every process's rows)."""
         advantages = self.solver.advantages(answers.rewards, answers.rollouts.groups)
@@ -373,15 +412,30 @@ class InfuserLoop:
         kept = self.config.in_band(rates) if banded else [True] * len(rates)
         rows = [r for q, (rate, keep) in enumerate(zip(rates, kept)) if keep and 0.0 < rate < 1.0
                 for r in answers.rows_of(q)]
-        return rows, advantages
+        in_band = sum(kept) / len(kept) if banded and self.config.pass_rate_band is not None else None
+        return SignalRows(rows, advantages, in_band)
 
-    def _update(self, role: str, batch, advantages: Tensor, order: torch.Generator, iteration: int) -> Updated:
+    def _update(self, role: str, batch: RolloutBatch, advantages: Tensor, order: torch.Generator,
+                iteration: int) -> RoleUpdate:
         """Run ``role``'s update; report a skipped or partial one, and gather its logged completions."""
         stats = self.updates[role](batch, advantages, order)
         _report_update(stats, role, iteration)
-        return Updated(stats, self.processes.gather(stats.samples))
+        return RoleUpdate(stats, self.processes.gather(stats.samples))
 
     # -- the run --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """What a checkpoint holds of the loop beyond the roles: its state and the document stream's
+        position, as plain values (loadable with ``weights_only``)."""
+        return {"loop": dataclasses.asdict(self.state), "documents": self.documents.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s values (read back from a checkpoint)."""
+        saved = state["loop"]
+        evaluations = {key: Evaluation(**saved[key]) if saved[key] else None
+                       for key in ("first_evaluation", "last_evaluation")}
+        self.state = LoopState(**{**saved, **evaluations})
+        self.documents.load_state_dict(state["documents"])
+
     def _replay_metrics(self) -> None:
         """After a resume, log the completed iterations' metrics again, from the checkpoint.
 
@@ -398,7 +452,7 @@ class InfuserLoop:
         """Run the remaining iterations; ``on_iteration_end(iteration)`` checkpoints after each."""
         started = time.perf_counter() - self.state.seconds_total
         if self.state.first_evaluation is None:
-            with self._stage("evaluate", 0, {}):
+            with self._stage("evaluate", 0):
                 self.state.first_evaluation = self.evaluate(0)
             self.state.last_evaluation = self.state.first_evaluation
             self.fabric.log_dict(self.state.first_evaluation.as_metrics(), step=0)
@@ -421,7 +475,7 @@ class InfuserLoop:
             self.state.history.append({"iteration": iteration, **metrics})
             self.fabric.log_dict(metrics, step=iteration)
             self.state.idle_iterations = 0 if result.trained else self.state.idle_iterations + 1
-            with self._stage("checkpoint", iteration, {}):
+            with self._stage("checkpoint", iteration):
                 on_iteration_end(iteration)
             self._check_progress(result)
         self._progress.close()
@@ -431,12 +485,12 @@ class InfuserLoop:
 
     def _benchmark_metrics(self, iteration: int) -> dict[str, float]:
         """``loop.eval_benchmarks``: the Solver's benchmark accuracies when ``iteration`` is due
-        (timed as evaluation), from a sampling stream of their own."""
+        (timed as evaluation in the run's seconds per stage), from a sampling stream of their own."""
         settings = self.config.eval_benchmarks
         if self.benchmarks is None or settings is None or not settings.due(iteration, self.config.iterations):
             return {}
-        with self._stage("evaluate", iteration, {}):
-            return self.benchmarks(self.solver, RandomStreams(self.seed, iteration).sampling(-2))
+        with self._stage("evaluate", iteration):
+            return self.benchmarks(self.solver, RandomStreams(self.seed, iteration).benchmarks())
 
     def _check_progress(self, result: IterationResult) -> None:
         """Say loudly when nothing has trained for ``loop.idle_iterations_limit`` iterations in a row,
@@ -471,6 +525,3 @@ def _tokens(rollouts: SplitRollouts) -> int:
     """Completion tokens sampled by every process."""
     return int(rollouts.lengths.sum())
 
-
-def _since(started: float) -> float:
-    return time.perf_counter() - started

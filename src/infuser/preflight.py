@@ -1,14 +1,20 @@
-"""Refusing a run that cannot work before any model loads: model sources and what components need.
+"""Refusing a run that cannot work before any model loads: arguments, model sources and what
+components need.
 
 A wrong path or an impossible combination should cost seconds, not the minutes it takes to load
-two models and run a first evaluation (with an 8B model, much more). :func:`check_before_loading`
-runs in :func:`~infuser.fit.fit` before anything is loaded and checks
+two models and run a first evaluation (with an 8B model, much more). :func:`~infuser.fit.fit` runs
+these checks before anything is loaded:
 
+* the arguments (:func:`check_resume_arguments`, :func:`check_strategy`,
+  :func:`check_model_arguments`): a resume that cannot work, a strategy that cannot sample, model
+  settings that load but cannot train together;
 * each role's ``model.name_or_path``: a local folder must exist and hold a saved model; a name
   that looks like a Hugging Face id must be in the local cache or, online, on the Hub;
 * what the components need: an influence estimator or a generator reward may refuse a run it
   cannot work in (``check_setup``, e.g. ``lora_grad`` needs ``solver.model.lora``), looking at the
-  run through :class:`RunSetup`.
+  run through :class:`RunSetup` (:func:`check_before_loading`);
+* what the documents must know for ``loop.golden_answers`` and ``loop.scripted_drafts``
+  (:func:`check_documents`).
 
 Every refusal is one :class:`~infuser.config.ConfigurationError` naming the key.
 """
@@ -20,7 +26,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infuser import registry
-from infuser.config import BUILTIN_PREFIX, TOY_MODEL_ID, ConfigurationError, LoopConfig, ModelConfig, RunSetup
+from infuser.config import (
+    BUILTIN_PREFIX,
+    FSDP,
+    SHARDING_STRATEGIES,
+    TOY_MODEL_ID,
+    ConfigurationError,
+    LoopConfig,
+    ModelConfig,
+    RoleConfig,
+    RunSetup,
+    TrainerConfig,
+    base_differences,
+)
 from infuser.data.documents import DocumentSource, SyntheticDocuments
 
 if TYPE_CHECKING:
@@ -61,6 +79,73 @@ def check_documents(loop: LoopConfig, documents: DocumentSource) -> None:
             documents.scripted_kinds(loop.scripted_drafts)
         except ValueError as error:
             raise ConfigurationError(str(error)) from None
+
+
+def check_resume_arguments(run_dir: str | None, ckpt_path: str | None) -> None:
+    """Refuse a resume that cannot work, before anything is built."""
+    if ckpt_path == "last" and run_dir is None:
+        raise ConfigurationError("ckpt_path: `last` resumes the run in run_dir; set run_dir to that run's folder")
+    if ckpt_path not in (None, "last") and not Path(ckpt_path).exists():
+        raise ConfigurationError(f"ckpt_path: no such checkpoint: {ckpt_path}")
+
+
+def check_strategy(trainer: TrainerConfig) -> None:
+    """Refuse ``trainer.strategy`` names whose sharding cannot sample or compute influence: Lightning's
+    FSDP1 variants and DeepSpeed ZeRO-3 gather parameters only inside their wrapper's forward."""
+    if trainer.strategy != FSDP and trainer.strategy.startswith(FSDP):
+        raise ConfigurationError(
+            f"trainer.strategy: {trainer.strategy} is a variant of Lightning's FSDPStrategy (FSDP1), which gathers "
+            "parameters only inside its wrapper's forward, while infuser samples and computes influence by calling "
+            "the model itself; use `fsdp` (FSDP2, sharded per decoder layer)")
+    if "deepspeed" in trainer.strategy and any(stage in trainer.strategy for stage in ("stage_3", "stage3")):
+        raise ConfigurationError(
+            f"trainer.strategy: {trainer.strategy} (ZeRO-3) gathers parameters only inside the DeepSpeed engine's "
+            "forward, while infuser samples and computes influence by calling the model itself; use `fsdp` "
+            "(parameters, gradients and optimizer states sharded) or a DeepSpeed stage below 3")
+
+
+# Precisions that leave a 4-bit base alone: the "-true" plugins other than 32-true cast every
+# floating-point parameter (and transformer-engine replaces the linear layers).
+_QUANTIZATION_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16", "16")
+
+
+def check_model_arguments(generator: RoleConfig, solver: RoleConfig, trainer: TrainerConfig, share_base: bool) -> None:
+    """Refuse model settings that load but cannot train together, before any weights are read.
+
+    (A 4-bit base without LoRA is refused by ``ModelConfig`` itself; gradient checkpointing
+    turns prompt sharing off by itself.)
+    """
+    models = {"generator": generator.model, "solver": solver.model}
+    sharded = any(name in trainer.strategy for name in SHARDING_STRATEGIES)
+    for role, model in models.items():
+        if model.quantization is None:
+            continue
+        if trainer.precision not in _QUANTIZATION_PRECISIONS:
+            raise ConfigurationError(
+                f"trainer.precision: {trainer.precision} cannot train a 4-bit base ({role}.model.quantization): it "
+                "casts every floating-point parameter, which undoes the float32 layers and the quantization state "
+                "of the prepared base; use 32-true or bf16-mixed (4-bit layers compute in "
+                "quantization.compute_dtype either way)")
+        if sharded:
+            raise ConfigurationError(
+                f"trainer.strategy: {trainer.strategy} cannot shard a 4-bit base ({role}.model.quantization); use "
+                "ddp (every process loads its own 4-bit copy) or drop the quantization")
+    if not share_base:
+        return
+    missing = [f"{role}.model.lora" for role, model in models.items() if model.lora is None]
+    if missing:
+        raise ConfigurationError(f"share_base: the roles train LoRA adapters on one frozen base; set "
+                                 f"{' and '.join(missing)}")
+    differences = base_differences(generator.model, solver.model)
+    if differences:
+        key = differences[0]
+        raise ConfigurationError(
+            f"share_base: generator.model.{key} ({getattr(generator.model, key)!r}) differs from solver.model.{key} "
+            f"({getattr(solver.model, key)!r}); the roles share one base model, so every model key but lora, "
+            "chat_template and system_prompt must match")
+    if sharded:
+        raise ConfigurationError(f"share_base: trainer.strategy {trainer.strategy} shards each role's module on its "
+                                 "own and cannot shard one base shared by both; use ddp or a single device")
 
 
 def check_model_source(key: str, model: ModelConfig) -> None:

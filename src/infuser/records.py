@@ -44,7 +44,7 @@ class Evaluation:
         return {name: value for name, value in metrics.items() if value is not None}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TargetRollouts:
     """The target stage: the Solver's answers to the target set, and this process's share of the rows
     of questions with signal (0 < pass rate < 1), normalised by the totals of all of them; ``rows``
@@ -59,15 +59,32 @@ class TargetRollouts:
                 "target/signal_fraction": float(((rates > 0) & (rates < 1)).float().mean())}
 
 
-@dataclass
-class Updated:
-    """An update stage: the update's statistics and the completions it logged (every process's)."""
+@dataclass(frozen=True)
+class RoleUpdate:
+    """An update stage that ran: the update's statistics and the completions it logged (every
+    process's). It may still have taken no optimizer step (``stats.skipped`` says why)."""
 
     stats: UpdateStats
     samples: list[CompletionSample]
 
 
-@dataclass
+@dataclass(frozen=True)
+class SkippedUpdate:
+    """An update stage that did not run, and why (no valid question, none with signal, none in band)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class SolverUpdate:
+    """The Solver's update stage: its outcome, and the share of its questions in
+    ``loop.pass_rate_band`` (``None`` without a band, or without questions)."""
+
+    outcome: RoleUpdate | SkippedUpdate
+    in_band_fraction: float | None = None
+
+
+@dataclass(frozen=True)
 class InfluenceScores:
     """The influence stage: one score per valid question (0 without signal or target gradient; NaN:
     a non-finite score, excluded from the advantages), and how many were not finite (``None`` when
@@ -77,41 +94,45 @@ class InfluenceScores:
     non_finite: int | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class GeneratorRound:
     """One round of the Generator: its drafts (with the sampling throughput), the Solver's answers to
     the valid ones (graded against ``loop.solver_labels``) and their majority vote, their influence,
-    the Generator's rewards and advantages per draft, its update."""
+    the Generator's rewards and advantages per draft, its update (``None``: frozen).
+
+    Without a valid draft there are no answers, vote or influence, and every reward is 0."""
 
     drafts: Drafts
     generator_tokens_per_s: float
+    rewards: Tensor
+    advantages: Tensor
     answers: Answers | None = None
     vote: MajorityVote | None = None
     solver_tokens_per_s: float | None = None
     influence: InfluenceScores | None = None
-    rewards: Tensor | None = None
-    advantages: Tensor | None = None
-    update: Updated | None = None
+    update: RoleUpdate | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class IterationResult:
-    """Everything one outer iteration produced, stage by stage."""
+    """Everything one outer iteration produced, stage by stage, and the wall seconds of each stage."""
 
     iteration: int
-    target: TargetRollouts | None
+    target_rollouts: TargetRollouts | None
     rounds: list[GeneratorRound]
-    solver_update: Updated | None
-    solver_skipped: str  # why the Solver did not update ("" when it did)
+    solver: SolverUpdate
     evaluation: Evaluation | None
     seconds: dict[str, float] = field(default_factory=dict)
-    in_band_fraction: float | None = None  # share of the Solver's questions in loop.pass_rate_band (None: no band)
+
+    def _updates(self) -> list[tuple[str, RoleUpdate]]:
+        """The updates that ran, role by role in the order they ran."""
+        updates = [("generator", round_.update) for round_ in self.rounds] + [("solver", self.solver.outcome)]
+        return [(role, update) for role, update in updates if isinstance(update, RoleUpdate)]
 
     @property
     def trained(self) -> bool:
         """Whether either role took an optimizer step."""
-        updates = [r.update for r in self.rounds] + [self.solver_update]
-        return any(u is not None and u.stats.optimizer_steps > 0 for u in updates)
+        return any(update.stats.optimizer_steps > 0 for _, update in self._updates())
 
     def idle_reason(self) -> str:
         """Why neither role trained in this iteration, stage by stage ("" when one did)."""
@@ -123,19 +144,21 @@ class IterationResult:
             generator = "not updated (frozen, or the Solver trains on the target set)"
         else:
             generator = f"no draft had a non-zero advantage ({valid} of {drafts} drafts valid)"
-        return f"Generator: {generator}; Solver: {self.solver_skipped or 'no optimizer step'}"
+        outcome = self.solver.outcome
+        solver = outcome.reason if isinstance(outcome, SkippedUpdate) else "no optimizer step"
+        return f"Generator: {generator}; Solver: {solver}"
 
     def metrics(self, documents: DocumentSource) -> dict[str, float]:
         """The metrics logged for this iteration. Of several Generator rounds, the last one's."""
-        metrics = self.target.as_metrics() if self.target is not None else {}
+        metrics = self.target_rollouts.as_metrics() if self.target_rollouts is not None else {}
         for round_ in self.rounds:
             metrics.update(_round_metrics(round_, documents))
-        if self.solver_update is not None:
-            metrics.update(self.solver_update.stats.as_metrics("solver"))
-        elif self.solver_skipped:
+        if isinstance(self.solver.outcome, RoleUpdate):
+            metrics.update(self.solver.outcome.stats.as_metrics("solver"))
+        else:
             metrics["solver/update_skipped"] = 1.0
-        if self.in_band_fraction is not None:
-            metrics["solver/in_band_fraction"] = self.in_band_fraction
+        if self.solver.in_band_fraction is not None:
+            metrics["solver/in_band_fraction"] = self.solver.in_band_fraction
         if self.evaluation is not None:
             metrics.update(self.evaluation.as_metrics())
         metrics.update({f"time/{name}": seconds for name, seconds in self.seconds.items()})
@@ -146,9 +169,7 @@ class IterationResult:
 
     def samples(self) -> list[dict]:
         """The completions the updates logged, role by role in the order they ran."""
-        updates = [("generator", r.update) for r in self.rounds] + [("solver", self.solver_update)]
-        return [{"role": role, **sample.__dict__} for role, update in updates if update is not None
-                for sample in update.samples]
+        return [{"role": role, **sample.__dict__} for role, update in self._updates() for sample in update.samples]
 
 
 @dataclass
@@ -187,7 +208,7 @@ def question_records(iteration: int, round_: GeneratorRound, documents: Document
         else:
             index = position[row]
             record.question, record.options, record.answer = item.question, item.options, item.answer_letter
-            record.kind = documents.kind_of(item)
+            record.kind = documents.question_kind(item)
             record.pass_rate = rates[index]
             record.majority = round_.vote.labels[index] if round_.vote is not None else ""
             record.influence = nan_to_none(float(scores[index])) if scores is not None else None
@@ -215,7 +236,7 @@ def _round_metrics(round_: GeneratorRound, documents: DocumentSource) -> dict[st
     checked = [verdict for verdict in verdicts if verdict is not None]
     if checked:
         metrics["generator/golden_accuracy"] = sum(checked) / len(checked)
-    kinds = Counter(documents.kind_of(item) for item in drafts.parsed if isinstance(item, MCQuestion))
+    kinds = Counter(documents.question_kind(item) for item in drafts.parsed if isinstance(item, MCQuestion))
     for kind, count in kinds.items():
         if kind:
             metrics[f"curriculum/{kind}"] = count / max(sum(kinds.values()), 1)

@@ -62,7 +62,7 @@ KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
         Kind("influence", "infuser.influence", "infuser.influence.base.InfluenceEstimator"),
-        Kind("advantage", "infuser.advantage", "infuser.rl.advantages.AdvantageEstimator"),
+        Kind("advantage", "infuser.advantage", "infuser.advantages.AdvantageEstimator"),
         Kind("generator_reward", "infuser.generator_reward", "infuser.rl.generator_rewards.GeneratorReward"),
         Kind("documents", "infuser.documents", "infuser.data.documents.DocumentSource"),
         Kind("questions", "infuser.questions", "infuser.data.question_sets.QuestionSource"),
@@ -113,7 +113,7 @@ def origin(entry: EntryPoint) -> str:
 # -- registered names -> import paths, guided by type hints ----------------------------------------
 
 
-def kind_of(hint: Any) -> Kind | None:
+def component_kind(hint: Any) -> Kind | None:
     """The kind whose base class ``hint`` (or one arm of a union) subclasses, if any."""
     arms = typing.get_args(hint) if _is_union(hint) else (hint,)
     for arm in arms:
@@ -151,7 +151,7 @@ def expand(value: Any, hint: Any, key: str) -> Any:
 
     ``key`` is the dotted configuration key of ``value``, for error messages.
     """
-    kind = kind_of(hint)
+    kind = component_kind(hint)
     if kind is not None:
         return _expand_member(kind, value, key)
     hint = _without_none(hint)
@@ -181,7 +181,7 @@ def expand_option(function: Callable, key: str, raw: str) -> str:
     """
     parts = key.split(".")
     if parts[-1] in ("class_path", "help"):  # ``--influence.help tracin`` shows a member's options
-        kind = kind_of(_hint_at(function, parts[:-1]))
+        kind = component_kind(_hint_at(function, parts[:-1]))
         return class_path(kind, raw, key) if kind is not None else raw
     hint = _hint_at(function, parts)
     if hint is None:

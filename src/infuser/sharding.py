@@ -31,8 +31,6 @@ from torch.distributed.device_mesh import DeviceMesh
 
 log = logging.getLogger(__name__)
 
-FSDP = "fsdp"
-
 
 def fsdp_strategy(precision: str) -> ModelParallelStrategy:
     """The strategy of ``trainer.strategy: fsdp`` at ``trainer.precision``: under ``bf16-mixed`` the

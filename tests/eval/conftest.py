@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from eval_paths import REAL_OLYMPIAD_DIR, REAL_OLYMPIAD_FILE
 
 from infuser.eval.score import JudgeConfig, Scorer

@@ -5,6 +5,10 @@ nudged inside and outside the tolerance, clearly wrong...) and judged by both in
 and :class:`official_reference.OfficialReference`. Every disagreement must be one of the deviations
 docs/eval.md names (:data:`DEVIATIONS`); anything else is a bug in one of the two.
 
+:func:`compare_outputs` states the same answers in whole outputs (:data:`OUTPUT_FORMS`: the
+official closing sentence, a last box, the last line's inline math), so that extraction is
+compared too: infuser extracts and judges, the reference follows the official pipeline.
+
 Used by ``test_eval_differential.py`` and ``benchmarks/judge_differential.py``.
 """
 
@@ -14,10 +18,11 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from official_reference import OfficialReference
+from official_reference import OfficialReference, official_answer
 
 from infuser.eval.data import OlympiadRow
 from infuser.eval.olympiad.cleanup import clean_answer
+from infuser.eval.olympiad.extract import extract_olympiad_answer
 from infuser.eval.olympiad.gold import Verdict
 from infuser.eval.olympiad.judge import judge_olympiad
 from infuser.eval.olympiad.numbers import AnswerParseError
@@ -113,6 +118,14 @@ DEVIATIONS: tuple[tuple[str, Deviation], ...] = (
 )
 
 
+# How a whole output states its answer (ANSWER stands for it), each read by another extraction rule.
+OUTPUT_FORMS: dict[str, str] = {
+    "final_answer_line": "We compute it step by step.\nSo the final answer is $\\boxed{ANSWER}$.",
+    "last_box": "We compute it step by step, and the result is\n$\\boxed{ANSWER}$",
+    "last_line_inline_math": "Let $x$ be the unknown; we compute it step by step.\nThus the result is $ANSWER$.",
+}
+
+
 @dataclass(frozen=True)
 class Comparison:
     case: Case
@@ -120,21 +133,43 @@ class Comparison:
     reason: str
     official: bool
     deviation: str | None
+    form: str = "answer"
 
     @property
     def agree(self) -> bool:
         return self.ours == self.official
 
 
+def _compared(case: Case, verdict: Verdict, official: bool, reference: OfficialReference, form: str) -> Comparison:
+    """One comparison, with the documented deviation behind a disagreement (``None``: none fits)."""
+    deviation = None
+    if verdict.correct != official:
+        deviation = next((name for name, applies in DEVIATIONS if applies(case, verdict, reference)), None)
+    return Comparison(case, verdict.correct, verdict.reason, official, deviation, form)
+
+
 def compare(items: Sequence[Case], reference: OfficialReference | None = None) -> list[Comparison]:
     """Judge every case both ways; name the documented deviation behind each disagreement."""
     reference = reference or OfficialReference()
+    return [
+        _compared(case, judge_olympiad(case.answer, case.row.gold),
+                  reference.judge(case.answer, case.official_gold, case.official_tolerance), reference, "answer")
+        for case in items
+    ]
+
+
+def compare_outputs(items: Sequence[Case], form: str, reference: OfficialReference | None = None) -> list[Comparison]:
+    """Judge every case stated in a whole output of ``form`` (:data:`OUTPUT_FORMS`): infuser
+    extracts the answer and judges it; the reference takes the official pipeline's answer
+    (:func:`official_answer`) and judges that. Answers holding ``$`` cannot be stated inline and
+    are left out."""
+    reference = reference or OfficialReference()
     out = []
     for case in items:
-        verdict = judge_olympiad(case.answer, case.row.gold)
-        official = reference.judge(case.answer, case.official_gold, case.official_tolerance)
-        deviation = None
-        if verdict.correct != official:
-            deviation = next((name for name, applies in DEVIATIONS if applies(case, verdict, reference)), None)
-        out.append(Comparison(case, verdict.correct, verdict.reason, official, deviation))
+        if "$" in case.answer:
+            continue
+        output = OUTPUT_FORMS[form].replace("ANSWER", case.answer)
+        verdict = judge_olympiad(extract_olympiad_answer(output).answer, case.row.gold)
+        official = reference.judge(official_answer(output), case.official_gold, case.official_tolerance)
+        out.append(_compared(case, verdict, official, reference, form))
     return out

@@ -5,12 +5,16 @@ Written for infuser's tests from the rules as the OlympiadBench evaluation code 
 them case by case. It is deliberately naive, it trusts its input (the tests generate it), and it
 parses LaTeX with latex2sympy's grammar where the official code uses sympy's ``parse_latex``.
 
+The model answer ``a`` is taken from a whole output first (:func:`official_answer`): the rest of
+the line after the last ``So the final answer is``, or, without that phrase, the whole output.
+
 The rules, in the order the official judge applies them to a model answer ``a`` and the gold
 ``g`` (the official call passes the model answer first, which decides where the tolerance list and
 the percentage allowance apply):
 
 1. clean-up of both: boxes extracted (several joined with commas; an unclosed box fails the whole
-   comparison), text after ``\\in `` kept, ``\\left``/``\\right``/``$``/``%``/``^\\circ`` removed,
+   comparison; without any box, every ``$...$`` on the last line, joined with commas, or else the
+   whole text), text after ``\\in `` kept, ``\\left``/``\\right``/``$``/``%``/``^\\circ`` removed,
    ``\\approx``/``\\sim``/``\\simeq`` read as ``=``, leading and trailing punctuation stripped,
    ``\\mathrm{}``/``\\mathbf{}`` unwrapped; identical strings are equal;
 2. both split at commas outside ``()`` and ``[]`` (braces do not count), ``\\pm`` expanded into
@@ -41,6 +45,13 @@ _STRIPPED = "\n$,.:;^_=+`!@#$%^&*~，。"
 
 class _Unclosed(ValueError):
     pass
+
+
+def official_answer(output: str) -> str:
+    """The model answer the official pipeline judges: what follows the last ``So the final answer
+    is `` (case-sensitive, to the line's end, stripped), else the whole output."""
+    matches = re.findall("So the final answer is (.*)", output)
+    return matches[-1].strip() if matches else output
 
 
 def _boxed_parts(text: str) -> str:

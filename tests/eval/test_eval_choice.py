@@ -4,7 +4,9 @@ Every row is an output a model could write for a SuperGPQA question (up to ten o
 the letter a careful grader reads from it (``None``: no single answer) and the rule that decides.
 The classes: the usual formats, lower case, hedges, a later statement beating an earlier one,
 phrasings beyond ``the answer is``, an option's text without its letter, letters the question has
-no option for, words that only look like letters, negations, and outputs with no answer.
+no option for, words that only look like letters, negations, outputs with no answer, and (issue 28)
+Chinese answer phrases with full-width punctuation, an option's value ending the final sentence
+(with its substring traps), and a letter whose restated value is another option's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from infuser.answers.choice import extract_choice
 
 SPEEDS = ("0.2 m/s", "0.5 m/s", "0.8 m/s", "1.1 m/s", "1.6 m/s", "2.0 m/s", "2.4 m/s", "3.2 m/s", "4.0 m/s", "5.5 m/s")
 FOUR = SPEEDS[:4]
+TRAPS = ("0 m/s", "6.0 m/s", "0.6 m/s", "16 m/s")  # "0 m/s" lies inside "6.0 m/s"
+FORCES = ("5", "5 N", "50 N", "0.5 N")  # "5" inside "5 N", "50 N" and "0.5 N"
+TOY = ("5", "6", "7", "8")
 
 TABLE = [
     # -- the usual formats -----------------------------------------------------------------------
@@ -109,17 +114,64 @@ TABLE = [
     ("\\boxed{", SPEEDS, None, "none"),
     ("The final answer is", SPEEDS, None, "none"),
     ("We get it:\nC\nThat is my choice.", SPEEDS, "C", "bare_letter"),
+    # -- Chinese answer phrases, full-width punctuation and letters --------------------------------
+    ("由动量守恒得 v = 0.8 m/s。\n答案：（C）", SPEEDS, "C", "answer_phrase"),
+    ("因此，正确答案是C。", SPEEDS, "C", "answer_phrase"),
+    ("所以最终答案为：【B】", SPEEDS, "B", "answer_phrase"),
+    ("答案：Ｅ", SPEEDS, "E", "answer_phrase"),  # a full-width letter
+    ("正确答案是 c，因为摩擦力做负功。", SPEEDS, "C", "answer_phrase"),
+    ("答案是选项H。", SPEEDS, "H", "answer_phrase"),
+    ("答案：B\n再检查一遍，正确答案应为D。", SPEEDS, "D", "answer_phrase"),  # the last statement wins
+    ("综上，故选 D", SPEEDS, "D", "choose"),
+    ("故选D项。", SPEEDS, "D", "choose"),
+    ("我们选择（A）。", SPEEDS, "A", "choose"),
+    ("答案：A或B", SPEEDS, None, "hedge"),
+    ("答案：A、C", SPEEDS, None, "hedge"),
+    ("答案：E", FOUR, None, "no_such_option"),
+    ("答案不是A。", SPEEDS, None, "none"),
+    ("不应选A。", SPEEDS, None, "none"),  # "选A" after a negation
+    ("选项A是错误的。", SPEEDS, None, "none"),  # naming an option chooses nothing
+    ("答案是 2.4 m/s。", SPEEDS, "G", "answer_phrase:option_text"),
+    # -- an option's text ending the final sentence --------------------------------------------------
+    ("Momentum is conserved, so the final speed is 0.8 m/s.", SPEEDS, "C", "final_sentence:option_text"),
+    ("Energy is conserved. The final speed is therefore $2.4$ m/s.", SPEEDS, "G", "final_sentence:option_text"),
+    ("We get a final speed of **5.5 m/s**.", SPEEDS, "J", "final_sentence:option_text"),
+    ("最终速度为0.8 m/s。", SPEEDS, "C", "final_sentence:option_text"),
+    ("The answer is A.\nRechecking the signs, the final speed is 0.8 m/s.", SPEEDS, "C", "final_sentence:option_text"),
+    ("After the collision the speed is 6.0 m/s.", TRAPS, "B", "final_sentence:option_text"),  # not "0 m/s"
+    ("The block stops: its final speed is 0 m/s.", TRAPS, "A", "final_sentence:option_text"),
+    ("The speed is 16 m/s.", TRAPS, "D", "final_sentence:option_text"),
+    ("The net force is 5 N.", FORCES, "B", "final_sentence:option_text"),  # the longest match, not "5"
+    ("The net force is 0.5 N.", FORCES, "D", "final_sentence:option_text"),
+    ("3 + 4 is 7.", TOY, "C", "final_sentence:option_text"),
+    ("The final speed is 0.5 m/s or 0.8 m/s.", SPEEDS, None, "none"),  # two options named
+    ("It starts at 0.5 m/s, so the final speed is 0.8 m/s.", SPEEDS, None, "none"),
+    ("The speed is not 0.5 m/s.", SPEEDS, None, "none"),
+    ("The acceleration is 1.1 m/s^2.", SPEEDS, None, "none"),  # "1.1 m/s" is not a value of its own here
+    ("The velocity is -0.5 m/s.", SPEEDS, None, "none"),
+    ("Answer: C\nThis is because the initial speed was 0.5 m/s.", SPEEDS, "C", "answer_phrase"),  # a reason
+    ("Answer: C\nThe speed is 0.8 m/s.", SPEEDS, "C", "final_sentence:option_text"),  # it agrees
+    # -- a letter whose restated value is another option's ------------------------------------------
+    ("Answer: C (0.5 m/s)", SPEEDS, None, "contradicts_option"),
+    ("Answer: C (0.8 m/s)", SPEEDS, "C", "answer_phrase"),
+    ("The answer is (C) 0.5 m/s.", SPEEDS, None, "contradicts_option"),
+    ("\\boxed{C) 0.5 m/s}", SPEEDS, None, "contradicts_option"),
+    ("After comparing the options:\nOption C: 0.5 m/s", SPEEDS, None, "contradicts_option"),
+    ("答案：C（0.5 m/s）", SPEEDS, None, "contradicts_option"),
+    ("Answer: A (6.0 m/s)", TRAPS, None, "contradicts_option"),
+    ("Answer: B (6.0 m/s)", TRAPS, "B", "answer_phrase"),  # "0 m/s" lies inside its own value
+    ("Answer: C, i.e. 0.8 m/s.", SPEEDS, "C", "answer_phrase"),
+    ("Answer: C, because 0.5 m/s is too slow.", SPEEDS, "C", "answer_phrase"),  # a reason, no restatement
+    ("Answer: C (0.5 m/s)\nNo: Answer: C (0.8 m/s)", SPEEDS, "C", "answer_phrase"),
 ]
-
-TOY = ("5", "6", "7", "8")
 
 
 def test_the_table_covers_every_class() -> None:
-    assert len(TABLE) >= 60
+    assert len(TABLE) >= 120
     assert {method for *_, method in TABLE} >= {
         "answer_phrase", "boxed", "choose", "is_correct", "refers_to", "it_is", "closest", "last_line",
-        "last_line:option_text", "answer_phrase:option_text", "boxed:option_text", "hedge", "no_such_option",
-        "bare_letter", "none",
+        "last_line:option_text", "answer_phrase:option_text", "boxed:option_text", "final_sentence:option_text",
+        "hedge", "no_such_option", "contradicts_option", "bare_letter", "none",
     }
 
 

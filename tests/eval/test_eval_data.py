@@ -13,13 +13,12 @@ from eval_paths import OLYMPIAD_MINI, SUPERGPQA_MINI
 from infuser.eval import data
 from infuser.eval.data import (
     OLYMPIAD_REVISION,
-    DatasetError,
-    RowError,
     load_olympiadbench,
     load_supergpqa,
     olympiad_row,
     supergpqa_row,
 )
+from infuser.eval.sources import DatasetError, RowError
 
 
 def _write_jsonl(path: Path, rows: list[object]) -> Path:

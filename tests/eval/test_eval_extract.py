@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from infuser.answers.boxes import find_boxed, match_braces, unbox
 from infuser.answers.choice import extract_choice
 from infuser.answers.extraction import MAX_OUTPUT_CHARS, Extraction
-from infuser.eval.olympiad.extract import extract_olympiad_answer
 from infuser.eval.limits import LimitedWorker
+from infuser.eval.olympiad.extract import extract_olympiad_answer
 
 OPTIONS = ("red", "green", "blue", "yellow", "cyan", "magenta", "black", "white", "grey", "brown")
 
@@ -55,6 +55,13 @@ def test_match_braces_is_linear_and_ignores_escapes() -> None:
         ("Answer: 42", "42", "answer_is:text"),
         ("So the final answer is\n$$\\boxed{8}$$", "8", "boxed:last_line"),
         ("So the final answer is $\\boxed{\\boxed{6}}$", "6", "final_answer_line:boxed"),
+        # no answer phrase, no box: the official fallback, the last line's inline math (issue 28)
+        ("We find the area.\nIt is $12$ square units.", "12", "last_line:inline_math"),
+        ("Let $x$ be the side.\nThen $x = 3$ and $y = 4$.\n\n", "x = 3, y = 4", "last_line:inline_math"),
+        ("The ratio is\n$$\\frac{1}{2}$$", "\\frac{1}{2}", "last_line:inline_math"),  # display math, read whole
+        ("Thus $a=1$ and $b", "a=1", "last_line:inline_math"),  # an unpaired $ opens nothing
+        ("The answer is $7$.\nHere $x$ is the speed.", "7", "answer_is:text"),  # a phrase comes first
+        ("\\boxed{3}\nwhere $x$ is the speed", "3", "boxed:last_line"),  # and so does a box
     ],
 )
 def test_olympiad_extraction_paths(output: str, answer: str, method: str) -> None:
@@ -64,7 +71,8 @@ def test_olympiad_extraction_paths(output: str, answer: str, method: str) -> Non
 
 @pytest.mark.parametrize(
     "output",
-    ["", "I could not solve it.", "So the final answer is", "\\boxed{}", "}}}{{{"],
+    ["", "I could not solve it.", "So the final answer is", "\\boxed{}", "}}}{{{",
+     "The area is $12$.\nNo formula on the last line.", "A lone $ sign", "$$ $ $"],
 )
 def test_olympiad_no_answer_is_a_miss(output: str) -> None:
     assert extract_olympiad_answer(output) == Extraction(None, "none")

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from infuser.eval.limits import LimitedWorker
 from infuser.eval.olympiad.cleanup import clean_answer
 from infuser.eval.olympiad.gold import JudgeSettings, OlympiadGold, Verdict, parse_tolerances
 from infuser.eval.olympiad.judge import judge_olympiad
@@ -16,7 +17,6 @@ from infuser.eval.olympiad.mathverify import judge_math_verify
 from infuser.eval.olympiad.numbers import AnswerParseError, parse_number
 from infuser.eval.olympiad.official import judge_official
 from infuser.eval.olympiad.structure import split_equation, split_top_level
-from infuser.eval.limits import LimitedWorker
 from infuser.eval.score import JudgeConfig, Scorer
 
 G = OlympiadGold

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from eval_paths import OLYMPIAD_MINI, SUPERGPQA_MINI
 
-from infuser.eval.data import load_olympiadbench, load_supergpqa
 from infuser.answers.choice import extract_choice
+from infuser.data.chat import render_prompt
+from infuser.eval.data import load_olympiadbench, load_supergpqa
 from infuser.eval.prompts import (
     FIVE_SHOT_EXEMPLARS,
     OLYMPIAD_PROMPTS,
@@ -17,7 +18,6 @@ from infuser.eval.prompts import (
     render_options,
     supergpqa_prompt,
 )
-from infuser.data.chat import render_prompt
 
 
 @pytest.fixture(scope="module")

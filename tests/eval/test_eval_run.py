@@ -8,15 +8,11 @@ from pathlib import Path
 import pytest
 from eval_paths import OLYMPIAD_MINI, SUPERGPQA_MINI
 
-from infuser.eval.data import DatasetError, RowError
-from infuser.eval.run import (
-    BenchmarkConfig,
-    EvalModelConfig,
-    EvalSamplingConfig,
-    evaluate,
-    main,
-)
+from infuser.eval.generation import EvalModelConfig, EvalSamplingConfig
+from infuser.eval.items import BenchmarkConfig
+from infuser.eval.run import evaluate, main
 from infuser.eval.score import JudgeConfig
+from infuser.eval.sources import DatasetError, RowError
 from infuser.eval.target_set import build_target_set
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -193,7 +189,7 @@ def test_target_set_is_excluded_and_recorded(tmp_path: Path) -> None:
     assert summary.items == 9 and summary.missing_predictions == 0
     assert summary.excluded is not None and summary.excluded["removed"] == 3
     assert summary.excluded["files"][0]["sha256"] == manifest.sha256
-    scored = {json.loads(l)["id"] for l in (tmp_path / "out" / "items.jsonl").read_text().splitlines()}
+    scored = {json.loads(line)["id"] for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()}
     assert not scored & set(manifest.ids)
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     assert data["protocol"]["predictions"]["ignored_lines"] == 3
@@ -268,15 +264,15 @@ def test_model_backed_evaluation_with_a_tiny_model(tmp_path: Path) -> None:
         summary = results.benchmark(name)
         assert summary.items == 2 and summary.samples == 4 and summary.samples_per_item == (2, 2)
         assert summary.missing_predictions == 0
-    items = [json.loads(l) for l in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
+    items = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
     assert len(items) == 8
     assert all(i["prompt"].startswith("<|im_start|>user\n") and i["prompt"].endswith("<|im_start|>assistant\n") for i in items)
     protocol = json.loads((tmp_path / "out" / "results.json").read_text())["protocol"]
     assert protocol["mode"] == "model" and protocol["model"]["name_or_path"] == str(model_dir)
     assert protocol["sampling"] == {"temperature": 0.8, "top_p": 0.95, "top_k": 50, "max_new_tokens": 6, "num_samples": 2}
 
-    again = evaluate(benchmarks, model=model, sampling=sampling, judge=JUDGE, output_dir=str(tmp_path / "again"), seed=5)
-    second = [json.loads(l)["output"] for l in (tmp_path / "again" / "items.jsonl").read_text().splitlines()]
+    evaluate(benchmarks, model=model, sampling=sampling, judge=JUDGE, output_dir=str(tmp_path / "again"), seed=5)
+    second = [json.loads(line)["output"] for line in (tmp_path / "again" / "items.jsonl").read_text().splitlines()]
     assert second == [i["output"] for i in items]  # seeded
 
     greedy = EvalSamplingConfig(temperature=0.0, max_new_tokens=4, num_samples=1)

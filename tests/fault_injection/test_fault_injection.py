@@ -35,7 +35,8 @@ from infuser.cli import main
 from infuser.config import ConfigurationError
 from infuser.data.documents import CorpusError, JsonlDocuments
 from infuser.data.question_sets import JsonlQuestions, QuestionSetError
-from infuser.eval.data import RowError, load_supergpqa
+from infuser.eval.data import load_supergpqa
+from infuser.eval.sources import RowError
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.roles.generator import Generator
 from infuser.roles.policy import PolicyRole

@@ -29,11 +29,11 @@ from torch import Tensor
 from infuser.config import RoleConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
-from infuser.rl.loss import BatchTotals, policy_loss
+from infuser.rl.loss import policy_loss
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import completion_logps
-from infuser.rollout.rows import Answers, RolloutBatch, ScoredRollouts
+from infuser.rollout.rows import Answers, BatchTotals, RolloutBatch, ScoredRollouts
 from infuser.rollout.scoring import teacher_forced_batch
 from infuser.toy.world import ToyWorld
 
@@ -101,7 +101,7 @@ def trajectory(fabric: L.Fabric, config: RoleConfig, world: ToyWorld, plan: Plan
     """One Solver's run of real RL updates, measured at every state of ``plan`` on the way."""
     torch.manual_seed(seed)
     solver = Solver(config, PromptTemplates())
-    update = solver.set_up(fabric)
+    update = PolicyUpdate.set_up(fabric, solver)
     sampler = torch.Generator().manual_seed(seed)  # the updates' own stream: measuring draws from others
     taken = 0
     for state in plan.states:

@@ -53,7 +53,7 @@ class DocumentSource(ABC):
     def setup(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Called once with the Generator's tokenizer before the first :meth:`take`."""
 
-    def kind_of(self, question: MCQuestion) -> str:
+    def question_kind(self, question: MCQuestion) -> str:
         """A label for the kind of a drafted question, for curriculum reports ("" if unknown)."""
         return ""
 

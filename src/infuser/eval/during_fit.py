@@ -3,7 +3,7 @@
 A real run is judged on the real benchmarks (OlympiadBench, SuperGPQA), not on the target set
 alone; scoring the exported model after the run says only where it ended. This scores the live
 Solver every ``every`` iterations and after the last one with exactly what ``infuser eval`` does:
-the same loading and exclusions (:func:`~infuser.eval.run.load_benchmark`), prompts rendered as
+the same loading and exclusions (:func:`~infuser.eval.items.load_benchmark`), prompts rendered as
 the Solver's prompts are (its ``model.chat_template``), and the same judge and avg@k summary
 (:func:`~infuser.eval.run.judge_outputs`). Sampling goes through the Solver's own
 :meth:`~infuser.roles.policy.PolicyRole.sample`, so under several processes each samples its shard
@@ -13,7 +13,9 @@ and every process judges every output (the metrics are then alike everywhere).
 from __future__ import annotations
 
 from infuser.config import BenchmarkEvalConfig
-from infuser.eval.run import LoadedBenchmark, judge_outputs, load_benchmark, model_outputs
+from infuser.eval.items import LoadedBenchmark, load_benchmark
+from infuser.eval.predictions import model_outputs
+from infuser.eval.run import judge_outputs
 from infuser.eval.score import JudgeConfig, Scorer
 from infuser.lazy import TYPE_CHECKING
 

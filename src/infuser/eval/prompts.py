@@ -13,7 +13,7 @@ SuperGPQA (options rendered ``A) ...`` one per line):
 * ``five_shot``: five worked exemplars written for infuser (no benchmark item), then the question;
 * ``boxed``: the chosen letter goes in ``\\boxed{}``.
 
-The builders return plain text; :func:`render_prompt` wraps it in the tokenizer's chat template
+The builders return plain text; :func:`infuser.data.chat.render_prompt` wraps it in the tokenizer's chat template
 when asked to and the tokenizer has one.
 """
 

@@ -31,6 +31,7 @@ samples with no extractable answer. Breakdowns give every group's accuracy, the 
 from __future__ import annotations
 
 import json
+import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,19 @@ from infuser.artifacts import atomic_path, write_jsonl
 
 RESULTS_SCHEMA = 1
 HARNESS_VERSION = "infuser-eval/1.0"
+
+
+def library_versions() -> dict[str, str]:
+    """Python's version and those of the libraries a result depends on (``protocol.versions``)."""
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for package in ("infuser", "torch", "transformers", "math-verify", "latex2sympy2_extended", "sympy"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
 
 
 @dataclass(frozen=True)

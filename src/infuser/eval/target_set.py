@@ -20,14 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from infuser.eval.data import (
-    DatasetError,
-    LoadedDataset,
-    SuperGPQARow,
-    load_supergpqa,
-    read_records,
-    sha256_file,
-)
+from infuser.artifacts import atomic_path, write_jsonl
+from infuser.eval.data import LoadedDataset, SuperGPQARow, load_supergpqa
+from infuser.eval.sources import DatasetError, read_records, sha256_file
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -112,13 +107,11 @@ def write_target_set(
     field: str | None = None,
     difficulty: str | None = None,
 ) -> TargetSetManifest:
-    """Select the subset, write it as SuperGPQA-shaped JSONL, and write its manifest."""
+    """Select the subset, write it as SuperGPQA-shaped JSONL, and write its manifest (each
+    atomically: :func:`infuser.artifacts.write_jsonl`, :func:`infuser.artifacts.atomic_path`)."""
     rows, candidates = select_target_rows(dataset.rows, n, seed, discipline, field, difficulty)
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+    write_jsonl(out, [row.to_json() for row in rows])
     manifest = TargetSetManifest(
         path=str(out),
         sha256=sha256_file(out),
@@ -132,7 +125,8 @@ def write_target_set(
         source=dataset.provenance.to_json(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    manifest_path(out).write_text(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with atomic_path(manifest_path(out)) as temporary:
+        temporary.write_text(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
 
 

@@ -16,31 +16,7 @@ import torch
 from torch import Tensor
 
 from infuser.config import LossType, PolicyLossConfig
-
-
-@dataclass(frozen=True)
-class BatchTotals:
-    """Sizes of the whole mini-batch that micro-batch losses are normalised by.
-
-    Attributes:
-        sequences: rows of the mini-batch on this process (rows without loss tokens included).
-        tokens: loss tokens of the mini-batch on this process.
-        max_completion_length: the ``dr_grpo`` constant.
-        tokens_per_process: loss tokens of the mini-batch summed over processes, divided by the
-            number of processes: ``dapo``'s (and the entropy bonus's) normaliser, so that averaging
-            gradients across processes yields the global token-mean. ``None`` on one process
-            (= ``tokens``).
-        sequences_per_process: rows of the mini-batch summed over processes, divided by the
-            number of processes: the ``grpo`` and ``dr_grpo`` normaliser, for the same reason
-            (processes may hold different numbers of rows). ``None`` on one process
-            (= ``sequences``).
-    """
-
-    sequences: int
-    tokens: int
-    max_completion_length: int
-    tokens_per_process: float | None = None
-    sequences_per_process: float | None = None
+from infuser.rollout.rows import BatchTotals
 
 
 @dataclass
@@ -133,3 +109,9 @@ def policy_loss(
         tokens = totals.tokens if totals.tokens_per_process is None else totals.tokens_per_process
         loss = loss - config.entropy_coef * (entropy * mask.to(entropy.dtype)).sum() / max(tokens, 1)
     return PolicyLossOutput(loss=loss, per_token=per_token)
+
+
+def carrying_gradient(mask: Tensor, advantages: Tensor, regularised: bool = False) -> Tensor:
+    """Rows that can add to a policy-gradient loss's gradient: some token in the loss ``mask``, and a
+    non-zero advantage unless a KL or entropy term (``regularised``) makes every such row count."""
+    return (mask.sum(-1) > 0).cpu() & ((advantages != 0) | regularised)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from infuser.rl.advantages import group_stats
+from infuser.advantages import group_stats
 
 
 @dataclass(frozen=True)

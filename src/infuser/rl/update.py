@@ -31,10 +31,10 @@ from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 from transformers import PreTrainedTokenizerBase
 
-from infuser.config import UpdateConfig
+from infuser.config import RoleConfig, UpdateConfig
 from infuser.distributed import Processes
-from infuser.rl.loss import BatchTotals, PolicyLossOutput
-from infuser.rollout.rows import RolloutBatch, ScoredRollouts
+from infuser.rl.loss import PolicyLossOutput, carrying_gradient
+from infuser.rollout.rows import BatchTotals, RolloutBatch, ScoredRollouts
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ class TrainablePolicy(Protocol):
     """What :class:`PolicyUpdate` asks of the module it trains (a ``LightningModule``)."""
 
     tokenizer: PreTrainedTokenizerBase
+    config: RoleConfig  # its ``update`` settings and ``optimizer.grad_clip`` shape the update
 
     def training_step(self, rollouts: ScoredRollouts, totals: BatchTotals, old_logps: Tensor | None = None,
                       ref_logps: Tensor | None = None) -> MicroBatchOutput:
@@ -154,9 +155,11 @@ class PolicyUpdate:
         self.settings, self.grad_clip, self.processes = settings, grad_clip, processes
 
     @classmethod
-    def set_up(cls, fabric: L.Fabric, policy: TrainablePolicy, settings: UpdateConfig,
-               grad_clip: float | None) -> PolicyUpdate:
-        """Hand ``policy`` to ``fabric``'s strategy, with the optimizer its ``configure_optimizers`` makes.
+    def set_up(cls, fabric: L.Fabric, policy: TrainablePolicy) -> PolicyUpdate:
+        """Hand ``policy`` to ``fabric``'s strategy, with the optimizer its ``configure_optimizers`` makes,
+        and return the update that trains it with its configuration's ``update`` settings and
+        ``optimizer.grad_clip``. The policy is told the run's processes, its live optimizer and the
+        precision's autocast (:meth:`TrainablePolicy.bind`).
 
         Under FSDP (:mod:`infuser.sharding`) the strategy replaces the parameters with shards, so
         the optimizer is made afterwards, over the shards. A DDP wrapper registers the parameters
@@ -176,7 +179,8 @@ class PolicyUpdate:
         module.mark_forward_method("logps_step")
         processes = Processes.of(fabric)
         policy.bind(processes, raw, fabric.autocast)
-        return cls(policy, fabric, module, optimizer, settings, grad_clip, processes)
+        return cls(policy, fabric, module, optimizer, policy.config.update, policy.config.optimizer.grad_clip,
+                   processes)
 
     def __call__(self, batch: RolloutBatch, advantages: Tensor, order: torch.Generator | None = None) -> UpdateStats:
         """One update (``ppo_epochs`` x mini-batches) on ``batch`` with per-row ``advantages``.
@@ -375,12 +379,6 @@ class _Sums:
         values = {name: type(getattr(self, name))(value) for name, value in zip(names, summed.tolist())}
         values["loss"] /= processes.world_size
         return dataclasses.replace(self, **values)
-
-
-def carrying_gradient(mask: Tensor, advantages: Tensor, regularised: bool = False) -> Tensor:
-    """Rows that can add to a policy-gradient loss's gradient: some token in the loss ``mask``, and a
-    non-zero advantage unless a KL or entropy term (``regularised``) makes every such row count."""
-    return (mask.sum(-1) > 0).cpu() & ((advantages != 0) | regularised)
 
 
 def _padded(items: list[Tensor], count: int) -> list[Tensor | None]:

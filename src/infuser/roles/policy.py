@@ -31,10 +31,11 @@ from infuser.config import RoleConfig, SamplingConfig
 from infuser.data.chat import ChatFormat
 from infuser.distributed import Processes
 from infuser.models import SharedBase, load_causal_lm, load_tokenizer
-from infuser.rl.loss import BatchTotals, policy_loss
-from infuser.rl.update import MicroBatchOutput, PolicyUpdate, carrying_gradient
+from infuser.rl.loss import carrying_gradient, policy_loss
+from infuser.rl.update import MicroBatchOutput
 from infuser.rollout.engine import Lockstep, call_seed, completion_logps, generate
-from infuser.rollout.rows import RolloutBatch, ScoredRollouts, SplitRollouts, UnpaddedRow
+from infuser.rollout.rows import BatchTotals, RolloutBatch, ScoredRollouts, SplitRollouts
+from infuser.rollout.scoring import teacher_forced_batch
 from infuser.sharding import gathered, whole_weights
 
 
@@ -75,7 +76,7 @@ class PolicyRole(L.LightningModule):
         self._shared = shared
         self.model = (shared.attach(self.adapter_name, config.model) if shared is not None
                       else load_causal_lm(config.model, device))
-        self.processes = Processes()  # until bound to a run's processes (see bind)
+        self.processes = Processes()  # until PolicyUpdate.set_up binds the run's processes
         self.optimizer: torch.optim.Optimizer | None = None
         self.autocast: Callable[[], AbstractContextManager] = nullcontext
         # The KL reference is the base model: with LoRA, these weights with the adapter disabled;
@@ -86,11 +87,6 @@ class PolicyRole(L.LightningModule):
             self._checkpoint_adapter_only()
 
     # -- wiring ---------------------------------------------------------------------------------
-    def set_up(self, fabric: L.Fabric) -> PolicyUpdate:
-        """Hand this role to ``fabric``'s strategy; returns the update that trains it with its own
-        ``update`` settings and gradient clipping (see :meth:`PolicyUpdate.set_up`)."""
-        return PolicyUpdate.set_up(fabric, self, self.config.update, self.config.optimizer.grad_clip)
-
     def bind(self, processes: Processes, optimizer: torch.optim.Optimizer,
              autocast: Callable[[], AbstractContextManager]) -> None:
         """Take the run's processes, this role's live optimizer and the precision's autocast, once
@@ -215,16 +211,10 @@ class PolicyRole(L.LightningModule):
         they must never train the role.
         """
         shard = self.processes.shard(len(prompts))
-        prompt_ids = self.tokenizer(prompts[shard.start : shard.stop], add_special_tokens=False)["input_ids"]
         held = completions[shard.start * num_samples : shard.stop * num_samples]
-        completion_ids = self.tokenizer(held, add_special_tokens=False)["input_ids"]
-        rows = [UnpaddedRow(prompt_ids=torch.tensor(prompt_ids[row // num_samples]),
-                            completion_ids=torch.tensor([*ids, self.chat.end_id]),
-                            sampling_logps=torch.zeros(len(ids) + 1), truncated=False, prompt_index=row // num_samples,
-                            text=text)
-                for row, (ids, text) in enumerate(zip(completion_ids, held, strict=True))]
-        device = next(self.model.parameters()).device
-        batch = (RolloutBatch.of_rows(rows, self.tokenizer.pad_token_id, device) if rows else self.placeholder(0))
+        batch = (teacher_forced_batch(self.tokenizer, prompts[shard.start : shard.stop], held,
+                                      next(self.model.parameters()).device, num_samples, self.chat.end_id)
+                 if held else self.placeholder(0))
         return self._split(batch, shard, num_samples)
 
     def _split(self, batch: RolloutBatch, shard: range, num_samples: int) -> SplitRollouts:

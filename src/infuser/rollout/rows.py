@@ -9,7 +9,8 @@ One batch of completions travels through an iteration in these shapes, each wrap
 * :class:`Drafts` and :class:`Answers`: the Generator's and the Solver's ``SplitRollouts`` with what
   each role made of its rows (parsed questions; 0/1 rewards);
 * :class:`ScoredRollouts`: rows with one advantage each, the input of a policy-gradient loss (an
-  update's micro-batch, the target set, one influence candidate).
+  update's micro-batch, the target set, one influence candidate), optionally with the
+  :class:`BatchTotals` of the larger batch they are a share of (the loss's normalisers).
 
 Rows are prompt-major throughout: the ``num_samples`` completions of a prompt are contiguous, so
 "the answers to question q" or "the drafts of document d" is a slice, and a prompt's rows are never
@@ -27,10 +28,34 @@ from torch import Tensor
 
 from infuser.data.documents import Document
 from infuser.data.questions import InvalidQuestion, MCQuestion
-from infuser.rl.loss import BatchTotals
 
 if TYPE_CHECKING:
     from infuser.distributed import Processes
+
+
+@dataclass(frozen=True)
+class BatchTotals:
+    """Sizes of the whole mini-batch that micro-batch losses are normalised by.
+
+    Attributes:
+        sequences: rows of the mini-batch on this process (rows without loss tokens included).
+        tokens: loss tokens of the mini-batch on this process.
+        max_completion_length: the ``dr_grpo`` constant.
+        tokens_per_process: loss tokens of the mini-batch summed over processes, divided by the
+            number of processes: ``dapo``'s (and the entropy bonus's) normaliser, so that averaging
+            gradients across processes yields the global token-mean. ``None`` on one process
+            (= ``tokens``).
+        sequences_per_process: rows of the mini-batch summed over processes, divided by the
+            number of processes: the ``grpo`` and ``dr_grpo`` normaliser, for the same reason
+            (processes may hold different numbers of rows). ``None`` on one process
+            (= ``sequences``).
+    """
+
+    sequences: int
+    tokens: int
+    max_completion_length: int
+    tokens_per_process: float | None = None
+    sequences_per_process: float | None = None
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
             batch = teacher_forced_batch(tokenizer, prompts[start : start + batch_size],
-                                         completions[start : start + batch_size], device, end_token_id)
+                                         completions[start : start + batch_size], device, end_token_id=end_token_id)
             logps, _ = completion_logps(model, batch, temperature, share_prompts=False)
             log_probabilities.append((logps.double() * batch.completion_mask).sum(-1).cpu())
     model.train(was_training)
@@ -54,22 +54,28 @@ def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
 
 
 def teacher_forced_batch(tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str],
-                         device: torch.device, end_token_id: int | None = None) -> RolloutBatch:
-    """The rows ``prompt_i`` -> ``completion_i`` + end-of-text (or ``end_token_id``) as a
-    :class:`RolloutBatch`, so that the training loss's own log-prob pass scores them. Prompt and
-    completion are tokenised apart, as the sampler sees them."""
+                         device: torch.device, num_samples: int = 1, end_token_id: int | None = None) -> RolloutBatch:
+    """The rows ``prompt`` -> ``completion`` + end-of-text (or ``end_token_id``: a chat template's
+    end-of-turn) as a :class:`RolloutBatch` (``num_samples``
+    completions per prompt, prompt-major), so that the training loss's own log-prob pass scores
+    them. Prompt and completion are tokenised apart, as the sampler sees them; the sampling
+    log-probs are 0, since no policy sampled these rows (exact evaluation's canonical answers, a
+    scripted arm's drafts)."""
     end = tokenizer.eos_token_id if end_token_id is None else end_token_id
     if end is None:
         raise ValueError("teacher_forced_batch: the tokenizer has no end-of-text token to end a completion with")
+    if len(completions) != len(prompts) * num_samples:
+        raise ValueError(f"teacher_forced_batch: {len(prompts)} prompts x {num_samples} need as many completions, "
+                         f"got {len(completions)}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
     if any(not ids for ids in completion_ids):
         raise ValueError("teacher_forced_batch: an empty completion has no tokens to score")
     rows = []
-    for index, (prompt, completion, text) in enumerate(zip(prompt_ids, completion_ids, completions, strict=True)):
+    for row, (completion, text) in enumerate(zip(completion_ids, completions, strict=True)):
         completion = completion + [end]
-        rows.append(UnpaddedRow(prompt_ids=torch.tensor(prompt), completion_ids=torch.tensor(completion),
-                                sampling_logps=torch.zeros(len(completion)), truncated=False, prompt_index=index,
-                                text=text))
+        rows.append(UnpaddedRow(prompt_ids=torch.tensor(prompt_ids[row // num_samples]),
+                                completion_ids=torch.tensor(completion), sampling_logps=torch.zeros(len(completion)),
+                                truncated=False, prompt_index=row // num_samples, text=text))
     return RolloutBatch.of_rows(rows, pad_id, device)

@@ -43,8 +43,8 @@ class ToyDocuments(DocumentSource):
                              f"{self.world.kinds}")
         self.position = 0
 
-    def kind_of(self, question: MCQuestion) -> str:
-        return self.world.kind_of(question.question)
+    def question_kind(self, question: MCQuestion) -> str:
+        return self.world.kind_asked(question.question)
 
     def golden_is_correct(self, question: MCQuestion) -> bool | None:
         return self.world.golden_is_correct(question)

@@ -187,7 +187,7 @@ class ArithmeticWorld(ABC):
                               kind=self.kind(fact), difficulty=fact.difficulty)
         return question.shuffled(rng) if shuffle else question
 
-    def kind_of(self, question_text: str) -> str:
+    def kind_asked(self, question_text: str) -> str:
         """The kind a question asks about, read from its wording ("" when it fits none)."""
         fact = fact_asked(question_text)
         return self.kind(fact) if fact is not None else ""

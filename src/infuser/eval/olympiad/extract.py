@@ -62,6 +62,33 @@ def _accept(answer: str) -> bool:
     return bool(answer) and len(answer) <= MAX_ANSWER_CHARS
 
 
+def inline_math(line: str) -> list[str]:
+    """The ``$...$`` pieces of one line, in order, as the official judge pairs its dollars: each
+    ``$`` opens a piece that the next one closes, and a ``$`` left unpaired opens nothing.
+
+    A ``$$...$$`` display is one piece (the official pattern reads it as two empty ones).
+    Plain ``str.find`` steps, so linear in the line.
+    """
+    pieces: list[str] = []
+    i = line.find("$")
+    while i >= 0:
+        delimiter = "$$" if line.startswith("$$", i) else "$"
+        close = line.find(delimiter, i + len(delimiter))
+        if close < 0:
+            break
+        pieces.append(line[i + len(delimiter) : close])
+        i = line.find("$", close + len(delimiter))
+    return pieces
+
+
+def _last_line_math(text: str) -> str:
+    """The official fallback when an output has neither an answer phrase nor a box: every inline
+    formula on its last line, joined with ``", "`` (several formulas are several answers)."""
+    stripped = text.rstrip()
+    last_line = stripped[stripped.rfind("\n") + 1 :]
+    return ", ".join(clean_answer_text(piece) for piece in inline_math(last_line) if piece.strip())
+
+
 def extract_olympiad_answer(output: str, max_chars: int = MAX_OUTPUT_CHARS) -> Extraction:
     """The final answer of an OlympiadBench-style solution.
 
@@ -72,7 +99,8 @@ def extract_olympiad_answer(output: str, max_chars: int = MAX_OUTPUT_CHARS) -> E
        boxes are several answers); without boxes, the rest of that line;
     2. boxes anywhere: all boxes that start on the last line holding a box (so ``\\boxed{1}`` in a
        scratch line followed by ``\\boxed{2}`` later gives ``2``);
-    3. the last ``answer is X`` / ``Answer: X``: the rest of that line.
+    3. the last ``answer is X`` / ``Answer: X``: the rest of that line;
+    4. the official fallback: every ``$...$`` on the output's last line, joined with ``", "``.
 
     A box whose brace never closes is an answer cut off mid-way: when the line a rule reads holds
     one (or, for rule 2, when it comes after the last closed box) the output is a miss with method
@@ -121,4 +149,8 @@ def extract_olympiad_answer(output: str, max_chars: int = MAX_OUTPUT_CHARS) -> E
         rest = clean_answer_text(text[best[1] : line_end(text, best[1])])
         if _accept(rest):
             return Extraction(rest, "answer_is:text", truncated)
+
+    inline = _last_line_math(text)
+    if _accept(inline):
+        return Extraction(inline, "last_line:inline_math", truncated)
     return Extraction(None, "none", truncated)

@@ -21,8 +21,8 @@ alone). Held-out operands are disjoint from the
 target set's, so (a) or (c) beating (b) and (d) with a paired 95% interval above zero shows that
 the rule transfers and that a curriculum has room to matter. Runs go one at a time (``--threads`` each).
 
-    python benchmarks/rules_world.py --json runs/rules_world.json
-    python benchmarks/rules_world.py --proxy_seeds 0 1 2 --json runs/rules_world.json
+    python -m benchmarks.research.rules_world --json runs/rules_world.json
+    python -m benchmarks.research.rules_world --proxy_seeds 0 1 2 --json runs/rules_world.json
 """
 
 from __future__ import annotations
@@ -40,18 +40,18 @@ from pathlib import Path
 
 import torch
 
+from infuser.bench.common import paired_interval
+from infuser.config import SamplingConfig
 from infuser.data.documents import Document
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion, parse_question
 from infuser.models import ModelConfig, load_causal_lm, load_tokenizer
-from infuser.bench.common import paired_interval
-from infuser.config import SamplingConfig
 from infuser.rollout.engine import generate
 from infuser.rollout.scoring import exact_probabilities
 from infuser.toy.rules import RULE_KINDS, RuleDocuments, RuleQuestions, RuleWorld, RuleWorldConfig
 from infuser.toy.world import fact_asked, facts_in
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "rules.yaml"
 PROXY_ARMS = {
     "target-rule RL": ["--loop.solver_data=target", "--generator_reward=constant",
@@ -155,7 +155,7 @@ def base_generator(model, tokenizer, documents: int, seed: int) -> GeneratorDraf
                         stream=torch.Generator().manual_seed(seed))
     parsed = [parse_question(text) for text in rollouts.texts]
     valid = [q for q in parsed if isinstance(q, MCQuestion)]
-    kinds = Counter(source.kind_of(q) or "other" for q in valid)
+    kinds = Counter(source.question_kind(q) or "other" for q in valid)
     return GeneratorDrafts(documents, len(parsed), len(valid) / len(parsed),
                            sum(bool(source.golden_is_correct(q)) for q in valid) / max(len(valid), 1),
                            {kind: round(count / len(valid), 3) for kind, count in sorted(kinds.items())})
