@@ -48,6 +48,15 @@ def test_bad_settings_name_the_key(arguments, message):
         BenchmarkEvalConfig(**arguments)
 
 
+def test_a_missing_benchmark_file_names_the_key_before_any_model_loads(tmp_path, capsys, no_model_loading):
+    missing = tmp_path / "nowhere.jsonl"
+    code = main(["fit", "--config", str(ROOT / "configs/toy.yaml"), f"--run_dir={tmp_path / 'run'}",
+                 f"--loop.eval_benchmarks={{benchmarks: [{{name: supergpqa, path: {missing}}}]}}"])
+    assert code == 2
+    assert capsys.readouterr().err == (f"infuser: error: loop.eval_benchmarks.benchmarks[0] (supergpqa): {missing}: "
+                                       "no such file\n")
+
+
 def test_the_solver_scores_what_infuser_eval_scores_for_the_same_model(tmp_path):
     judge = JudgeConfig(item_timeout_s=10.0)
     solver = Solver(RoleConfig(model=ModelConfig(name_or_path=TOY_MODEL_ID)), PromptTemplates())

@@ -12,11 +12,12 @@ and every process judges every output (the metrics are then alike everywhere).
 
 from __future__ import annotations
 
-from infuser.config import BenchmarkEvalConfig
+from infuser.config import BenchmarkEvalConfig, ConfigurationError
 from infuser.eval.items import LoadedBenchmark, load_benchmark
 from infuser.eval.predictions import model_outputs
 from infuser.eval.run import judge_outputs
 from infuser.eval.score import JudgeConfig, Scorer
+from infuser.eval.sources import DatasetError, RowError
 from infuser.lazy import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,7 +36,13 @@ class BenchmarkEvaluation:
     def __init__(self, config: BenchmarkEvalConfig, judge: JudgeConfig | None = None) -> None:
         self.config = config
         self.judge = judge or JudgeConfig()
-        self.loaded: list[LoadedBenchmark] = [load_benchmark(benchmark) for benchmark in config.benchmarks]
+        self.loaded: list[LoadedBenchmark] = []
+        for index, benchmark in enumerate(config.benchmarks):
+            try:
+                self.loaded.append(load_benchmark(benchmark))
+            except (DatasetError, RowError, ValueError) as error:
+                raise ConfigurationError(f"loop.eval_benchmarks.benchmarks[{index}] ({benchmark.key}): {error}"
+                                         ) from error
 
     def __call__(self, solver: Solver, stream: torch.Generator) -> dict[str, float]:
         """``eval/<benchmark>/accuracy`` (avg@k over the benchmark's items) of ``solver`` now."""
