@@ -573,6 +573,11 @@ class TrainerConfig:
         precision: ``32-true``, ``bf16-mixed``, ``bf16-true``, ``16-mixed``.
         loggers: any of ``csv``, ``tensorboard``, ``wandb``, ``mlflow`` (the last two need their extras;
             see :mod:`infuser.tracking`).
+        threads: torch's intra-op CPU threads while the run lasts (``None``: torch's default, which
+            follows ``OMP_NUM_THREADS`` or takes every core). A small model runs faster on one
+            thread than on several (its matrices are too small to split), and a run's figures
+            depend on its thread count (float sums in another order): pinning it makes a config
+            give the same figures whatever the environment sets.
     """
 
     accelerator: str = "auto"
@@ -581,6 +586,11 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     loggers: list[LoggerName] = field(default_factory=lambda: ["csv"])
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"trainer.threads must be at least 1 (or null for torch's default), got {self.threads}")
 
 
 # -- what components may check before loading ---------------------------------------------------

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from jsonargparse import lazy_instance
@@ -91,6 +94,29 @@ def _strategy(trainer: TrainerConfig) -> str | ModelParallelStrategy:
     return fsdp_strategy(trainer.precision) if trainer.strategy == FSDP else trainer.strategy
 
 
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` intra-op CPU threads (``trainer.threads``; ``None``: as set), and give the
+    process its own setting back afterwards (a Python caller may run several fits).
+
+    ``OMP_NUM_THREADS`` is set alike while the run lasts: the processes Fabric launches for DDP
+    inherit it, and Lightning then leaves their thread count alone instead of choosing its own.
+    """
+    if threads is None:
+        yield
+        return
+    before, environment = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if environment is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = environment
+
 def fit(
     generator: RoleConfig = RoleConfig(advantage=lazy_instance(DuGRPOAdvantage)),
     solver: RoleConfig = RoleConfig(advantage=lazy_instance(MeanCentredAdvantage)),
@@ -144,65 +170,66 @@ def fit(
     from infuser.roles.generator import Generator
     from infuser.roles.solver import Solver
 
-    quiet_libraries()
-    run = RunDirectory(run_dir or default_run_dir())
-    torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
-    fabric = L.Fabric(accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
-                      strategy=_strategy(trainer), precision=trainer.precision,
-                      loggers=make_loggers(trainer.loggers, run.root, resuming=ckpt_path is not None))
-    fabric.launch()
-    if _config is not None and fabric.global_rank == 0:
-        record(_config, run.root, resuming=ckpt_path is not None)
-    fabric.seed_everything(seed)
-    # Every data file is read before any model is loaded: bad input fails in seconds, not after
-    # the weights of a large model have been read.
-    questions = QuestionSets.load(target_set, heldout_set)
-    benchmarks = BenchmarkEvaluation(loop.eval_benchmarks) if loop.eval_benchmarks is not None else None
-    documents.setup(load_tokenizer(generator.model))
-    # One role at a time, each handed to the strategy before the next loads: under FSDP a process
-    # then never holds two whole models (an 8B float32 copy is 32 GB of host memory per process).
-    with fabric.init_module():
-        shared = SharedBase(fabric.device) if share_base else None
-        gen = Generator(generator, prompts, device=fabric.device, shared=shared)
-    generator_update = PolicyUpdate.set_up(fabric, gen)
-    with fabric.init_module():
-        sol = Solver(solver, prompts, device=fabric.device, shared=shared)
-    solver_update = PolicyUpdate.set_up(fabric, sol)
-    modules = {"generator": gen, "generator_optimizer": gen.optimizer, "solver": sol, "solver_optimizer": sol.optimizer}
-    infuser_loop = InfuserLoop(fabric=fabric, generator=gen, solver=sol, generator_update=generator_update,
-                               solver_update=solver_update, documents=documents, questions=questions,
-                               influence=influence, reward=generator_reward, config=loop, run=run, seed=seed,
-                               benchmarks=benchmarks)
-    if fabric.global_rank == 0:
-        run.root.mkdir(parents=True, exist_ok=True)
+    with _torch_threads(trainer.threads):
+        quiet_libraries()
+        run = RunDirectory(run_dir or default_run_dir())
+        torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
+        fabric = L.Fabric(accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
+                          strategy=_strategy(trainer), precision=trainer.precision,
+                          loggers=make_loggers(trainer.loggers, run.root, resuming=ckpt_path is not None))
+        fabric.launch()
+        if _config is not None and fabric.global_rank == 0:
+            record(_config, run.root, resuming=ckpt_path is not None)
+        fabric.seed_everything(seed)
+        # Every data file is read before any model is loaded: bad input fails in seconds, not after
+        # the weights of a large model have been read.
+        questions = QuestionSets.load(target_set, heldout_set)
+        benchmarks = BenchmarkEvaluation(loop.eval_benchmarks) if loop.eval_benchmarks is not None else None
+        documents.setup(load_tokenizer(generator.model))
+        # One role at a time, each handed to the strategy before the next loads: under FSDP a process
+        # then never holds two whole models (an 8B float32 copy is 32 GB of host memory per process).
+        with fabric.init_module():
+            shared = SharedBase(fabric.device) if share_base else None
+            gen = Generator(generator, prompts, device=fabric.device, shared=shared)
+        generator_update = PolicyUpdate.set_up(fabric, gen)
+        with fabric.init_module():
+            sol = Solver(solver, prompts, device=fabric.device, shared=shared)
+        solver_update = PolicyUpdate.set_up(fabric, sol)
+        modules = {"generator": gen, "generator_optimizer": gen.optimizer, "solver": sol, "solver_optimizer": sol.optimizer}
+        infuser_loop = InfuserLoop(fabric=fabric, generator=gen, solver=sol, generator_update=generator_update,
+                                   solver_update=solver_update, documents=documents, questions=questions,
+                                   influence=influence, reward=generator_reward, config=loop, run=run, seed=seed,
+                                   benchmarks=benchmarks)
+        if fabric.global_rank == 0:
+            run.root.mkdir(parents=True, exist_ok=True)
 
-    checkpoints = Checkpointer(fabric, run, modules, infuser_loop, keep=loop.keep_checkpoints)
-    checkpoints.discard_unfinished()
-    if ckpt_path is not None:
-        checkpoints.resume(ckpt_path)
-    state = infuser_loop.fit(checkpoints.save)
-    first, last = state.first_evaluation, state.last_evaluation
-    summary = Summary(
-        iterations=state.iteration, target_accuracy_start=first.target_accuracy,
-        target_accuracy_end=last.target_accuracy, heldout_accuracy_start=first.heldout_accuracy,
-        heldout_accuracy_end=last.heldout_accuracy, target_exact_start=first.target_exact,
-        target_exact_end=last.target_exact, heldout_exact_start=first.heldout_exact,
-        heldout_exact_end=last.heldout_exact, seconds_total=round(state.seconds_total, 2),
-        seconds_by_stage={k: round(v, 2) for k, v in state.seconds_by_stage.items()}, run_dir=str(run.root),
-    )
-    for name, role in (("generator", gen), ("solver", sol)):
-        role.export(run.root / "final" / name)
-    if fabric.global_rank == 0:
-        write_model_cards(run.root / "final", {"generator": generator, "solver": solver}, RunFacts(
-            reward=type(generator_reward).__name__, loop=loop, share_base=share_base, seed=seed,
-            influence=type(influence).__name__ if generator_reward.needs_influence else None,
-            summary=dataclasses.asdict(summary)))
-        respect_umask(run.root / "final")
-        write_json(run.root / "summary.json", dataclasses.asdict(summary))
-        plot_finished_run(run.root)
-        _print_summary(summary)
-    finish(fabric.loggers)
-    return summary
+        checkpoints = Checkpointer(fabric, run, modules, infuser_loop, keep=loop.keep_checkpoints)
+        checkpoints.discard_unfinished()
+        if ckpt_path is not None:
+            checkpoints.resume(ckpt_path)
+        state = infuser_loop.fit(checkpoints.save)
+        first, last = state.first_evaluation, state.last_evaluation
+        summary = Summary(
+            iterations=state.iteration, target_accuracy_start=first.target_accuracy,
+            target_accuracy_end=last.target_accuracy, heldout_accuracy_start=first.heldout_accuracy,
+            heldout_accuracy_end=last.heldout_accuracy, target_exact_start=first.target_exact,
+            target_exact_end=last.target_exact, heldout_exact_start=first.heldout_exact,
+            heldout_exact_end=last.heldout_exact, seconds_total=round(state.seconds_total, 2),
+            seconds_by_stage={k: round(v, 2) for k, v in state.seconds_by_stage.items()}, run_dir=str(run.root),
+        )
+        for name, role in (("generator", gen), ("solver", sol)):
+            role.export(run.root / "final" / name)
+        if fabric.global_rank == 0:
+            write_model_cards(run.root / "final", {"generator": generator, "solver": solver}, RunFacts(
+                reward=type(generator_reward).__name__, loop=loop, share_base=share_base, seed=seed,
+                influence=type(influence).__name__ if generator_reward.needs_influence else None,
+                summary=dataclasses.asdict(summary)))
+            respect_umask(run.root / "final")
+            write_json(run.root / "summary.json", dataclasses.asdict(summary))
+            plot_finished_run(run.root)
+            _print_summary(summary)
+        finish(fabric.loggers)
+        return summary
 
 
 def _print_summary(summary: Summary) -> None:
