@@ -80,3 +80,20 @@ def test_qlora_recipe_prints_one_gpu_with_a_shared_4bit_base(offline, capsys):
         assert model["lora"]["r"] == 64 and model["lora"]["target_modules"] == "all-linear"
     assert config["solver"]["sampling"]["max_new_tokens"] == 8192
     assert config["loop"]["documents_per_iteration"] == 128
+
+
+def test_instruct_recipe_layers_chat_templates_over_the_base_recipe(offline, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIGS / "qwen3-8b-base.yaml"), "--config",
+              str(CONFIGS / "qwen3-4b-instruct.yaml"), "--print_config"])
+    out = capsys.readouterr()
+    assert exit_info.value.code in (0, None), out.err[-2000:]
+    config = yaml.safe_load(out.out)
+    assert offline == []
+    for role in (config["generator"], config["solver"]):
+        model = role["model"]
+        assert (model["name_or_path"], model["chat_template"]) == ("Qwen/Qwen3-4B-Instruct-2507", True)
+        assert model["gradient_checkpointing"] is True  # the base recipe's settings stay
+    assert config["prompts"]["solver"].endswith("in \\boxed{{}}.") and config["generator"]["optimizer"]["lr"] == 6e-6
+    assert "follow this format exactly" in config["prompts"]["generator"]
+    assert config["trainer"]["strategy"] == "fsdp" and config["loop"]["iterations"] == 100

@@ -24,16 +24,19 @@ ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _fit(model_dir: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    arguments = [
+def _arguments(model_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
         "fit", "--config", "configs/toy.yaml",
         f"--generator.model.name_or_path={model_dir}", f"--solver.model.name_or_path={model_dir}",
         "--loop.iterations=2", "--loop.documents_per_iteration=3", "--loop.questions_per_document=2",
         "--loop.answers_per_question=3", "--loop.target_answers_per_question=2", "--loop.eval_samples=1",
         "--target_set.init_args.size=6", "--heldout_set.init_args.size=6", f"--run_dir={run_dir}", *extra,
     ]
-    return subprocess.run([sys.executable, "-m", "infuser.cli", *arguments], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, preexec_fn=lambda: os.umask(0o022))
+
+
+def _fit(model_dir: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "infuser.cli", *_arguments(model_dir, run_dir, *extra)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, preexec_fn=lambda: os.umask(0o022))
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +72,25 @@ def test_the_run_folder_holds_curves_samples_and_readable_weights(finished_run):
 
 
 @pytest.mark.slow
+def test_each_exported_role_has_a_model_card_whose_loading_code_works(finished_run):
+    from transformers import AutoModelForCausalLM
+
+    run_dir, _ = finished_run
+    for role in ("generator", "solver"):
+        card = (run_dir / "final" / role / "README.md").read_text()
+        assert f"# infuser {role}: " in card and "| target accuracy |" in card and "| `seed` | `42` |" in card
+    assert AutoModelForCausalLM.from_pretrained(run_dir / "final" / "solver").config.num_hidden_layers == 1
+
+
+@pytest.mark.slow
+def test_the_run_folder_holds_the_configuration_print_config_prints(finished_run, tiny_model_dir):
+    run_dir, _ = finished_run
+    printed = subprocess.run([sys.executable, "-m", "infuser.cli", *_arguments(tiny_model_dir, run_dir),
+                              "--print_config"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (run_dir / "config.yaml").read_text() == printed.stdout
+
+
+@pytest.mark.slow
 def test_plot_compares_runs_on_one_figure(finished_run, tmp_path, capsys):
     run_dir, _ = finished_run
     other = tmp_path / "other"
@@ -94,4 +116,5 @@ def test_resume_does_not_warn_about_the_log_it_rebuilds(finished_run, tiny_model
     result = _fit(tiny_model_dir, resumed, "--loop.iterations=3", "--ckpt_path=last")
     assert result.returncode == 0, result.stderr
     assert "will be deleted" not in result.stderr
+    assert "configuration differs" not in result.stderr  # ckpt_path, run_dir and loop.iterations do not count
     assert sorted(read_run(resumed).rows) == [0, 1, 2, 3]

@@ -34,6 +34,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsin
 from infuser import registry, signatures
 from infuser.cli_help import SectionedParser, plain_text
 from infuser.config import ConfigurationError, IdleRunError
+from infuser.run_config import ResolvedConfig
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,14 @@ def _run(config: Namespace, instantiated: Namespace) -> None:
         arguments = instantiated[command]
     if isinstance(arguments, Namespace):
         arguments = arguments.as_dict() if hasattr(arguments, "as_dict") else vars(arguments)
-    function(**{k: v for k, v in dict(arguments).items() if k != "config"})
+    extra = {"_config": _resolved_config(function, config.fit)} if command == "fit" else {}
+    function(**{k: v for k, v in dict(arguments).items() if k != "config"}, **extra)
+
+
+def _resolved_config(function: Callable[..., object], parsed: Namespace) -> ResolvedConfig:
+    """What ``--print_config`` would print for ``parsed``: the run writes it to ``run_dir/config.yaml``."""
+    # Third argument: keep keys whose value is null (``skip_unset``, named ``skip_none`` before 4.53).
+    return ResolvedConfig(_function_parser(function).dump(parsed, "parser_mode", False))
 
 
 def main(argv: list[str] | None = None) -> int:

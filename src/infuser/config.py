@@ -27,6 +27,9 @@ BUILTIN_PREFIX = "builtin:"  # a checkpoint registered in the infuser.builtin_mo
 TOY_MODEL_ID = f"{BUILTIN_PREFIX}toy"
 
 
+# ``trainer.loggers``: ``wandb`` and ``mlflow`` need their optional extras (:mod:`infuser.tracking`).
+LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]
+
 # ``trainer.strategy: fsdp`` is infuser's FSDP2 (:mod:`infuser.sharding`), not Lightning's FSDPStrategy.
 FSDP = "fsdp"
 # ``trainer.strategy`` names that split the parameters over processes.
@@ -114,6 +117,13 @@ class ModelConfig:
         gradient_checkpointing: recompute activations in the backward pass (non-reentrant;
             switched off while sampling).
         extra_kwargs: further ``from_pretrained`` arguments.
+        chat_template: render this role's prompts through the tokenizer's chat template and stop
+            at its end-of-turn token (:mod:`infuser.data.chat`): ``true``, ``false``, or ``auto``
+            (when the tokenizer has one). Default ``false``: base models' tokenizers often carry a
+            template (Qwen3-*-Base do) that the base was never tuned on; set ``auto`` or ``true``
+            for an instruct model.
+        system_prompt: an optional system turn before each prompt (without the template, a first
+            paragraph).
     """
 
     name_or_path: str = TOY_MODEL_ID
@@ -125,6 +135,8 @@ class ModelConfig:
     quantization: QuantizationConfig | None = None
     gradient_checkpointing: bool = False
     extra_kwargs: dict = field(default_factory=dict)
+    chat_template: bool | Literal["auto"] = False
+    system_prompt: str | None = None
 
     def __post_init__(self) -> None:
         # Code shipped with a checkpoint runs only when asked for by name, never through a side door.
@@ -136,11 +148,15 @@ class ModelConfig:
                              "the adapter only)")
 
 
+# ``model`` keys that do not describe the base: two roles sharing one base may differ in them.
+_PER_ROLE_MODEL_KEYS = ("lora", "chat_template", "system_prompt")
+
+
 def base_differences(first: ModelConfig, second: ModelConfig) -> list[str]:
-    """The keys, other than ``lora``, in which two model configurations differ: two roles can
-    share one base only when there are none."""
+    """The keys, other than the per-role ones (``lora``, ``chat_template``, ``system_prompt``), in
+    which two model configurations differ: two roles can share one base only when there are none."""
     return [f.name for f in dataclasses.fields(ModelConfig)
-            if f.name != "lora" and getattr(first, f.name) != getattr(second, f.name)]
+            if f.name not in _PER_ROLE_MODEL_KEYS and getattr(first, f.name) != getattr(second, f.name)]
 
 
 # -- sampling and the RL update -------------------------------------------------------------------
@@ -293,6 +309,133 @@ class RoleConfig:
     advantage: AdvantageEstimator = field(default_factory=MeanCentredAdvantage)
 
 
+# -- benchmarks: ``infuser eval``, and during ``infuser fit`` (``loop.eval_benchmarks``) ----------------
+# Here rather than in ``infuser.eval``: the loop's configuration names them, and this module is
+# what the command line is parsed from.
+
+BenchmarkName = Literal["olympiadbench", "supergpqa"]
+
+DEFAULT_BENCHMARK_PROMPT = {"olympiadbench": "official", "supergpqa": "zero_shot"}
+
+
+@dataclass
+class BenchmarkConfig:
+    """One benchmark to evaluate.
+
+    Attributes:
+        name: ``olympiadbench`` or ``supergpqa``.
+        path: a local file (``.jsonl``/``.json``/``.parquet``) or, for OlympiadBench, a directory
+            of ``<subset>.<ext>`` files. ``None`` loads from the Hugging Face Hub.
+        revision: Hub commit. OlympiadBench defaults to a pinned commit; for SuperGPQA ``None``
+            resolves ``main`` to its commit, which is recorded.
+        subsets: OlympiadBench subsets (default: the text-only English open-ended maths and
+            physics sets).
+        split: Hub split.
+        prompt: prompt variant (OlympiadBench ``official``/``plain``; SuperGPQA
+            ``zero_shot``/``five_shot``/``boxed``); default ``official`` / ``zero_shot``.
+        limit: score only the first ``limit`` items (after exclusions), for smoke runs.
+        exclude: target-set files (JSONL or ``.manifest.json``) whose ids are not scored.
+        on_bad_row: ``raise`` at the first bad row, or ``skip`` and count bad rows.
+        label: the entry's name in the results (default: ``name``); needed when one benchmark is
+            listed twice (e.g. two prompt variants).
+    """
+
+    name: BenchmarkName
+    path: str | None = None
+    revision: str | None = None
+    subsets: list[str] | None = None
+    split: str = "train"
+    prompt: str | None = None
+    limit: int | None = None
+    exclude: list[str] = field(default_factory=list)
+    on_bad_row: Literal["raise", "skip"] = "raise"
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    @property
+    def prompt_variant(self) -> str:
+        return self.prompt or DEFAULT_BENCHMARK_PROMPT[self.name]
+
+
+@dataclass(frozen=True)
+class EvalSamplingConfig:
+    """Sampling settings (recorded in ``results.json``): the rollout engine's
+    :class:`~infuser.config.SamplingConfig`, with greedy decoding spelled
+    ``temperature: 0`` and the number of samples per item added.
+
+    Attributes:
+        temperature: 0 decodes greedily.
+        top_p: nucleus sampling mass (1.0 disables).
+        top_k: keep the k most likely tokens (0 disables).
+        max_new_tokens: completion budget.
+        num_samples: samples per item, k; accuracy is avg@k.
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 2048
+    num_samples: int = 1
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        self.engine(batch_size=1)  # the engine's own checks of top_p, top_k and max_new_tokens
+
+    def engine(self, batch_size: int) -> SamplingConfig:
+        """The rollout engine's settings for these, with ``batch_size`` rows per forward pass."""
+        greedy = self.temperature == 0
+        return SamplingConfig(
+            temperature=1.0 if greedy else self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=not greedy,
+            batch_size=batch_size,
+        )
+
+
+@dataclass
+class BenchmarkEvalConfig:
+    """``loop.eval_benchmarks``: the Solver scored by ``infuser eval``'s harness during the run.
+
+    The same loading, prompts, chat-template rendering (the Solver's ``model.chat_template``),
+    extraction and judging as ``infuser eval``, on a subset (each benchmark's ``limit``), every
+    ``every`` iterations and after the last one, logged as ``eval/<benchmark>/accuracy`` (avg@k).
+    The benchmark files are read before any model loads.
+
+    Attributes:
+        benchmarks: the benchmark entries (``infuser eval``'s ``benchmarks``; labels unique).
+        every: score every this many iterations (0: after the last one only).
+        sampling: generation settings (``infuser eval``'s ``sampling``: greedy by default).
+        batch_size: prompts per sampling pass (each expanded to ``num_samples`` rows).
+    """
+
+    benchmarks: list[BenchmarkConfig]
+    every: int = 10
+    sampling: EvalSamplingConfig = field(default_factory=lambda: EvalSamplingConfig(max_new_tokens=1024))
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.benchmarks:
+            raise ValueError("loop.eval_benchmarks.benchmarks: list at least one benchmark")
+        labels = [benchmark.key for benchmark in self.benchmarks]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"loop.eval_benchmarks.benchmarks: labels must be unique, got {labels}; set label on "
+                             "a benchmark listed twice")
+        if self.every < 0 or self.batch_size < 1:
+            raise ValueError("loop.eval_benchmarks: every must be at least 0 and batch_size at least 1")
+
+    def due(self, iteration: int, last: int) -> bool:
+        """Whether iteration ``iteration`` (of ``last``) ends with a benchmark evaluation."""
+        return iteration == last or bool(self.every) and iteration % self.every == 0
+
+
 # -- the loop --------------------------------------------------------------------------------------
 
 @dataclass
@@ -354,6 +497,8 @@ class LoopConfig:
             the Generator wrote it. ``environment_checked``: the documents' world recomputes it,
             and a draft whose golden answer is wrong is invalid (``generator/invalid/wrong_golden``)
             and never reaches the Solver; needs a synthetic documents source (the toy worlds).
+        eval_benchmarks: ``infuser eval``'s benchmarks (OlympiadBench, SuperGPQA) scored during the
+            run (:class:`BenchmarkEvalConfig`); ``null``: none.
         scripted_drafts: ``null`` (the Generator samples its drafts), or a headroom arm whose
             drafts are written by rule from the document's facts (synthetic documents only):
             ``oracle`` asks the world's target rule whenever the document states a fact of it,
@@ -382,6 +527,7 @@ class LoopConfig:
     scripted_drafts: Literal["oracle", "anti_oracle"] | None = None
     idle_iterations_limit: int = 3
     stop_when_idle: bool = False
+    eval_benchmarks: BenchmarkEvalConfig | None = None
 
     def in_band(self, pass_rates: list[float]) -> list[bool]:
         """Whether each pass rate lies in ``pass_rate_band`` (every one, without a band).
@@ -443,7 +589,13 @@ class TrainerConfig:
         strategy: ``auto``, ``ddp``, ``fsdp`` (infuser's FSDP2, see :mod:`infuser.sharding`) or another
             Lightning strategy name; Lightning's FSDP1 variants and DeepSpeed ZeRO-3 are refused.
         precision: ``32-true``, ``bf16-mixed``, ``bf16-true``, ``16-mixed``.
-        loggers: ``csv`` and/or ``tensorboard``, written under ``run_dir``.
+        loggers: any of ``csv``, ``tensorboard``, ``wandb``, ``mlflow`` (the last two need their extras;
+            see :mod:`infuser.tracking`).
+        threads: torch's intra-op CPU threads while the run lasts (``None``: torch's default, which
+            follows ``OMP_NUM_THREADS`` or takes every core). A small model runs faster on one
+            thread than on several (its matrices are too small to split), and a run's figures
+            depend on its thread count (float sums in another order): pinning it makes a config
+            give the same figures whatever the environment sets.
     """
 
     accelerator: str = "auto"
@@ -451,7 +603,12 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    loggers: list[Literal["csv", "tensorboard"]] = field(default_factory=lambda: ["csv"])
+    loggers: list[LoggerName] = field(default_factory=lambda: ["csv"])
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"trainer.threads must be at least 1 (or null for torch's default), got {self.threads}")
 
 
 # -- what components may check before loading ---------------------------------------------------

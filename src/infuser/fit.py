@@ -16,21 +16,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from jsonargparse import lazy_instance
 
 from infuser.advantages import DuGRPOAdvantage, MeanCentredAdvantage
 from infuser.artifacts import RunDirectory, default_run_dir, respect_umask, write_json
 from infuser.config import FSDP, LoopConfig, RoleConfig, RunSetup, TrainerConfig
-from infuser.console import hide_rebuilt_log_warning, quiet_libraries
+from infuser.console import quiet_libraries
 from infuser.data.documents import DocumentSource
 from infuser.data.prompts import PromptTemplates
 from infuser.data.question_sets import QuestionSource
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.lazy import TYPE_CHECKING, lazy_import
+from infuser.model_card import RunFacts, write_model_cards
 from infuser.plots import plot_finished_run
 from infuser.preflight import (
     check_before_loading,
@@ -40,7 +43,9 @@ from infuser.preflight import (
     check_strategy,
 )
 from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
+from infuser.run_config import ResolvedConfig, record
 from infuser.toy.sources import ToyDocuments, ToyQuestions
+from infuser.tracking import finish, make_loggers
 
 # The command line is parsed from this module's signature, so it imports the training stack
 # (torch, Lightning, the loop and the roles) only inside the functions that run it.
@@ -80,28 +85,6 @@ class Summary:
     run_dir: str
 
 
-def _loggers(names: list[str], root: Path, resuming: bool) -> list:
-    """The loggers, writing under ``root``.
-
-    The CSV file is flushed after every iteration, so a killed run loses no completed row. A
-    resumed run logs the checkpoint's metric history again (see :meth:`InfuserLoop.fit`), so
-    TensorBoard is told to hide every event of the earlier process (``purge_step=0``): rows of an
-    iteration that was interrupted and is run again appear once.
-    """
-    from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
-
-    if resuming:
-        hide_rebuilt_log_warning()
-    made = []
-    for name in names:
-        if name == "csv":
-            made.append(CSVLogger(root, name="logs", version="", flush_logs_every_n_steps=1))
-        else:
-            made.append(TensorBoardLogger(root, name="tensorboard", version="",
-                                          **({"purge_step": 0} if resuming else {})))
-    return made
-
-
 def _strategy(trainer: TrainerConfig) -> str | ModelParallelStrategy:
     """What Fabric is given for ``trainer.strategy``: ``fsdp`` is infuser's FSDP2 (see
     :mod:`infuser.sharding`); any other name goes to Lightning as it is (the names it cannot run
@@ -110,6 +93,29 @@ def _strategy(trainer: TrainerConfig) -> str | ModelParallelStrategy:
 
     return fsdp_strategy(trainer.precision) if trainer.strategy == FSDP else trainer.strategy
 
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` intra-op CPU threads (``trainer.threads``; ``None``: as set), and give the
+    process its own setting back afterwards (a Python caller may run several fits).
+
+    ``OMP_NUM_THREADS`` is set alike while the run lasts: the processes Fabric launches for DDP
+    inherit it, and Lightning then leaves their thread count alone instead of choosing its own.
+    """
+    if threads is None:
+        yield
+        return
+    before, environment = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if environment is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = environment
 
 def fit(
     generator: RoleConfig = RoleConfig(advantage=lazy_instance(DuGRPOAdvantage)),
@@ -126,6 +132,7 @@ def fit(
     run_dir: str | None = None,
     ckpt_path: str | None = None,
     seed: int = 42,
+    _config: ResolvedConfig | None = None,
 ) -> Summary:
     """Co-train a Generator and a Solver with influence-guided self-evolution.
 
@@ -146,6 +153,8 @@ def fit(
         run_dir: where everything is written (default: a new ``runs/<timestamp>``).
         ckpt_path: resume from this checkpoint, or ``last`` for the newest one in ``run_dir``.
         seed: seeds model-independent randomness (sampling streams, shuffles).
+        _config: the resolved configuration ``infuser fit`` parsed, written to ``run_dir/config.yaml``
+            (:mod:`infuser.run_config`); not a key: the command line passes it, a Python caller has none.
     """
     check_resume_arguments(run_dir, ckpt_path)
     check_model_arguments(generator, solver, trainer, share_base)
@@ -154,64 +163,73 @@ def fit(
     check_documents(loop, documents)
     # The training stack is imported once the arguments are known to work (a refusal takes a second).
     from infuser.checkpointing import Checkpointer
+    from infuser.eval.during_fit import BenchmarkEvaluation
     from infuser.loop import InfuserLoop, QuestionSets
     from infuser.models import SharedBase, load_tokenizer
     from infuser.rl.update import PolicyUpdate
     from infuser.roles.generator import Generator
     from infuser.roles.solver import Solver
 
-    quiet_libraries()
-    run = RunDirectory(run_dir or default_run_dir())
-    torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
-    fabric = L.Fabric(accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
-                      strategy=_strategy(trainer), precision=trainer.precision,
-                      loggers=_loggers(trainer.loggers, run.root, resuming=ckpt_path is not None))
-    fabric.launch()
-    fabric.seed_everything(seed)
-    # Every data file is read before any model is loaded: bad input fails in seconds, not after
-    # the weights of a large model have been read.
-    questions = QuestionSets.load(target_set, heldout_set)
-    documents.setup(load_tokenizer(generator.model))
-    # One role at a time, each handed to the strategy before the next loads: under FSDP a process
-    # then never holds two whole models (an 8B float32 copy is 32 GB of host memory per process).
-    with fabric.init_module():
-        shared = SharedBase(fabric.device) if share_base else None
-        gen = Generator(generator, prompts, device=fabric.device, shared=shared)
-    generator_update = PolicyUpdate.set_up(fabric, gen)
-    with fabric.init_module():
-        sol = Solver(solver, prompts, device=fabric.device, shared=shared)
-    solver_update = PolicyUpdate.set_up(fabric, sol)
-    modules = {"generator": gen, "generator_optimizer": gen.optimizer, "solver": sol, "solver_optimizer": sol.optimizer}
-    infuser_loop = InfuserLoop(fabric=fabric, generator=gen, solver=sol, generator_update=generator_update,
-                               solver_update=solver_update, documents=documents, questions=questions,
-                               influence=influence, reward=generator_reward, config=loop, run=run, seed=seed)
-    if fabric.global_rank == 0:
-        run.root.mkdir(parents=True, exist_ok=True)
+    with _torch_threads(trainer.threads):
+        quiet_libraries()
+        run = RunDirectory(run_dir or default_run_dir())
+        torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
+        fabric = L.Fabric(accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
+                          strategy=_strategy(trainer), precision=trainer.precision,
+                          loggers=make_loggers(trainer.loggers, run.root, resuming=ckpt_path is not None))
+        fabric.launch()
+        if _config is not None and fabric.global_rank == 0:
+            record(_config, run.root, resuming=ckpt_path is not None)
+        fabric.seed_everything(seed)
+        # Every data file is read before any model is loaded: bad input fails in seconds, not after
+        # the weights of a large model have been read.
+        questions = QuestionSets.load(target_set, heldout_set)
+        benchmarks = BenchmarkEvaluation(loop.eval_benchmarks) if loop.eval_benchmarks is not None else None
+        documents.setup(load_tokenizer(generator.model))
+        # One role at a time, each handed to the strategy before the next loads: under FSDP a process
+        # then never holds two whole models (an 8B float32 copy is 32 GB of host memory per process).
+        with fabric.init_module():
+            shared = SharedBase(fabric.device) if share_base else None
+            gen = Generator(generator, prompts, device=fabric.device, shared=shared)
+        generator_update = PolicyUpdate.set_up(fabric, gen)
+        with fabric.init_module():
+            sol = Solver(solver, prompts, device=fabric.device, shared=shared)
+        solver_update = PolicyUpdate.set_up(fabric, sol)
+        modules = {"generator": gen, "generator_optimizer": gen.optimizer, "solver": sol, "solver_optimizer": sol.optimizer}
+        infuser_loop = InfuserLoop(fabric=fabric, generator=gen, solver=sol, generator_update=generator_update,
+                                   solver_update=solver_update, documents=documents, questions=questions,
+                                   influence=influence, reward=generator_reward, config=loop, run=run, seed=seed,
+                                   benchmarks=benchmarks)
+        if fabric.global_rank == 0:
+            run.root.mkdir(parents=True, exist_ok=True)
 
-    checkpoints = Checkpointer(fabric, run, modules, infuser_loop, keep=loop.keep_checkpoints)
-    checkpoints.discard_unfinished()
-    if ckpt_path is not None:
-        checkpoints.resume(ckpt_path)
-    state = infuser_loop.fit(checkpoints.save)
-    first, last = state.first_evaluation, state.last_evaluation
-    summary = Summary(
-        iterations=state.iteration, target_accuracy_start=first.target_accuracy,
-        target_accuracy_end=last.target_accuracy, heldout_accuracy_start=first.heldout_accuracy,
-        heldout_accuracy_end=last.heldout_accuracy, target_exact_start=first.target_exact,
-        target_exact_end=last.target_exact, heldout_exact_start=first.heldout_exact,
-        heldout_exact_end=last.heldout_exact, seconds_total=round(state.seconds_total, 2),
-        seconds_by_stage={k: round(v, 2) for k, v in state.seconds_by_stage.items()}, run_dir=str(run.root),
-    )
-    for name, role in (("generator", gen), ("solver", sol)):
-        role.export(run.root / "final" / name)
-    if fabric.global_rank == 0:
-        respect_umask(run.root / "final")
-        write_json(run.root / "summary.json", dataclasses.asdict(summary))
-        plot_finished_run(run.root)
-        _print_summary(summary)
-    for logger in fabric.loggers:
-        logger.finalize("success")
-    return summary
+        checkpoints = Checkpointer(fabric, run, modules, infuser_loop, keep=loop.keep_checkpoints)
+        checkpoints.discard_unfinished()
+        if ckpt_path is not None:
+            checkpoints.resume(ckpt_path)
+        state = infuser_loop.fit(checkpoints.save)
+        first, last = state.first_evaluation, state.last_evaluation
+        summary = Summary(
+            iterations=state.iteration, target_accuracy_start=first.target_accuracy,
+            target_accuracy_end=last.target_accuracy, heldout_accuracy_start=first.heldout_accuracy,
+            heldout_accuracy_end=last.heldout_accuracy, target_exact_start=first.target_exact,
+            target_exact_end=last.target_exact, heldout_exact_start=first.heldout_exact,
+            heldout_exact_end=last.heldout_exact, seconds_total=round(state.seconds_total, 2),
+            seconds_by_stage={k: round(v, 2) for k, v in state.seconds_by_stage.items()}, run_dir=str(run.root),
+        )
+        for name, role in (("generator", gen), ("solver", sol)):
+            role.export(run.root / "final" / name)
+        if fabric.global_rank == 0:
+            write_model_cards(run.root / "final", {"generator": generator, "solver": solver}, RunFacts(
+                reward=type(generator_reward).__name__, loop=loop, share_base=share_base, seed=seed,
+                influence=type(influence).__name__ if generator_reward.needs_influence else None,
+                summary=dataclasses.asdict(summary)))
+            respect_umask(run.root / "final")
+            write_json(run.root / "summary.json", dataclasses.asdict(summary))
+            plot_finished_run(run.root)
+            _print_summary(summary)
+        finish(fabric.loggers)
+        return summary
 
 
 def _print_summary(summary: Summary) -> None:

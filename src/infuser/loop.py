@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import lightning as L
 import torch
@@ -70,6 +71,7 @@ from infuser.rl.update import PolicyUpdate, UpdateStats
 from infuser.roles.generator import Generator
 from infuser.roles.solver import Solver
 from infuser.rollout.rows import Answers, Drafts, RolloutBatch, ScoredRollouts, SplitRollouts
+from infuser.tracking import log_samples
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +136,19 @@ class RandomStreams:
         """The sampling stream of the evaluate stage."""
         return torch.Generator().manual_seed(hash_seed(self._key(-1)))  # -1: no round has that number
 
+    def benchmarks(self) -> torch.Generator:
+        """The sampling stream of ``loop.eval_benchmarks``."""
+        return torch.Generator().manual_seed(hash_seed(self._key(-2)))
+
     def update_order(self, update: str) -> torch.Generator:
         """The stream that orders the rows of ``update`` (e.g. ``"solver update"``)."""
         return torch.Generator().manual_seed(hash_seed(self._key(update)))
+
+
+class BenchmarkScores(Protocol):
+    """Scores the Solver on benchmarks (``loop.eval_benchmarks``): metric name -> value."""
+
+    def __call__(self, solver: Solver, stream: torch.Generator) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -197,17 +209,20 @@ class InfuserLoop:
         config: the schedule.
         run: the run directory (questions and samples are written there).
         seed: seeds every random stream (:class:`RandomStreams`).
+        benchmarks: ``loop.eval_benchmarks``' scoring of the Solver (``fit`` builds it from
+            ``infuser.eval``, which this module does not import).
     """
 
     def __init__(self, *, fabric: L.Fabric, generator: Generator, solver: Solver, generator_update: PolicyUpdate,
                  solver_update: PolicyUpdate, documents: DocumentSource, questions: QuestionSets,
                  influence: InfluenceEstimator, reward: GeneratorReward, config: LoopConfig, run: RunDirectory,
-                 seed: int) -> None:
+                 seed: int, benchmarks: BenchmarkScores | None = None) -> None:
         self.fabric, self.generator, self.solver = fabric, generator, solver
         self.updates = {"generator": generator_update, "solver": solver_update}
         self.documents, self.questions = documents, questions
         self.influence, self.reward = influence, reward
         self.config, self.run, self.seed = config, run, seed
+        self.benchmarks = benchmarks
         self.scripted_kinds = (documents.scripted_kinds(config.scripted_drafts)
                                if isinstance(documents, SyntheticDocuments) and config.scripted_drafts else None)
         self.processes = Processes.of(fabric)
@@ -472,8 +487,9 @@ class InfuserLoop:
             result = self.iteration(iteration)
             if self.processes.is_main:
                 self.run.write_questions(iteration, [record.__dict__ for record in result.records(self.documents)])
-                self.run.write_samples(iteration, result.samples())
-            metrics = result.metrics(self.documents)
+                self.run.write_samples(iteration, samples := result.samples())
+                log_samples(self.fabric.loggers, iteration, samples)
+            metrics = result.metrics(self.documents) | self._benchmark_metrics(iteration)
             if result.evaluation is not None:
                 self.state.last_evaluation = result.evaluation
             self.state.iteration = iteration
@@ -488,6 +504,15 @@ class InfuserLoop:
         self.state.seconds_total = time.perf_counter() - started
         return self.state
 
+
+    def _benchmark_metrics(self, iteration: int) -> dict[str, float]:
+        """``loop.eval_benchmarks``: the Solver's benchmark accuracies when ``iteration`` is due
+        (timed as evaluation in the run's seconds per stage), from a sampling stream of their own."""
+        settings = self.config.eval_benchmarks
+        if self.benchmarks is None or settings is None or not settings.due(iteration, self.config.iterations):
+            return {}
+        with self._stage("evaluate", iteration):
+            return self.benchmarks(self.solver, RandomStreams(self.seed, iteration).benchmarks())
 
     def _check_progress(self, result: IterationResult) -> None:
         """Say loudly when nothing has trained for ``loop.idle_iterations_limit`` iterations in a row,

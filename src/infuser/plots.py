@@ -198,9 +198,19 @@ def _finish(axis: Axes, title: str, ylabel: str, drawn: bool, legend: bool = Tru
 
 
 def _accuracy(axis: Axes, records: Sequence[RunRecord], colours: Sequence[str]) -> None:
+    """Held-out and target accuracy, and each benchmark of ``loop.eval_benchmarks``
+    (``eval/<benchmark>/accuracy``, dotted lines)."""
+    benchmarks = sorted({metric for record in records for metric in record.metrics("eval/")
+                         if metric.count("/") == 2 and metric.endswith("/accuracy")})
     drawn = _lines(axis, records, colours, {"eval/heldout_accuracy": ("-", "held-out"),
-                                            "eval/target_accuracy": ("--", "target")})
+                                            "eval/target_accuracy": ("--", "target"),
+                                            **{metric: (_BENCHMARK_STYLES[index % len(_BENCHMARK_STYLES)],
+                                                        metric.split("/")[1])
+                                               for index, metric in enumerate(benchmarks)}})
     _finish(axis, "Solver accuracy (avg@k)", "accuracy", drawn, fraction=True)
+
+
+_BENCHMARK_STYLES = (":", "-.")
 
 
 def _solver_reward(axis: Axes, records: Sequence[RunRecord], colours: Sequence[str]) -> None:

@@ -141,7 +141,8 @@ def check_model_arguments(generator: RoleConfig, solver: RoleConfig, trainer: Tr
         key = differences[0]
         raise ConfigurationError(
             f"share_base: generator.model.{key} ({getattr(generator.model, key)!r}) differs from solver.model.{key} "
-            f"({getattr(solver.model, key)!r}); the roles share one base model, so every model key but lora must match")
+            f"({getattr(solver.model, key)!r}); the roles share one base model, so every model key but lora, "
+            "chat_template and system_prompt must match")
     if sharded:
         raise ConfigurationError(f"share_base: trainer.strategy {trainer.strategy} shards each role's module on its "
                                  "own and cannot shard one base shared by both; use ddp or a single device")

@@ -8,6 +8,7 @@ import pytest
 from eval_paths import OLYMPIAD_MINI, SUPERGPQA_MINI
 
 from infuser.answers.choice import extract_choice
+from infuser.data.chat import render_prompt
 from infuser.eval.data import load_olympiadbench, load_supergpqa
 from infuser.eval.prompts import (
     FIVE_SHOT_EXEMPLARS,
@@ -15,7 +16,6 @@ from infuser.eval.prompts import (
     SUPERGPQA_PROMPTS,
     olympiad_prompt,
     render_options,
-    render_prompt,
     supergpqa_prompt,
 )
 

@@ -188,7 +188,7 @@ def bench_curriculum(
         curriculum_arms: arms whose question-kind mix is plotted over iterations (default: the
             headline, the frozen arm and the oracle).
         workers: runs at a time (processes).
-        threads_per_worker: torch threads per run (``OMP_NUM_THREADS``).
+        threads_per_worker: torch threads per run (``trainer.threads``, and ``OMP_NUM_THREADS``).
         cache_dir: where runs are kept; finished runs are reused, interrupted ones resumed.
         json: write the result here, and the plots next to it.
     """
@@ -325,7 +325,8 @@ def _execute(runs: list[_Run], workers: int, threads: int) -> None:
                 (run.root / "bench_fingerprint").write_text(run.fingerprint)
                 with open(run.root / "bench_code", "a" if state == "resume" else "w") as record:
                     record.write(code + "\n")
-                command = run.command + (["--ckpt_path", "last"] if state == "resume" else [])
+                command = [*run.command, "--trainer.threads", str(threads),
+                           *(["--ckpt_path", "last"] if state == "resume" else [])]
                 print(f"{'resuming' if state == 'resume' else 'running':<9} {run.label}", flush=True)
                 with open(run.root / "bench_output.log", "a") as output:
                     process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment)

@@ -9,7 +9,8 @@ Modules: :mod:`~infuser.eval.sources` (raw records of local files and the Hub),
 extraction is :mod:`infuser.answers`), :mod:`~infuser.eval.limits` (time and size limits),
 :mod:`~infuser.eval.score` (extraction + judging under the limits), :mod:`~infuser.eval.metrics`
 (torchmetrics), :mod:`~infuser.eval.report` (results files), :mod:`~infuser.eval.target_set` and
-:mod:`~infuser.eval.run` (the ``infuser eval`` entry point, :func:`infuser.eval.run.evaluate`).
+:mod:`~infuser.eval.run` (the ``infuser eval`` entry point, :func:`infuser.eval.run.evaluate`), and
+:mod:`~infuser.eval.during_fit` (the same harness on the live Solver, ``loop.eval_benchmarks``).
 
 Nothing is imported here so that judge worker processes start quickly.
 """

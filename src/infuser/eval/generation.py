@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from infuser.config import SamplingConfig
-from infuser.eval.prompts import render_prompt
+from infuser.config import EvalSamplingConfig
+from infuser.data.chat import render_prompt
 
 
 @dataclass
@@ -41,46 +41,6 @@ class EvalModelConfig:
     dtype: str = "auto"
     device: str | None = None
     batch_size: int = 16
-
-
-@dataclass(frozen=True)
-class EvalSamplingConfig:
-    """Sampling settings (recorded in ``results.json``): the rollout engine's
-    :class:`~infuser.config.SamplingConfig`, with greedy decoding spelled
-    ``temperature: 0`` and the number of samples per item added.
-
-    Attributes:
-        temperature: 0 decodes greedily.
-        top_p: nucleus sampling mass (1.0 disables).
-        top_k: keep the k most likely tokens (0 disables).
-        max_new_tokens: completion budget.
-        num_samples: samples per item, k; accuracy is avg@k.
-    """
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 2048
-    num_samples: int = 1
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
-        self.engine(batch_size=1)  # the engine's own checks of top_p, top_k and max_new_tokens
-
-    def engine(self, batch_size: int) -> SamplingConfig:
-        """The rollout engine's settings for these, with ``batch_size`` rows per forward pass."""
-        greedy = self.temperature == 0
-        return SamplingConfig(
-            temperature=1.0 if greedy else self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=not greedy,
-            batch_size=batch_size,
-        )
 
 
 def _dtype_name(name: str, device: str) -> str:

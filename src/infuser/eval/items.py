@@ -1,4 +1,4 @@
-"""The items of a benchmark entry: its configuration, its rows loaded and validated, each turned
+"""The items of a benchmark entry (:class:`~infuser.config.BenchmarkConfig`): its rows loaded and validated, each turned
 into a prompt with its gold answer and group labels, target-set exclusions dropped and the limit
 applied (:func:`load_benchmark`); and the groups its accuracy is broken down by (``BREAKDOWNS``).
 """
@@ -6,10 +6,11 @@ applied (:func:`load_benchmark`); and the groups its accuracy is broken down by 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from infuser.config import BenchmarkConfig
 from infuser.eval.data import (
     OLYMPIAD_DEFAULT_SUBSETS,
     OLYMPIAD_HF_ID,
@@ -24,56 +25,11 @@ from infuser.eval.prompts import OLYMPIAD_PROMPTS, SUPERGPQA_PROMPTS, olympiad_p
 from infuser.eval.sources import DatasetError, RowError
 from infuser.eval.target_set import load_exclusion
 
-BenchmarkName = Literal["olympiadbench", "supergpqa"]
-
-_DEFAULT_PROMPT = {"olympiadbench": "official", "supergpqa": "zero_shot"}
 _PROMPTS = {"olympiadbench": OLYMPIAD_PROMPTS, "supergpqa": SUPERGPQA_PROMPTS}
 BREAKDOWNS = {
     "olympiadbench": ("subset", "answer_type"),
     "supergpqa": ("difficulty", "discipline", "field", "subfield"),
 }
-
-
-@dataclass
-class BenchmarkConfig:
-    """One benchmark to evaluate.
-
-    Attributes:
-        name: ``olympiadbench`` or ``supergpqa``.
-        path: a local file (``.jsonl``/``.json``/``.parquet``) or, for OlympiadBench, a directory
-            of ``<subset>.<ext>`` files. ``None`` loads from the Hugging Face Hub.
-        revision: Hub commit. OlympiadBench defaults to a pinned commit; for SuperGPQA ``None``
-            resolves ``main`` to its commit, which is recorded.
-        subsets: OlympiadBench subsets (default: the text-only English open-ended maths and
-            physics sets).
-        split: Hub split.
-        prompt: prompt variant (OlympiadBench ``official``/``plain``; SuperGPQA
-            ``zero_shot``/``five_shot``/``boxed``); default ``official`` / ``zero_shot``.
-        limit: score only the first ``limit`` items (after exclusions), for smoke runs.
-        exclude: target-set files (JSONL or ``.manifest.json``) whose ids are not scored.
-        on_bad_row: ``raise`` at the first bad row, or ``skip`` and count bad rows.
-        label: the entry's name in the results (default: ``name``); needed when one benchmark is
-            listed twice (e.g. two prompt variants).
-    """
-
-    name: BenchmarkName
-    path: str | None = None
-    revision: str | None = None
-    subsets: list[str] | None = None
-    split: str = "train"
-    prompt: str | None = None
-    limit: int | None = None
-    exclude: list[str] = field(default_factory=list)
-    on_bad_row: Literal["raise", "skip"] = "raise"
-    label: str | None = None
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
-
-    @property
-    def prompt_variant(self) -> str:
-        return self.prompt or _DEFAULT_PROMPT[self.name]
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,18 @@ class Generated:
     ignored: int
 
 
+def model_outputs(loaded: Sequence[LoadedBenchmark], rendered: Sequence[str],
+                  outputs: Sequence[list[str]]) -> Generated:
+    """A model's ``outputs`` (k per item) for every item of ``loaded`` in order, each with the
+    prompt it was given (``rendered``): what ``infuser eval`` and ``loop.eval_benchmarks`` judge."""
+    generated = Generated({b.config.key: {} for b in loaded}, {b.config.key: {} for b in loaded},
+                          {b.config.key: 0 for b in loaded}, 0)
+    for item, prompt, samples in zip([item for b in loaded for item in b.items], rendered, outputs, strict=True):
+        generated.outputs[item.benchmark][item.key] = samples
+        generated.prompts[item.benchmark][item.key] = prompt
+    return generated
+
+
 def match_predictions(predictions: Sequence[Prediction], loaded: Sequence[LoadedBenchmark], path: str) -> Generated:
     """Assign prediction lines to benchmark items.
 

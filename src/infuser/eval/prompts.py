@@ -13,14 +13,14 @@ SuperGPQA (options rendered ``A) ...`` one per line):
 * ``five_shot``: five worked exemplars written for infuser (no benchmark item), then the question;
 * ``boxed``: the chosen letter goes in ``\\boxed{}``.
 
-The builders return plain text; :func:`render_prompt` wraps it in the tokenizer's chat template
+The builders return plain text; :func:`infuser.data.chat.render_prompt` wraps it in the tokenizer's chat template
 when asked to and the tokenizer has one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from infuser.answers.choice import LETTERS
 from infuser.eval.data import OlympiadRow, SuperGPQARow
@@ -178,28 +178,3 @@ def supergpqa_prompt(row: SuperGPQARow, variant: str = "zero_shot") -> str:
             f"{examples}\n\n---\n\nQuestion: {body}"
         )
     raise ValueError(f"unknown SuperGPQA prompt {variant!r}; choose from {SUPERGPQA_PROMPTS}")
-
-
-def has_chat_template(tokenizer: Any) -> bool:
-    """Whether ``tokenizer`` carries a chat template."""
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def render_prompt(prompt: str, tokenizer: Any = None, use_chat_template: bool = True,
-                  system_prompt: str | None = None) -> str:
-    """The text actually fed to the model.
-
-    With ``use_chat_template`` and a tokenizer that has a chat template, the prompt becomes one
-    user turn (after an optional system turn) with the generation prompt appended; otherwise it is
-    returned unchanged (base models, or templates turned off in the config).
-    """
-    if not use_chat_template or tokenizer is None or not has_chat_template(tokenizer):
-        return prompt if system_prompt is None else f"{system_prompt}\n\n{prompt}"
-    messages = []
-    if system_prompt:
-        messages.append({"role": "system", "content": system_prompt})
-    messages.append({"role": "user", "content": prompt})
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if not isinstance(rendered, str):  # pragma: no cover - tokenize=False returns text
-        raise TypeError("apply_chat_template(tokenize=False) did not return a string")
-    return rendered

@@ -27,8 +27,8 @@ from datetime import datetime, timezone
 
 from infuser.eval.generation import EvalModelConfig, EvalSamplingConfig, generate_outputs
 from infuser.eval.items import BREAKDOWNS, BenchmarkConfig, EvalItem, LoadedBenchmark, load_benchmark
-from infuser.eval.predictions import Generated, match_predictions, read_predictions
-from infuser.eval.report import EvalResults, ItemRecord, library_versions, summarize, write_results
+from infuser.eval.predictions import Generated, match_predictions, model_outputs, read_predictions
+from infuser.eval.report import BenchmarkSummary, EvalResults, ItemRecord, library_versions, summarize, write_results
 from infuser.eval.score import ItemScore, JudgeConfig, Scorer
 from infuser.eval.sources import sha256_file
 
@@ -76,6 +76,28 @@ def _score(scorer: Scorer, benchmark: LoadedBenchmark, generated: Generated) -> 
     return records
 
 
+def judge_outputs(scorer: Scorer, loaded: Sequence[LoadedBenchmark], generated: Generated
+                  ) -> tuple[list[BenchmarkSummary], list[ItemRecord]]:
+    """Judge ``generated`` against every benchmark of ``loaded``: a summary per benchmark (its
+    ``accuracy`` is avg@k) and every judged sample (``infuser eval`` and ``loop.eval_benchmarks``)."""
+    summaries = []
+    all_records: list[ItemRecord] = []
+    for benchmark in loaded:
+        records = _score(scorer, benchmark, generated)
+        all_records += records
+        summaries.append(
+            summarize(
+                benchmark.config.key, benchmark.config.name, benchmark.config.prompt_variant, records,
+                benchmark.dataset, BREAKDOWNS[benchmark.config.name],
+                missing_predictions=generated.missing.get(benchmark.config.key, 0),
+                skipped_rows=len(benchmark.skipped),
+                skipped_examples=[str(e) for e in benchmark.skipped[:10]],
+                excluded=benchmark.excluded,
+            )
+        )
+    return summaries, all_records
+
+
 def evaluate(
     benchmarks: list[BenchmarkConfig],
     model: EvalModelConfig | None = None,
@@ -121,29 +143,11 @@ def evaluate(
         assert model is not None
         flat = [item for b in loaded for item in b.items]
         rendered, outputs = generate_outputs(model, [item.prompt for item in flat], sampling, seed)
-        generated = Generated({b.config.key: {} for b in loaded}, {b.config.key: {} for b in loaded}, {}, 0)
-        for item, prompt, samples in zip(flat, rendered, outputs):
-            generated.outputs[item.benchmark][item.key] = samples
-            generated.prompts[item.benchmark][item.key] = prompt
-        generated.missing = {b.config.key: 0 for b in loaded}
+        generated = model_outputs(loaded, rendered, outputs)
         mode = "model"
 
-    summaries = []
-    all_records: list[ItemRecord] = []
     with Scorer(judge) as scorer:
-        for benchmark in loaded:
-            records = _score(scorer, benchmark, generated)
-            all_records += records
-            summaries.append(
-                summarize(
-                    benchmark.config.key, benchmark.config.name, benchmark.config.prompt_variant, records,
-                    benchmark.dataset, BREAKDOWNS[benchmark.config.name],
-                    missing_predictions=generated.missing.get(benchmark.config.key, 0),
-                    skipped_rows=len(benchmark.skipped),
-                    skipped_examples=[str(e) for e in benchmark.skipped[:10]],
-                    excluded=benchmark.excluded,
-                )
-            )
+        summaries, all_records = judge_outputs(scorer, loaded, generated)
         restarts = scorer.restarts
 
     protocol = {

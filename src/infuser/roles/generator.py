@@ -31,7 +31,7 @@ class Generator(PolicyRole):
         """Draft ``questions_per_document`` questions per document. Every process parses every row
         (gathered texts) with the same ``rng``, so options are shuffled alike on every process and
         as one process would shuffle them."""
-        prompts = [self.prompts.for_generator(doc.text) for doc in documents]
+        prompts = [self.chat.render(self.prompts.for_generator(doc.text)) for doc in documents]
         return self._parsed(documents, self.sample(prompts, questions_per_document, stream), rng)
 
     def scripted(self, documents: list[Document], questions_per_document: int, texts: list[str],
@@ -39,7 +39,7 @@ class Generator(PolicyRole):
         """Drafts written by rule instead of sampled (a scripted arm: ``texts``, prompt-major),
         parsed and validated exactly as sampled drafts are. They must not train the Generator
         (see :meth:`PolicyRole.written`)."""
-        prompts = [self.prompts.for_generator(doc.text) for doc in documents]
+        prompts = [self.chat.render(self.prompts.for_generator(doc.text)) for doc in documents]
         return self._parsed(documents, self.written(prompts, texts, questions_per_document), rng)
 
     def _parsed(self, documents: list[Document], rollouts: SplitRollouts, rng: random.Random) -> Drafts:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from infuser.config import RoleConfig, SamplingConfig
+from infuser.data.chat import ChatFormat
 from infuser.distributed import Processes
 from infuser.models import SharedBase, load_causal_lm, load_tokenizer
 from infuser.rl.loss import carrying_gradient, policy_loss
@@ -69,6 +70,9 @@ class PolicyRole(L.LightningModule):
         self.automatic_optimization = False
         self.config = config
         self.tokenizer = load_tokenizer(config.model)
+        # Before the weights load: a template asked for but missing is refused in a second.
+        self.chat = ChatFormat.of(self.tokenizer, config.model.chat_template, config.model.system_prompt,
+                                  f"{self.adapter_name}.model.chat_template")
         self._shared = shared
         self.model = (shared.attach(self.adapter_name, config.model) if shared is not None
                       else load_causal_lm(config.model, device))
@@ -170,8 +174,8 @@ class PolicyRole(L.LightningModule):
                 sampling: SamplingConfig | None = None, prompt_offset: int = 0, lockstep: Lockstep | None = None
                 ) -> RolloutBatch:
         self.activate()
-        return generate(self.model, self.tokenizer, prompts, sampling or self.config.sampling, num_samples, stream,
-                        prompt_offset, lockstep)
+        return generate(self.model, self.tokenizer, prompts, self.chat.sampling(sampling or self.config.sampling),
+                        num_samples, stream, prompt_offset, lockstep)
 
     def sample(self, prompts: list[str], num_samples: int, stream: torch.Generator | None = None,
                sampling: SamplingConfig | None = None) -> SplitRollouts:
@@ -200,7 +204,7 @@ class PolicyRole(L.LightningModule):
 
     def written(self, prompts: list[str], completions: list[str], num_samples: int) -> SplitRollouts:
         """``completions`` (``num_samples`` per prompt, prompt-major), each ended by the end-of-text
-        token, as rows of this role's rollouts, split across processes as :meth:`sample` splits them.
+        token (the end-of-turn token with a chat template), as rows of this role's rollouts, split across processes as :meth:`sample` splits them.
 
         A scripted arm's rows (written by rule, not sampled) then go through the records and
         metrics of sampled ones. Their sampling log-probs are 0, since no policy sampled them:
@@ -209,7 +213,7 @@ class PolicyRole(L.LightningModule):
         shard = self.processes.shard(len(prompts))
         held = completions[shard.start * num_samples : shard.stop * num_samples]
         batch = (teacher_forced_batch(self.tokenizer, prompts[shard.start : shard.stop], held,
-                                      next(self.model.parameters()).device, num_samples)
+                                      next(self.model.parameters()).device, num_samples, self.chat.end_id)
                  if held else self.placeholder(0))
         return self._split(batch, shard, num_samples)
 

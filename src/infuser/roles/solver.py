@@ -35,7 +35,7 @@ class Solver(PolicyRole):
                sampling: SamplingConfig | None = None) -> Answers:
         if not questions:
             raise ValueError("Solver.answer() needs at least one question")
-        rollouts = self.sample([self.prompts.for_solver(q) for q in questions], num_samples, stream, sampling)
+        rollouts = self.sample(self._prompts(questions), num_samples, stream, sampling)
         choices = [questions[row // num_samples].choice_in(text) for row, text in enumerate(rollouts.texts)]
         rewards = torch.tensor([float(choice == questions[row // num_samples].answer_letter)
                                 for row, choice in enumerate(choices)])
@@ -45,10 +45,10 @@ class Solver(PolicyRole):
         """The mean over ``questions`` of the Solver's teacher-forced probability of writing each
         one's canonical completion (:func:`~infuser.rollout.scoring.exact_probabilities`): an
         accuracy without sampling noise."""
-        prompts = [self.prompts.for_solver(q) for q in questions]
+        prompts = self._prompts(questions)
         probabilities = self._per_question(len(questions), lambda start, stop: exact_probabilities(
             self.model, self.tokenizer, prompts[start:stop], completions[start:stop], temperature,
-            self.config.sampling.batch_size).tolist())
+            self.config.sampling.batch_size, self.chat.end_id).tolist())
         return sum(probabilities) / len(probabilities)
 
     def representations(self, questions: list[MCQuestion]) -> Tensor:
@@ -57,10 +57,14 @@ class Solver(PolicyRole):
         float32, without gradients: what a representation reward compares questions by."""
         if not questions:
             raise ValueError("Solver.representations() needs at least one question")
-        prompts = [self.prompts.for_solver(q) for q in questions]
+        prompts = self._prompts(questions)
         rows = self._per_question(len(questions), lambda start, stop: prompt_representations(
             self.model, self.tokenizer, prompts[start:stop], self.config.sampling.batch_size).tolist())
         return torch.tensor(rows, dtype=torch.float32)
+
+    def _prompts(self, questions: list[MCQuestion]) -> list[str]:
+        """Each question's prompt as the Solver reads it (through its chat template, if any)."""
+        return [self.chat.render(self.prompts.for_solver(q)) for q in questions]
 
     def _per_question(self, count: int, compute: Callable[[int, int], list[T]]) -> list[T]:
         """``compute(start, stop)``'s values of questions ``start:stop``, of all ``count`` questions,

@@ -25,9 +25,10 @@ from infuser.rollout.rows import RolloutBatch, UnpaddedRow
 
 
 def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
-                        completions: list[str], temperature: float = 1.0, batch_size: int = 64) -> Tensor:
+                        completions: list[str], temperature: float = 1.0, batch_size: int = 64,
+                        end_token_id: int | None = None) -> Tensor:
     """``P(completion_i + end-of-text | prompt_i)`` for every ``i`` (float64 on the CPU), each token's
-    softmax at ``temperature``.
+    softmax at ``temperature``; ``end_token_id`` replaces end-of-text (a chat template's end-of-turn).
 
     Rows (:func:`teacher_forced_batch`) run ``batch_size`` at a time,
     prompts left-padded and completions right-padded; padding is masked out, so a row's
@@ -45,7 +46,7 @@ def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
             batch = teacher_forced_batch(tokenizer, prompts[start : start + batch_size],
-                                         completions[start : start + batch_size], device)
+                                         completions[start : start + batch_size], device, end_token_id=end_token_id)
             logps, _ = completion_logps(model, batch, temperature, share_prompts=False)
             log_probabilities.append((logps.double() * batch.completion_mask).sum(-1).cpu())
     model.train(was_training)
@@ -53,13 +54,15 @@ def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
 
 
 def teacher_forced_batch(tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str],
-                         device: torch.device, num_samples: int = 1) -> RolloutBatch:
-    """The rows ``prompt`` -> ``completion`` + end-of-text as a :class:`RolloutBatch` (``num_samples``
+                         device: torch.device, num_samples: int = 1, end_token_id: int | None = None) -> RolloutBatch:
+    """The rows ``prompt`` -> ``completion`` + end-of-text (or ``end_token_id``: a chat template's
+    end-of-turn) as a :class:`RolloutBatch` (``num_samples``
     completions per prompt, prompt-major), so that the training loss's own log-prob pass scores
     them. Prompt and completion are tokenised apart, as the sampler sees them; the sampling
     log-probs are 0, since no policy sampled these rows (exact evaluation's canonical answers, a
     scripted arm's drafts)."""
-    if tokenizer.eos_token_id is None:
+    end = tokenizer.eos_token_id if end_token_id is None else end_token_id
+    if end is None:
         raise ValueError("teacher_forced_batch: the tokenizer has no end-of-text token to end a completion with")
     if len(completions) != len(prompts) * num_samples:
         raise ValueError(f"teacher_forced_batch: {len(prompts)} prompts x {num_samples} need as many completions, "
@@ -71,7 +74,7 @@ def teacher_forced_batch(tokenizer: PreTrainedTokenizerBase, prompts: list[str],
         raise ValueError("teacher_forced_batch: an empty completion has no tokens to score")
     rows = []
     for row, (completion, text) in enumerate(zip(completion_ids, completions, strict=True)):
-        completion = completion + [tokenizer.eos_token_id]
+        completion = completion + [end]
         rows.append(UnpaddedRow(prompt_ids=torch.tensor(prompt_ids[row // num_samples]),
                                 completion_ids=torch.tensor(completion), sampling_logps=torch.zeros(len(completion)),
                                 truncated=False, prompt_index=row // num_samples, text=text))
