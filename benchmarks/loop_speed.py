@@ -42,14 +42,15 @@ def _run(config: str, threads: str, run_dir: Path) -> dict:
     return {"wall": wall, "loop": summary["seconds_total"], "stages": summary["seconds_by_stage"]}
 
 
-def measure(configs: list[str], threads: list[str], repeats: int) -> dict[str, dict]:
-    """Per ``config @ threads``: every run's figures and their medians."""
+def measure(configs: list[str], threads: list[str], repeats: int, keep: str | None = None) -> dict[str, dict]:
+    """Per ``config @ threads``: every run's figures and their medians. The runs' folders are kept
+    under ``keep`` (else removed)."""
     runs: dict[str, list[dict]] = {f"{config} @ {count}": [] for config in configs for count in threads}
     with tempfile.TemporaryDirectory(prefix="infuser-loop-speed-") as scratch:
         for repeat in range(repeats):
             for config in configs:
                 for count in threads:
-                    run_dir = Path(scratch) / f"{Path(config).stem}-{count}-{repeat}"
+                    run_dir = Path(keep or scratch) / f"{Path(config).stem}-{count}-{repeat}"
                     runs[f"{config} @ {count}"].append(_run(config, count, run_dir))
     results = {}
     for name, measured in runs.items():
@@ -77,9 +78,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="trainer.threads settings to run each configuration at (config: as the file says)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--keep", help="keep the runs' folders under this directory")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
-    results = measure(args.configs, args.threads, args.repeats)
+    results = measure(args.configs, args.threads, args.repeats, args.keep)
     load_after = os.getloadavg()
     report(results)
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)")
