@@ -193,8 +193,9 @@ def measure(shape: ModelShape, settings: Settings, model_dir: Path | None = None
         with tempfile.TemporaryDirectory(prefix="infuser-gpu-throughput-") as directory:
             build_checkpoint(shape, Path(directory), settings.dtype, settings.device, settings.seed)
             return measure(shape, settings, Path(directory))
-    from infuser.config import ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
+    from infuser.config import OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
+    from infuser.model_config import ModelConfig
     from infuser.rl.update import PolicyUpdate
     from infuser.roles.policy import PolicyRole
     from infuser.rollout.rows import ScoredRollouts

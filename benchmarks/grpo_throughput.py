@@ -154,15 +154,9 @@ class InfuserSide:
 
     def __init__(self, settings: Settings, model_dir: str) -> None:
         from infuser.advantages import GroupStdAdvantage
-        from infuser.config import (
-            ModelConfig,
-            OptimizerConfig,
-            PolicyLossConfig,
-            RoleConfig,
-            SamplingConfig,
-            UpdateConfig,
-        )
+        from infuser.config import OptimizerConfig, PolicyLossConfig, RoleConfig, SamplingConfig, UpdateConfig
         from infuser.data.prompts import PromptTemplates
+        from infuser.model_config import ModelConfig
         from infuser.rl.update import PolicyUpdate
         from infuser.roles.solver import Solver
 

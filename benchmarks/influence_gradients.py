@@ -43,10 +43,11 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from infuser.config import ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig
+from infuser.config import OptimizerConfig, RoleConfig, SamplingConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.influence.gradients import AdamStep, FlatGradient, target_gradient
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
+from infuser.model_config import ModelConfig
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import completion_logps

@@ -195,18 +195,11 @@ def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageM
     import infuser.roles.generator
     import infuser.roles.solver
     from infuser.advantages import DuGRPOAdvantage, MeanCentredAdvantage
-    from infuser.config import (
-        LoopConfig,
-        ModelConfig,
-        OptimizerConfig,
-        RoleConfig,
-        SamplingConfig,
-        TrainerConfig,
-        UpdateConfig,
-    )
+    from infuser.config import LoopConfig, OptimizerConfig, RoleConfig, SamplingConfig, TrainerConfig, UpdateConfig
     from infuser.fit import fit
     from infuser.influence.optimizer_aware import OptimizerAwareInfluence
     from infuser.loop import InfuserLoop
+    from infuser.model_config import ModelConfig
     from infuser.rl.generator_rewards import InfluenceReward
     from infuser.toy.sources import ToyDocuments, ToyQuestions
 
@@ -242,8 +235,8 @@ def run_loop(model_dir: Path, settings: Settings, run_dir: Path, monitor: StageM
 
 def prompt_lengths(model_dir: Path, settings: Settings) -> tuple[int, int]:
     """The longest Generator and Solver prompts of the run, in tokens (the estimate's lengths)."""
-    from infuser.config import ModelConfig
     from infuser.data.prompts import PromptTemplates
+    from infuser.model_config import ModelConfig
     from infuser.models import load_tokenizer
     from infuser.toy.sources import ToyDocuments, ToyQuestions
     from infuser.toy.world import ToyWorld

@@ -11,18 +11,12 @@ import pytest
 import torch
 
 from infuser.cli import main
-from infuser.config import (
-    TOY_MODEL_ID,
-    BenchmarkConfig,
-    BenchmarkEvalConfig,
-    EvalSamplingConfig,
-    ModelConfig,
-    RoleConfig,
-)
+from infuser.config import BenchmarkConfig, BenchmarkEvalConfig, EvalSamplingConfig, RoleConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.eval.during_fit import BenchmarkEvaluation
 from infuser.eval.run import EvalModelConfig, evaluate
 from infuser.eval.score import JudgeConfig
+from infuser.model_config import TOY_MODEL_ID, ModelConfig
 from infuser.roles.solver import Solver
 
 ROOT = Path(__file__).resolve().parents[1]

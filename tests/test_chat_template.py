@@ -15,10 +15,11 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from infuser.config import ConfigurationError, ModelConfig, RoleConfig, SamplingConfig, base_differences
+from infuser.config import ConfigurationError, RoleConfig, SamplingConfig
 from infuser.data.chat import ChatFormat, end_of_turn_id
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
+from infuser.model_config import ModelConfig, base_differences
 from infuser.roles.solver import Solver
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -8,17 +8,10 @@ import lightning as L
 import pytest
 import torch
 
-from infuser.config import (
-    LoraConfig,
-    ModelConfig,
-    OptimizerConfig,
-    QuantizationConfig,
-    RoleConfig,
-    SamplingConfig,
-    UpdateConfig,
-)
+from infuser.config import OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
+from infuser.model_config import LoraConfig, ModelConfig, QuantizationConfig
 from infuser.models import SharedBase, load_causal_lm, load_tokenizer
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.generator import Generator

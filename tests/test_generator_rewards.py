@@ -11,7 +11,7 @@ import torch
 
 from infuser import registry
 from infuser.cli import main
-from infuser.config import ModelConfig
+from infuser.model_config import ModelConfig
 from infuser.models import load_causal_lm, load_tokenizer
 from infuser.rl.generator_rewards import (
     ConstantReward,

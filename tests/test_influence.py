@@ -8,13 +8,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from infuser.config import LoraConfig, ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig
+from infuser.config import OptimizerConfig, RoleConfig, SamplingConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.influence.gradients import FlatGradient, target_gradient
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.influence.projection import CountSketch
 from infuser.influence.tracin import TracInCheckpoint, TracInInfluence
+from infuser.model_config import LoraConfig, ModelConfig
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.solver import Solver
 from infuser.rollout.rows import ScoredRollouts

@@ -77,5 +77,7 @@ def test_units_import_each_other_without_circles():
 
 def test_the_bottom_layer_imports_nothing_above_it():
     """config.py is parsed by the command line without the training stack: it may name only
-    components of the bottom layer (the advantage estimators) and the lazy-import helper."""
-    assert _graph()["config"] <= {"advantages", "lazy"}
+    modules of the bottom layer (the advantage estimators, the model configuration, the lazy-import
+    helper)."""
+    assert _graph()["config"] <= {"advantages", "model_config", "lazy"}
+    assert _graph()["model_config"] <= {"lazy"}

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from infuser.config import LoopConfig, LoraConfig, ModelConfig, RoleConfig
+from infuser.config import LoopConfig, RoleConfig
 from infuser.model_card import ModelCard, RunFacts, write_model_cards
+from infuser.model_config import LoraConfig, ModelConfig
 
 SUMMARY = {"iterations": 3, "target_accuracy_start": 0.25, "target_accuracy_end": 0.5,
            "heldout_accuracy_start": 0.2, "heldout_accuracy_end": 0.4, "target_exact_start": None,

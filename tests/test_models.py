@@ -8,18 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from infuser.config import (
-    ConfigurationError,
-    LoraConfig,
-    ModelConfig,
-    OptimizerConfig,
-    QuantizationConfig,
-    RoleConfig,
-    SamplingConfig,
-    TrainerConfig,
-)
+from infuser.config import ConfigurationError, OptimizerConfig, RoleConfig, SamplingConfig, TrainerConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.fit import fit
+from infuser.model_config import LoraConfig, ModelConfig, QuantizationConfig
 from infuser.models import SharedBase, device_map, load_causal_lm, load_tokenizer
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.generator import Generator

@@ -23,11 +23,12 @@ from torch import nn
 
 from infuser.advantages import DuGRPOAdvantage
 from infuser.cli import main
-from infuser.config import ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
+from infuser.config import OptimizerConfig, RoleConfig, SamplingConfig, UpdateConfig
 from infuser.distributed import Processes
 from infuser.influence.base import InfluenceEstimator
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
 from infuser.influence.tracin import TracInInfluence
+from infuser.model_config import ModelConfig
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.policy import PolicyRole
 from infuser.rollout.rows import RolloutBatch, ScoredRollouts

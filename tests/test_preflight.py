@@ -8,9 +8,10 @@ import pytest
 from huggingface_hub import constants
 
 from infuser.cli import main
-from infuser.config import ConfigurationError, LoopConfig, LoraConfig, ModelConfig, RoleConfig, RunSetup
+from infuser.config import ConfigurationError, LoopConfig, RoleConfig, RunSetup
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.tracin import TracInCheckpoint, TracInInfluence
+from infuser.model_config import LoraConfig, ModelConfig
 from infuser.preflight import check_before_loading, check_model_source
 from infuser.rl.generator_rewards import InfluenceReward, SpiceVarianceReward
 

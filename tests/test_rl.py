@@ -9,16 +9,8 @@ import pytest
 import torch
 
 from infuser.advantages import BatchStdAdvantage, DuGRPOAdvantage, GroupStdAdvantage, MeanCentredAdvantage
-from infuser.config import (
-    LOSS_TYPES,
-    LoraConfig,
-    ModelConfig,
-    OptimizerConfig,
-    PolicyLossConfig,
-    RoleConfig,
-    SamplingConfig,
-    UpdateConfig,
-)
+from infuser.config import LOSS_TYPES, OptimizerConfig, PolicyLossConfig, RoleConfig, SamplingConfig, UpdateConfig
+from infuser.model_config import LoraConfig, ModelConfig
 from infuser.registry import resolve
 from infuser.rl.loss import aggregate, per_token_policy_loss
 from infuser.rl.rewards import RewardColumn, RewardStats, combine_rewards

@@ -1,7 +1,8 @@
 import torch
 from transformers import AutoModelForCausalLM
 
-from infuser.config import ModelConfig, SamplingConfig
+from infuser.config import SamplingConfig
+from infuser.model_config import ModelConfig
 from infuser.models import load_causal_lm, load_tokenizer
 from infuser.rollout.engine import _stop_ids, call_seed, completion_logps, generate
 from infuser.rollout.rows import RolloutBatch

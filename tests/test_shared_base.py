@@ -15,11 +15,8 @@ from peft import PeftModel
 from infuser.cli import main
 from infuser.config import (
     ConfigurationError,
-    LoraConfig,
-    ModelConfig,
     OptimizerConfig,
     PolicyLossConfig,
-    QuantizationConfig,
     RoleConfig,
     SamplingConfig,
     TrainerConfig,
@@ -29,6 +26,7 @@ from infuser.data.prompts import PromptTemplates
 from infuser.fit import fit
 from infuser.influence.lora_grad import LoraGradInfluence
 from infuser.influence.optimizer_aware import OptimizerAwareInfluence
+from infuser.model_config import LoraConfig, ModelConfig, QuantizationConfig
 from infuser.models import SharedBase, load_causal_lm
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.generator import Generator

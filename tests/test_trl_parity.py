@@ -39,7 +39,8 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from infuser.advantages import GroupStdAdvantage, MeanCentredAdvantage  # noqa: E402
-from infuser.config import ModelConfig, PolicyLossConfig, RoleConfig, SamplingConfig, UpdateConfig
+from infuser.config import PolicyLossConfig, RoleConfig, SamplingConfig, UpdateConfig
+from infuser.model_config import ModelConfig
 from infuser.rl.rewards import RewardColumn, RewardStats, combine_rewards  # noqa: E402
 from infuser.roles.policy import PolicyRole  # noqa: E402
 from infuser.rollout.engine import completion_logps, generate  # noqa: E402

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import yaml
 
 from infuser.artifacts import atomic_path
-from infuser.config import BUILTIN_PREFIX, LoopConfig, RoleConfig
+from infuser.config import LoopConfig, RoleConfig
+from infuser.model_config import BUILTIN_PREFIX
 
 Role = Literal["generator", "solver"]
 

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from infuser import registry
-from infuser.config import BUILTIN_PREFIX, LoraConfig, ModelConfig, base_differences
+from infuser.model_config import BUILTIN_PREFIX, LoraConfig, ModelConfig, base_differences
 
 if TYPE_CHECKING:
     from peft import LoraConfig as PeftLoraConfig

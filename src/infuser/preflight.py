@@ -27,19 +27,16 @@ from typing import TYPE_CHECKING
 
 from infuser import registry
 from infuser.config import (
-    BUILTIN_PREFIX,
     FSDP,
     SHARDING_STRATEGIES,
-    TOY_MODEL_ID,
     ConfigurationError,
     LoopConfig,
-    ModelConfig,
     RoleConfig,
     RunSetup,
     TrainerConfig,
-    base_differences,
 )
 from infuser.data.documents import DocumentSource, SyntheticDocuments
+from infuser.model_config import BUILTIN_PREFIX, TOY_MODEL_ID, ModelConfig, base_differences
 
 if TYPE_CHECKING:
     from infuser.influence.base import InfluenceEstimator

@@ -61,9 +61,10 @@ from torch import Tensor
 from infuser.artifacts import write_json
 from infuser.bench.common import Interval, mean_interval, paired_interval, print_table, pyplot, slug
 from infuser.bench.step_effects import Plan, Setting, StepDiagnostics, trajectory
-from infuser.config import LoraConfig, ModelConfig, OptimizerConfig, RoleConfig, SamplingConfig
+from infuser.config import OptimizerConfig, RoleConfig, SamplingConfig
 from infuser.console import quiet_libraries
 from infuser.influence.base import InfluenceEstimator
+from infuser.model_config import LoraConfig, ModelConfig
 from infuser.roles.solver import Solver
 from infuser.rollout.rows import ScoredRollouts
 from infuser.toy.world import ToyWorld

@@ -64,7 +64,7 @@ def load_model(config: EvalModelConfig) -> tuple[Any, Any]:
     """
     import torch
 
-    from infuser.config import ModelConfig
+    from infuser.model_config import ModelConfig
     from infuser.models import load_causal_lm, load_tokenizer
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
