@@ -125,6 +125,7 @@ def fit(
     heldout_set: QuestionSource | None = lazy_instance(ToyQuestions, split="heldout", size=200),
     influence: InfluenceEstimator = lazy_instance(OptimizerAwareInfluence),
     generator_reward: GeneratorReward = lazy_instance(InfluenceReward),
+    shadow_influence: dict[str, InfluenceEstimator] | None = None,
     loop: LoopConfig = LoopConfig(),
     prompts: PromptTemplates = PromptTemplates(),
     trainer: TrainerConfig = TrainerConfig(),
@@ -145,6 +146,11 @@ def fit(
         influence: the influence estimator (used when the generator reward asks for influence).
         generator_reward: what the Generator is rewarded for per valid question (INFUSER:
             influence; baselines: ``spice_variance``, ``rzero_uncertainty``, ``constant``).
+        shadow_influence: further estimators, by a name of your choosing, that score the same
+            questions as ``influence`` each iteration for comparison only: their scores go to the
+            question records and the ``shadow/<name>/...`` metrics (rank agreement with the reward's
+            scores, the mean score per question kind), never to a reward; the run's questions,
+            metrics and weights are those of the run without them.
         loop: the schedule.
         prompts: prompt templates of both roles.
         trainer: devices, strategy, precision and loggers.
@@ -159,7 +165,8 @@ def fit(
     check_resume_arguments(run_dir, ckpt_path)
     check_model_arguments(generator, solver, trainer, share_base)
     check_strategy(trainer)
-    check_before_loading(RunSetup(generator, solver, loop, trainer.strategy, share_base), influence, generator_reward)
+    check_before_loading(RunSetup(generator, solver, loop, trainer.strategy, share_base), influence, generator_reward,
+                         shadow_influence or {})
     check_documents(loop, documents)
     # The training stack is imported once the arguments are known to work (a refusal takes a second).
     from infuser.checkpointing import Checkpointer
@@ -199,7 +206,7 @@ def fit(
         infuser_loop = InfuserLoop(fabric=fabric, generator=gen, solver=sol, generator_update=generator_update,
                                    solver_update=solver_update, documents=documents, questions=questions,
                                    influence=influence, reward=generator_reward, config=loop, run=run, seed=seed,
-                                   benchmarks=benchmarks)
+                                   benchmarks=benchmarks, shadows=shadow_influence)
         if fabric.global_rank == 0:
             run.root.mkdir(parents=True, exist_ok=True)
 

@@ -211,18 +211,22 @@ class InfuserLoop:
         seed: seeds every random stream (:class:`RandomStreams`).
         benchmarks: ``loop.eval_benchmarks``' scoring of the Solver (``fit`` builds it from
             ``infuser.eval``, which this module does not import).
+        shadows: ``shadow_influence``: further estimators that score the same questions as
+            ``influence``, by name, for comparison only (:meth:`shadow_scores`).
     """
 
     def __init__(self, *, fabric: L.Fabric, generator: Generator, solver: Solver, generator_update: PolicyUpdate,
                  solver_update: PolicyUpdate, documents: DocumentSource, questions: QuestionSets,
                  influence: InfluenceEstimator, reward: GeneratorReward, config: LoopConfig, run: RunDirectory,
-                 seed: int, benchmarks: BenchmarkScores | None = None) -> None:
+                 seed: int, benchmarks: BenchmarkScores | None = None,
+                 shadows: dict[str, InfluenceEstimator] | None = None) -> None:
         self.fabric, self.generator, self.solver = fabric, generator, solver
         self.updates = {"generator": generator_update, "solver": solver_update}
         self.documents, self.questions = documents, questions
         self.influence, self.reward = influence, reward
         self.config, self.run, self.seed = config, run, seed
         self.benchmarks = benchmarks
+        self.shadows = dict(shadows or {})
         self.scripted_kinds = (documents.scripted_kinds(config.scripted_drafts)
                                if isinstance(documents, SyntheticDocuments) and config.scripted_drafts else None)
         self.processes = Processes.of(fabric)
@@ -274,7 +278,7 @@ class InfuserLoop:
             drafts = self.generate(streams.shuffling(round_), sampling)
         valid = drafts.valid_rows
         rewards = torch.zeros(len(drafts.rollouts), dtype=torch.float64)
-        answers = vote = influence = solver_tokens_per_s = None
+        answers = vote = influence = shadows = solver_tokens_per_s = None
         if valid:
             with self._stage("solve", iteration) as solving:
                 graded = self.solve([drafts.parsed[r] for r in valid], sampling)
@@ -284,6 +288,9 @@ class InfuserLoop:
             if self.reward.needs_influence:
                 with self._stage("influence", iteration):
                     influence = self.score_influence(answers, target_rollouts, iteration)
+                if self.shadows:
+                    with self._stage("shadow_influence", iteration):
+                        shadows = self.shadow_scores(answers, target_rollouts, iteration)
             representations = None
             if self.reward.needs_representations:  # timed as the influence stage: the round's target-relative score
                 with self._stage("influence", iteration):
@@ -302,7 +309,8 @@ class InfuserLoop:
                                       streams.update_order(f"generator update {round_}"), iteration)
         return GeneratorRound(drafts=drafts, generator_tokens_per_s=_tokens(drafts.rollouts) / generating.seconds,
                               rewards=rewards, advantages=advantages, answers=answers, vote=vote,
-                              solver_tokens_per_s=solver_tokens_per_s, influence=influence, update=update)
+                              solver_tokens_per_s=solver_tokens_per_s, influence=influence, shadows=shadows,
+                              update=update)
 
     # -- the stages -----------------------------------------------------------------------------
     def answer_target_set(self, streams: RandomStreams) -> TargetRollouts:
@@ -345,9 +353,10 @@ class InfuserLoop:
         """Stage 3: the Solver's answers to the valid drafts, graded against their golden answers."""
         return self.solver.answer(questions, self.config.answers_per_question, sampling)
 
-    def score_influence(self, answers: Answers, target_rollouts: TargetRollouts | None, iteration: int
-                        ) -> InfluenceScores:
-        """Stage 4: influence per valid question; 0 for zero-signal questions and without a target gradient.
+    def score_influence(self, answers: Answers, target_rollouts: TargetRollouts | None, iteration: int,
+                        estimator: InfluenceEstimator | None = None) -> InfluenceScores:
+        """Stage 4: influence per valid question (by ``estimator``, default the run's own, prepared in
+        stage 1); 0 for zero-signal questions and without a target gradient.
 
         A non-finite score stays NaN: the advantage estimators treat it as a missing reward
         (advantage 0, left out of its group's statistics), so it never reaches the weights and
@@ -363,17 +372,32 @@ class InfuserLoop:
         values: list[float] = []
         for start in range(0, len(candidates), self.config.influence_batch_size):
             batch = candidates[start : start + self.config.influence_batch_size]
-            values += self.influence.score(self.solver, batch).tolist()
+            values += (estimator or self.influence).score(self.solver, batch).tolist()
         if not self.processes.shards_parameters:
             values = self.processes.gather(values)
         found = torch.tensor(values, dtype=torch.float64)
         bad = ~torch.isfinite(found)
         if bool(bad.any()):
-            log.warning("iteration %d: %d of %d influence scores are not finite; those questions are excluded "
-                        "from the Generator's advantages", iteration, int(bad.sum()), len(found))
+            log.warning("iteration %d: %d of %d influence scores are not finite (%s); those questions are left "
+                        "unscored", iteration, int(bad.sum()), len(found),
+                        type(estimator or self.influence).__name__)
             found = torch.where(bad, torch.full_like(found, math.nan), found)
         scores[torch.tensor(scored)] = found
         return InfluenceScores(scores, non_finite=int(bad.sum()))
+
+    def shadow_scores(self, answers: Answers, target_rollouts: TargetRollouts | None, iteration: int
+                      ) -> dict[str, InfluenceScores]:
+        """Stage 4 again, by each ``shadow_influence`` estimator: what another estimator would have
+        made of the same questions at the same Solver state. The scores reach the question records
+        and the ``shadow/`` metrics, never the rewards; every estimator leaves the Solver as it
+        found it, and none draws from a random stream, so the run itself is the run without them."""
+        scored = {}
+        for name, estimator in self.shadows.items():
+            if target_rollouts is not None and target_rollouts.rows is not None:
+                estimator.prepare(self.solver, target_rollouts.rows)
+            scored[name] = self.score_influence(answers, target_rollouts, iteration, estimator)
+            estimator.release()
+        return scored
 
     def update_solver(self, answers: Answers | None, streams: RandomStreams, target: ScoredRollouts | None = None
                       ) -> SolverUpdate:
@@ -486,7 +510,7 @@ class InfuserLoop:
         for iteration in self._progress:
             result = self.iteration(iteration)
             if self.processes.is_main:
-                self.run.write_questions(iteration, [record.__dict__ for record in result.records(self.documents)])
+                self.run.write_questions(iteration, [record.as_row() for record in result.records(self.documents)])
                 self.run.write_samples(iteration, samples := result.samples())
                 log_samples(self.fabric.loggers, iteration, samples)
             metrics = result.metrics(self.documents) | self._benchmark_metrics(iteration)

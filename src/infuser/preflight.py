@@ -46,10 +46,12 @@ if TYPE_CHECKING:
 _MODEL_FILES = ("config.json", "adapter_config.json")
 
 
-def check_before_loading(setup: RunSetup, influence: InfluenceEstimator, generator_reward: GeneratorReward) -> None:
+def check_before_loading(setup: RunSetup, influence: InfluenceEstimator, generator_reward: GeneratorReward,
+                         shadows: dict[str, InfluenceEstimator] | None = None) -> None:
     """Raise :class:`~infuser.config.ConfigurationError` for a run that cannot work (see the module
     docstring). The influence estimator is asked only when it will run: when the reward uses
-    influence and the Generator drafts the Solver's questions."""
+    influence and the Generator drafts the Solver's questions. Shadow estimators score beside it,
+    so they need it to run."""
     checked: set[tuple[str, str | None]] = set()
     for role, config in (("generator", setup.generator), ("solver", setup.solver)):
         source = (config.model.name_or_path, config.model.revision)
@@ -57,8 +59,16 @@ def check_before_loading(setup: RunSetup, influence: InfluenceEstimator, generat
             check_model_source(f"{role}.model", config.model)
             checked.add(source)
     generator_reward.check_setup(setup)
-    if generator_reward.needs_influence and setup.loop.solver_data == "generated":
+    scores_influence = generator_reward.needs_influence and setup.loop.solver_data == "generated"
+    if scores_influence:
         influence.check_setup(setup)
+    if shadows and not scores_influence:
+        raise ConfigurationError(f"shadow_influence: its estimators ({', '.join(shadows)}) score beside the reward's "
+                                 f"influence, which this run does not compute (generator_reward: "
+                                 f"{type(generator_reward).__name__}, loop.solver_data: {setup.loop.solver_data}); "
+                                 f"use an influence reward with loop.solver_data: generated, or drop shadow_influence")
+    for estimator in (shadows or {}).values():
+        estimator.check_setup(setup)
 
 
 def check_documents(loop: LoopConfig, documents: DocumentSource) -> None:

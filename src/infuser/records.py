@@ -14,10 +14,12 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from infuser.data.documents import DocumentSource
 from infuser.data.questions import InvalidQuestion, MCQuestion
+from infuser.influence.agreement import spearman, top_choice_agreement
 from infuser.rl.pseudo_labels import MajorityVote
 from infuser.rl.rewards import RewardStats
 from infuser.rl.update import CompletionSample, UpdateStats
@@ -100,7 +102,8 @@ class GeneratorRound:
     the valid ones (graded against ``loop.solver_labels``) and their majority vote, their influence,
     the Generator's rewards and advantages per draft, its update (``None``: frozen).
 
-    Without a valid draft there are no answers, vote or influence, and every reward is 0."""
+    Without a valid draft there are no answers, vote or influence, and every reward is 0. ``shadows``:
+    the same questions scored by the ``shadow_influence`` estimators, by name (``None`` without them)."""
 
     drafts: Drafts
     generator_tokens_per_s: float
@@ -110,6 +113,7 @@ class GeneratorRound:
     vote: MajorityVote | None = None
     solver_tokens_per_s: float | None = None
     influence: InfluenceScores | None = None
+    shadows: dict[str, InfluenceScores] | None = None
     update: RoleUpdate | None = None
 
 
@@ -190,6 +194,14 @@ class QuestionRecord:
     influence: float | None = None  # None: no score, or a non-finite one (excluded)
     reward: float | None = 0.0  # None: excluded (a non-finite influence score)
     advantage: float = 0.0
+    shadow_influence: dict[str, float | None] | None = None  # by shadow estimator; only with shadow_influence
+
+    def as_row(self) -> dict:
+        """The JSON line; ``shadow_influence`` only where a run has shadow estimators."""
+        row = dict(self.__dict__)
+        if row["shadow_influence"] is None:
+            del row["shadow_influence"]
+        return row
 
 
 def question_records(iteration: int, round_: GeneratorRound, documents: DocumentSource) -> list[QuestionRecord]:
@@ -212,6 +224,9 @@ def question_records(iteration: int, round_: GeneratorRound, documents: Document
             record.pass_rate = rates[index]
             record.majority = round_.vote.labels[index] if round_.vote is not None else ""
             record.influence = nan_to_none(float(scores[index])) if scores is not None else None
+            if round_.shadows is not None:
+                record.shadow_influence = {name: nan_to_none(float(shadow.scores[index]))
+                                           for name, shadow in round_.shadows.items()}
         records.append(record)
     return records
 
@@ -259,7 +274,38 @@ def _round_metrics(round_: GeneratorRound, documents: DocumentSource) -> dict[st
     if len(active):
         metrics["influence/mean"] = float(active.mean())
         metrics["influence/std"] = float(active.std()) if len(active) > 1 else 0.0
+    if round_.shadows:
+        metrics.update(_shadow_metrics(round_, signal, documents))
     return metrics
+
+
+def _shadow_metrics(round_: GeneratorRound, signal: Tensor, documents: DocumentSource) -> dict[str, float]:
+    """``shadow/<name>/spearman`` and ``.../top_choice_agreement`` (:mod:`infuser.influence.agreement`)
+    against the reward's own scores, over the questions with signal that both scored; the mean score
+    of each question kind, by the reward's estimator (``shadow/influence/kind/<kind>``) and by each
+    shadow (``shadow/<name>/kind/<kind>``): whether they would prefer other kinds."""
+    assert round_.influence is not None and round_.shadows is not None and round_.answers is not None
+    drafts, own = round_.drafts, round_.influence.scores
+    documents_of = torch.tensor([row // drafts.rollouts.num_samples for row in drafts.valid_rows])
+    kinds = [documents.question_kind(question) for question in round_.answers.questions]
+    metrics = _kind_means("shadow/influence", own, signal & own.isfinite(), kinds)
+    for name, shadow in round_.shadows.items():
+        both = signal & own.isfinite() & shadow.scores.isfinite()
+        if int(both.sum()) > 1:
+            metrics[f"shadow/{name}/spearman"] = spearman(own[both], shadow.scores[both])
+            metrics[f"shadow/{name}/top_choice_agreement"] = top_choice_agreement(
+                own[both], shadow.scores[both], documents_of[both].tolist())
+        metrics.update(_kind_means(f"shadow/{name}", shadow.scores, signal & shadow.scores.isfinite(), kinds))
+    return {name: value for name, value in metrics.items() if math.isfinite(value)}
+
+
+def _kind_means(prefix: str, scores: Tensor, kept: Tensor, kinds: list[str]) -> dict[str, float]:
+    means = {}
+    for kind in sorted({kind for kind in kinds if kind}):
+        chosen = kept & torch.tensor([k == kind for k in kinds])
+        if bool(chosen.any()):
+            means[f"{prefix}/kind/{kind}"] = float(scores[chosen].mean())
+    return means
 
 
 def nan_to_none(value: float | None) -> float | None:

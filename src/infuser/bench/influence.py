@@ -63,6 +63,7 @@ from infuser.bench.common import Interval, mean_interval, paired_interval, print
 from infuser.bench.step_effects import Plan, Setting, StepDiagnostics, trajectory
 from infuser.config import OptimizerConfig, RoleConfig, SamplingConfig
 from infuser.console import quiet_libraries
+from infuser.influence.agreement import spearman
 from infuser.influence.base import InfluenceEstimator
 from infuser.model_config import LoraConfig, ModelConfig
 from infuser.roles.solver import Solver
@@ -483,28 +484,9 @@ def _resident_bytes() -> int:
 # -- statistics and reporting --------------------------------------------------------------------
 
 
-def spearman(x: Tensor, y: Tensor) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
-    rx, ry = _ranks(x.double()), _ranks(y.double())
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = float(rx.norm() * ry.norm())
-    return float(rx.dot(ry)) / denominator if denominator > 0 else float("nan")
-
-
 def sign_agreement(scores: Tensor, effects: Tensor) -> float:
     """Fraction of candidates whose score has the sign of their measured effect."""
     return float(((scores * effects) > 0).double().mean())
-
-
-def _ranks(values: Tensor) -> Tensor:
-    order = values.argsort()
-    ranks = torch.empty_like(values)
-    ranks[order] = torch.arange(len(values), dtype=values.dtype)
-    for value in values.unique():
-        tied = values == value
-        if int(tied.sum()) > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
 
 
 def _label(lora: LoraConfig | None) -> str:
