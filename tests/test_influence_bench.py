@@ -83,7 +83,9 @@ def test_bench_cli_writes_table_json_and_plots(small_model_dir, tmp_path, capsys
         for state, summary in record["by_state"].items():
             at_state = [m["spearman"] for m in record["settings"] if str(m["state"]) == state]
             assert summary["spearman"]["mean"] == pytest.approx(sum(at_state) / len(at_state))
-            assert set(summary["diagnostics"]) == {"candidate_share_of_v", "sign_likeness", "clipped", "null_share"}
+            assert set(summary["diagnostics"]) == {"candidate_share_of_v", "sign_likeness", "clipped", "null_share",
+                                                   "effect_retest"}
+            assert not abs(summary["diagnostics"]["effect_retest"]) > 1  # NaN: constant effects
         for measured in record["settings"]:
             assert measured["candidates"] == len(measured["scores"]) == len(measured["effects"])
             assert len(measured["accuracy_effects"]) == measured["candidates"]

@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -68,7 +69,8 @@ from infuser.influence.base import InfluenceEstimator
 from infuser.model_config import LoraConfig, ModelConfig
 from infuser.roles.solver import Solver
 from infuser.rollout.rows import ScoredRollouts
-from infuser.toy.world import ToyWorld
+from infuser.toy.rules import RuleWorld
+from infuser.toy.world import ArithmeticWorld, ToyWorld
 
 
 @dataclass
@@ -194,6 +196,7 @@ def bench_influence(
     repeats: int = 3,
     threads: int | None = 1,
     accelerator: str = "cpu",
+    world: Literal["toy", "rules"] = "toy",
     json: str | None = None,
 ) -> list[BenchRecord]:
     """Fidelity (vs one real optimizer step per candidate, over Solver states and seeds) and cost
@@ -218,6 +221,9 @@ def bench_influence(
         threads: torch intra-op threads while the benchmark runs (``None``: leave as is). Pinned,
             the fidelity figures do not depend on the machine's thread settings.
         accelerator: ``cpu`` or ``cuda``.
+        world: where the questions come from: ``toy`` (the aligned world, ``builtin:toy``'s) or
+            ``rules`` (the rule world's fixed instance, ``builtin:toy-rules``'s); the Solver must
+            answer that world's questions.
         json: write the records here, and one scatter plot per estimator next to it.
     """
     if not estimators:
@@ -240,7 +246,8 @@ def bench_influence(
     torch.set_num_threads(threads or before)
     try:
         started = time.perf_counter()
-        records = _run(estimators, solver, plan, list(chosen.seeds), baseline, batch_size, repeats, accelerator)
+        records = _run(estimators, solver, plan, list(chosen.seeds), baseline, batch_size, repeats, accelerator,
+                       RuleWorld() if world == "rules" else ToyWorld())
         seconds = time.perf_counter() - started
     finally:
         torch.set_num_threads(before)
@@ -257,7 +264,7 @@ def bench_influence(
 
 
 def _run(estimators: list[BenchEstimator], solver: RoleConfig, plan: Plan, seeds: list[int], baseline: str | None,
-         batch_size: int, repeats: int, accelerator: str) -> list[BenchRecord]:
+         batch_size: int, repeats: int, accelerator: str, world: ArithmeticWorld) -> list[BenchRecord]:
     torch.set_flush_denormal(True)  # Adam moments decaying into denormals make CPU steps crawl
     fabric = L.Fabric(accelerator=accelerator, devices=1)
     update = dataclasses.replace(solver.update, ppo_epochs=1, mini_batch_size=None)
@@ -266,7 +273,6 @@ def _run(estimators: list[BenchEstimator], solver: RoleConfig, plan: Plan, seeds
     variants.update({_label(entry.lora): dataclasses.replace(full, model=dataclasses.replace(solver.model,
                                                                                                 lora=entry.lora))
                      for entry in estimators if entry.lora is not None})
-    world = ToyWorld()
     measured: list[list[SettingRecord]] = [[] for _ in estimators]
     costs: dict[int, _Cost] = {}
     timed = (seeds[0], plan.states[-1])
@@ -525,9 +531,10 @@ def _print_tables(records: list[BenchRecord], seconds: float, profile: str) -> N
     shown = {}
     for r in records:  # one row per Solver variant: the diagnostics describe the Solver, not the estimator
         shown.setdefault(_label(LoraConfig(**r.lora)) if r.lora else _label(None), r)
-    print_table(["Solver", "after", "g_q^2 share of v'", "sign-likeness", "clipped", "null step / |effect|"],
+    print_table(["Solver", "after", "g_q^2 share of v'", "sign-likeness", "clipped", "null step / |effect|",
+                 "effect retest"],
                 [[label, s, *(f"{r.by_state[s].diagnostics[name]:.3f}" for name in
-                              ("candidate_share_of_v", "sign_likeness", "clipped", "null_share"))]
+                              ("candidate_share_of_v", "sign_likeness", "clipped", "null_share", "effect_retest"))]
                  for label, r in shown.items() for s in states], title="the real steps (means over seeds)")
     print(f"benchmark wall time {seconds:.0f} s")
 

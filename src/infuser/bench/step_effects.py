@@ -29,13 +29,14 @@ from torch import Tensor
 from infuser.config import RoleConfig
 from infuser.data.prompts import PromptTemplates
 from infuser.data.questions import MCQuestion
+from infuser.influence.agreement import spearman
 from infuser.rl.loss import policy_loss
 from infuser.rl.update import PolicyUpdate
 from infuser.roles.solver import Solver
 from infuser.rollout.engine import completion_logps
 from infuser.rollout.rows import Answers, BatchTotals, RolloutBatch, ScoredRollouts
 from infuser.rollout.scoring import teacher_forced_batch
-from infuser.toy.world import ToyWorld
+from infuser.toy.world import ArithmeticWorld
 
 
 @dataclass
@@ -50,12 +51,17 @@ class StepDiagnostics:
         clipped: fraction of candidates whose gradient norm exceeded ``grad_clip``.
         null_share: ``|L_T(before) - L_T(null step)|`` over the mean ``|effect|``: the size of the
             common momentum and weight-decay part of every step against the candidates' parts.
+        effect_retest: Spearman of the candidates' loss effects measured on the target rollouts and
+            on a second draw of them (the same steps, measured twice): how reliable the ground
+            truth itself is, the most an estimator's rank correlation with it can be expected to
+            reach. (The accuracy effect reads no sampled rollouts: measured again, it is the same.)
     """
 
     candidate_share_of_v: float
     sign_likeness: float
     clipped: float
     null_share: float
+    effect_retest: float
 
 
 # -- the settings --------------------------------------------------------------------------------
@@ -97,7 +103,7 @@ class Setting:
     effects: Effects
 
 
-def trajectory(fabric: L.Fabric, config: RoleConfig, world: ToyWorld, plan: Plan, seed: int) -> Iterator[Setting]:
+def trajectory(fabric: L.Fabric, config: RoleConfig, world: ArithmeticWorld, plan: Plan, seed: int) -> Iterator[Setting]:
     """One Solver's run of real RL updates, measured at every state of ``plan`` on the way."""
     torch.manual_seed(seed)
     solver = Solver(config, PromptTemplates())
@@ -113,7 +119,7 @@ def trajectory(fabric: L.Fabric, config: RoleConfig, world: ToyWorld, plan: Plan
         yield _setting(solver, update, world, plan, seed, state)
 
 
-def _setting(solver: Solver, update: PolicyUpdate, world: ToyWorld, plan: Plan, seed: int, state: int) -> Setting:
+def _setting(solver: Solver, update: PolicyUpdate, world: ArithmeticWorld, plan: Plan, seed: int, state: int) -> Setting:
     """Fresh target and candidate rollouts (and their second draws) of the Solver as it is, and the effects."""
     sampler = torch.Generator().manual_seed(1_000_003 * seed + state)
     n = plan.answers_per_question
@@ -126,7 +132,8 @@ def _setting(solver: Solver, update: PolicyUpdate, world: ToyWorld, plan: Plan, 
                            f"{state} updates) leaves no target question or fewer than 3 candidate questions with "
                            "0 < pass rate < 1; use a better-trained model or more questions")
     canonical = canonical_answers(solver, world, target_questions)
-    effects = _effects(solver, update, target, canonical, list(candidates.values()), plan.further_learning_rates)
+    effects = _effects(solver, update, (target, retest_target), canonical, list(candidates.values()),
+                       plan.further_learning_rates)
     return Setting(seed, state, solver, target, candidates, retest_target,
                    {q: rollouts for q, rollouts in retest.items() if q in candidates}, effects)
 
@@ -158,7 +165,7 @@ def _rollouts(solver: Solver, answers: Answers, rows: list[int]) -> ScoredRollou
     return ScoredRollouts(answers.batch.select(rows), advantages[rows])
 
 
-def canonical_answers(solver: Solver, world: ToyWorld, questions: list[MCQuestion]) -> RolloutBatch:
+def canonical_answers(solver: Solver, world: ArithmeticWorld, questions: list[MCQuestion]) -> RolloutBatch:
     """Each question's Solver prompt with its canonical answer (and EOS) as the completion, as the
     loop's exact evaluation scores it."""
     return teacher_forced_batch(solver.tokenizer, [solver.prompts.for_solver(question) for question in questions],
@@ -217,14 +224,18 @@ class _Snapshot:
                           for p in self.parameters])
 
 
-def _effects(solver: Solver, update: PolicyUpdate, target: ScoredRollouts, canonical: RolloutBatch,
-             candidates: Sequence[ScoredRollouts], further_learning_rates: Sequence[float]) -> Effects:
-    """What one real step on each candidate does to the target, relative to the null step, at the
-    optimizer's learning rate (and the loss at ``further_learning_rates``); the Solver is restored
-    after each step and at the end."""
+def _effects(solver: Solver, update: PolicyUpdate, targets: tuple[ScoredRollouts, ScoredRollouts],
+             canonical: RolloutBatch, candidates: Sequence[ScoredRollouts], further_learning_rates: Sequence[float]
+             ) -> Effects:
+    """What one real step on each candidate does to the target (``targets[0]``; the loss also on the
+    second draw ``targets[1]``, for the re-test), relative to the null step, at the optimizer's
+    learning rate (and the loss at ``further_learning_rates``); the Solver is restored after each
+    step and at the end."""
     snapshot = _Snapshot(solver)
+    target, retest = targets
     with torch.no_grad():
         old_logps, _ = completion_logps(solver.model, target.batch, solver.config.sampling.temperature)
+        retest_logps, _ = completion_logps(solver.model, retest.batch, solver.config.sampling.temperature)
     before = target_objective(solver, target, old_logps)
 
     def null_step(lr: float | None) -> None:
@@ -243,10 +254,12 @@ def _effects(solver: Solver, update: PolicyUpdate, target: ScoredRollouts, canon
 
     null_step(None)
     null_loss, null_accuracy = target_objective(solver, target, old_logps), canonical_accuracy(solver, canonical)
-    loss, accuracy, norms, shares, sign_likeness = [], [], [], [], []
+    null_retest = target_objective(solver, retest, retest_logps)
+    loss, retested, accuracy, norms, shares, sign_likeness = [], [], [], [], [], []
     for candidate in candidates:
         norms.append(step_on(candidate, None))
         loss.append(null_loss - target_objective(solver, target, old_logps))
+        retested.append(null_retest - target_objective(solver, retest, retest_logps))
         accuracy.append(canonical_accuracy(solver, canonical) - null_accuracy)
         share, likeness = _second_moment_shape(snapshot)
         shares.append(share)
@@ -265,7 +278,8 @@ def _effects(solver: Solver, update: PolicyUpdate, target: ScoredRollouts, canon
     diagnostics = StepDiagnostics(
         candidate_share_of_v=statistics.fmean(shares), sign_likeness=statistics.fmean(sign_likeness),
         clipped=statistics.fmean(float(clip is not None and norm > clip) for norm in norms),
-        null_share=abs(before - null_loss) / mean_effect if mean_effect > 0 else math.nan)
+        null_share=abs(before - null_loss) / mean_effect if mean_effect > 0 else math.nan,
+        effect_retest=spearman(torch.tensor(loss), torch.tensor(retested)))
     return Effects(torch.tensor(loss, dtype=torch.float64), torch.tensor(accuracy, dtype=torch.float64),
                     {lr: torch.tensor(e, dtype=torch.float64) for lr, e in at.items()}, diagnostics)
 
