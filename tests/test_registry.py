@@ -24,13 +24,13 @@ PLUGIN = Path(__file__).parent / "plugins" / "infuser_example_plugin"
 TRACIN = "infuser.influence.tracin.TracInInfluence"
 CONFIGS = Path(__file__).parent.parent / "configs"
 # keys whose plain string value names a component (``advantage: dugrpo``); ``class_path`` always does
-COMPONENT_KEYS = {"advantage", "influence", "generator_reward", "documents", "target_set", "heldout_set"}
+COMPONENT_KEYS = {"advantage", "influence", "generator_reward", "documents", "target_set", "heldout_set", "task"}
 
 
 def test_builtins_are_registered_like_plugins():
     for kind, names in {"influence": {"optimizer_aware", "tracin", "lora_grad"},
                         "advantage": {"grpo", "dr_grpo", "batch_std", "dugrpo"},
-                        "documents": {"toy", "jsonl"}, "questions": {"toy", "jsonl"},
+                        "documents": {"toy", "jsonl"}, "questions": {"toy", "jsonl"}, "task": {"multiple_choice"},
                         "benchmark": {"influence"}}.items():
         assert names <= set(registry.registered(kind)), kind
     assert registry.resolve("influence", "tracin") is TracInInfluence

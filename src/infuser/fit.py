@@ -44,6 +44,8 @@ from infuser.preflight import (
 )
 from infuser.rl.generator_rewards import GeneratorReward, InfluenceReward
 from infuser.run_config import ResolvedConfig, record
+from infuser.tasks.base import Task
+from infuser.tasks.multiple_choice import MultipleChoiceTask
 from infuser.toy.sources import ToyDocuments, ToyQuestions
 from infuser.tracking import finish, make_loggers
 
@@ -126,6 +128,7 @@ def fit(
     influence: InfluenceEstimator = lazy_instance(OptimizerAwareInfluence),
     generator_reward: GeneratorReward = lazy_instance(InfluenceReward),
     shadow_influence: dict[str, InfluenceEstimator] | None = None,
+    task: Task = lazy_instance(MultipleChoiceTask),
     loop: LoopConfig = LoopConfig(),
     prompts: PromptTemplates = PromptTemplates(),
     trainer: TrainerConfig = TrainerConfig(),
@@ -151,6 +154,8 @@ def fit(
             question records and the ``shadow/<name>/...`` metrics (rank agreement with the reward's
             scores, the mean score per question kind), never to a reward; the run's questions,
             metrics and weights are those of the run without them.
+        task: what is drafted and answered: how a draft is parsed and validated, how an answer is
+            checked (``multiple_choice``; ``infuser list task``).
         loop: the schedule.
         prompts: prompt templates of both roles.
         trainer: devices, strategy, precision and loggers.
@@ -197,10 +202,10 @@ def fit(
         # then never holds two whole models (an 8B float32 copy is 32 GB of host memory per process).
         with fabric.init_module():
             shared = SharedBase(fabric.device) if share_base else None
-            gen = Generator(generator, prompts, device=fabric.device, shared=shared)
+            gen = Generator(generator, prompts, task, device=fabric.device, shared=shared)
         generator_update = PolicyUpdate.set_up(fabric, gen)
         with fabric.init_module():
-            sol = Solver(solver, prompts, device=fabric.device, shared=shared)
+            sol = Solver(solver, prompts, task, device=fabric.device, shared=shared)
         solver_update = PolicyUpdate.set_up(fabric, sol)
         modules = {"generator": gen, "generator_optimizer": gen.optimizer, "solver": sol, "solver_optimizer": sol.optimizer}
         infuser_loop = InfuserLoop(fabric=fabric, generator=gen, solver=sol, generator_update=generator_update,

@@ -66,6 +66,7 @@ KINDS: dict[str, Kind] = {
         Kind("generator_reward", "infuser.generator_reward", "infuser.rl.generator_rewards.GeneratorReward"),
         Kind("documents", "infuser.documents", "infuser.data.documents.DocumentSource"),
         Kind("questions", "infuser.questions", "infuser.data.question_sets.QuestionSource"),
+        Kind("task", "infuser.task", "infuser.tasks.base.Task"),
         Kind("benchmark", "infuser.benchmark", None),
         Kind("builtin_model", "infuser.builtin_models", None),
     )

@@ -1,4 +1,4 @@
-"""The Generator: reads document chunks and drafts multiple-choice questions."""
+"""The Generator: reads document chunks and drafts questions (of its :class:`~infuser.tasks.base.Task`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import torch
 from infuser.config import RoleConfig
 from infuser.data.documents import Document
 from infuser.data.prompts import PromptTemplates
-from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
+from infuser.data.questions import InvalidQuestion, MCQuestion
 from infuser.models import SharedBase
 from infuser.roles.policy import PolicyRole
 from infuser.rollout.rows import Drafts, SplitRollouts
+from infuser.tasks.base import Task
+from infuser.tasks.multiple_choice import MultipleChoiceTask
 
 
 class Generator(PolicyRole):
@@ -20,11 +22,11 @@ class Generator(PolicyRole):
 
     adapter_name = "generator"
 
-    def __init__(self, config: RoleConfig, prompts: PromptTemplates, min_options: int = 4, *,
+    def __init__(self, config: RoleConfig, prompts: PromptTemplates, task: Task | None = None, *,
                  device: torch.device | None = None, shared: SharedBase | None = None) -> None:
         super().__init__(config, device, shared)
         self.prompts = prompts
-        self.min_options = min_options
+        self.task = task or MultipleChoiceTask()
 
     def draft(self, documents: list[Document], questions_per_document: int, rng: random.Random,
               stream: torch.Generator | None = None) -> Drafts:
@@ -49,10 +51,6 @@ class Generator(PolicyRole):
             if bool(rollouts.truncated[row]):
                 parsed.append(InvalidQuestion("truncated", text))
                 continue
-            item = parse_question(text, self.min_options)
-            if isinstance(item, MCQuestion):
-                document = documents[row // questions_per_document]
-                item = MCQuestion(question=item.question, options=item.options, answer_index=item.answer_index,
-                                  id=f"{document.id}#q{row % questions_per_document}").shuffled(rng)
-            parsed.append(item)
+            document = documents[row // questions_per_document]
+            parsed.append(self.task.parse_draft(text, f"{document.id}#q{row % questions_per_document}", rng))
         return Drafts(documents=documents, rollouts=rollouts, parsed=parsed)

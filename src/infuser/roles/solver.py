@@ -1,4 +1,4 @@
-"""The Solver: answers multiple-choice questions; reward 1 when its boxed choice is the golden one."""
+"""The Solver: answers questions; its reward per answer is its :class:`~infuser.tasks.base.Task`'s check."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from infuser.rollout.representations import prompt_representations
 from infuser.rollout.rows import Answers
 from infuser.rollout.scoring import exact_probabilities
 from infuser.sharding import gathered
+from infuser.tasks.base import Task
+from infuser.tasks.multiple_choice import MultipleChoiceTask
 
 T = TypeVar("T")
 
@@ -26,20 +28,19 @@ class Solver(PolicyRole):
 
     adapter_name = "solver"
 
-    def __init__(self, config: RoleConfig, prompts: PromptTemplates, *, device: torch.device | None = None,
-                 shared: SharedBase | None = None) -> None:
+    def __init__(self, config: RoleConfig, prompts: PromptTemplates, task: Task | None = None, *,
+                 device: torch.device | None = None, shared: SharedBase | None = None) -> None:
         super().__init__(config, device, shared)
         self.prompts = prompts
+        self.task = task or MultipleChoiceTask()
 
     def answer(self, questions: list[MCQuestion], num_samples: int, stream: torch.Generator | None = None,
                sampling: SamplingConfig | None = None) -> Answers:
         if not questions:
             raise ValueError("Solver.answer() needs at least one question")
         rollouts = self.sample(self._prompts(questions), num_samples, stream, sampling)
-        choices = [questions[row // num_samples].choice_in(text) for row, text in enumerate(rollouts.texts)]
-        rewards = torch.tensor([float(choice == questions[row // num_samples].answer_letter)
-                                for row, choice in enumerate(choices)])
-        return Answers(questions=questions, rollouts=rollouts, rewards=rewards, choices=choices)
+        graded = self.task.grade(questions, rollouts.texts, num_samples)
+        return Answers(questions=questions, rollouts=rollouts, rewards=graded.rewards, choices=graded.answers)
 
     def exact_accuracy(self, questions: list[MCQuestion], completions: list[str], temperature: float) -> float:
         """The mean over ``questions`` of the Solver's teacher-forced probability of writing each

@@ -1,0 +1,1 @@
+"""Tasks: what the Generator drafts and the Solver answers (:mod:`infuser.tasks.base`)."""
