@@ -29,7 +29,8 @@ finished (or has no rows) keeps running a one-token forward until every process 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -217,6 +218,18 @@ def _sample_chunk(model: PreTrainedModel, forward: Callable[..., Any], prompt_id
     return _Chunk(tokens=tokens[:, :width], logps=logps[:, :width], lengths=lengths, truncated=~stopped)
 
 
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the block (no dropout: sampling and scoring read the policy
+    itself), then back in the mode it was in, also when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -245,22 +258,20 @@ def generate(
         forward.finish()
         return RolloutBatch.placeholder(0, pad_id, device)
     eos_ids = _stop_ids(model, tokenizer, sampling)
-    was_training = model.training
-    model.eval()
     prompt_ids, prompt_mask = left_pad(tokenizer(prompts, add_special_tokens=False)["input_ids"], pad_id, device)
     prompt_index = torch.arange(len(prompts)).repeat_interleave(num_samples)
     seed = call_seed(stream)
     seeds = row_seeds(seed, prompt_index + prompt_offset, num_samples).to(device)
     parts = []
-    for start in range(0, len(prompt_index), sampling.batch_size):
-        chunk = prompt_index[start : start + sampling.batch_size].to(device)
-        distinct, expand = torch.unique_consecutive(chunk, return_inverse=True)
-        ids, mask = prompt_ids[distinct], prompt_mask[distinct]
-        trim = int((mask == 0).all(0).sum())  # columns of padding shared by the whole chunk
-        parts.append(_sample_chunk(model, forward, ids[:, trim:], mask[:, trim:], expand, eos_ids, pad_id, sampling,
-                                   seeds[start : start + sampling.batch_size]))
-    forward.finish()
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(prompt_index), sampling.batch_size):
+            chunk = prompt_index[start : start + sampling.batch_size].to(device)
+            distinct, expand = torch.unique_consecutive(chunk, return_inverse=True)
+            ids, mask = prompt_ids[distinct], prompt_mask[distinct]
+            trim = int((mask == 0).all(0).sum())  # columns of padding shared by the whole chunk
+            parts.append(_sample_chunk(model, forward, ids[:, trim:], mask[:, trim:], expand, eos_ids, pad_id,
+                                       sampling, seeds[start : start + sampling.batch_size]))
+        forward.finish()
     width = max(part.tokens.size(1) for part in parts)
     completion_ids = torch.cat([F.pad(part.tokens, (0, width - part.tokens.size(1)), value=pad_id) for part in parts])
     sampling_logps = torch.cat([F.pad(part.logps, (0, width - part.logps.size(1))) for part in parts])

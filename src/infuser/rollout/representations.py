@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from infuser.rollout.engine import evaluating
+
 
 def prompt_representations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
                            batch_size: int = 64) -> Tensor:
@@ -28,10 +30,8 @@ def prompt_representations(model: PreTrainedModel, tokenizer: PreTrainedTokenize
         raise ValueError("prompt_representations: an empty prompt has no tokens to represent")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     pooled = []
-    with torch.no_grad():
+    with evaluating(model), torch.no_grad():
         for start in range(0, len(ids), batch_size):
             rows = ids[start : start + batch_size]
             width = max(len(tokens) for tokens in rows)
@@ -40,5 +40,4 @@ def prompt_representations(model: PreTrainedModel, tokenizer: PreTrainedTokenize
             hidden = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled.append(((hidden * weights).sum(1) / weights.sum(1)).float().cpu())
-    model.train(was_training)
     return torch.cat(pooled)

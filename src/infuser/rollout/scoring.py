@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from infuser.rollout.engine import completion_logps
+from infuser.rollout.engine import completion_logps, evaluating
 from infuser.rollout.rows import RolloutBatch, UnpaddedRow
 
 
@@ -40,16 +40,13 @@ def exact_probabilities(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     if temperature <= 0 or batch_size < 1:
         raise ValueError("exact_probabilities: temperature must be > 0 and batch_size >= 1")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     log_probabilities = []
-    with torch.no_grad():
+    with evaluating(model), torch.no_grad():
         for start in range(0, len(prompts), batch_size):
             batch = teacher_forced_batch(tokenizer, prompts[start : start + batch_size],
                                          completions[start : start + batch_size], device, end_token_id=end_token_id)
             logps, _ = completion_logps(model, batch, temperature, share_prompts=False)
             log_probabilities.append((logps.double() * batch.completion_mask).sum(-1).cpu())
-    model.train(was_training)
     return torch.cat(log_probabilities).exp() if log_probabilities else torch.zeros(0, dtype=torch.float64)
 
 
