@@ -68,6 +68,7 @@ KINDS: dict[str, Kind] = {
         Kind("questions", "infuser.questions", "infuser.data.question_sets.QuestionSource"),
         Kind("benchmark", "infuser.benchmark", None),
         Kind("builtin_model", "infuser.builtin_models", None),
+        Kind("executor", "infuser.executor", "infuser.sandbox.base.Executor"),
     )
 }
 
