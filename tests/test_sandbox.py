@@ -45,6 +45,7 @@ def test_every_level_runs_programs_and_tests_alike(level, tmp_path):
     assert failed.status == "failed" and failed.reason == "ValueError: no" and failed.returncode == 1
     assert 'File "program.py", line 1' in failed.stderr and "<string>" not in failed.stderr
     assert executor.run("import sys\nsys.exit(3)").returncode == 3
+    assert executor.run("import sys\nsys.stdout.write('no newline')").stdout == "no newline"  # flushed
     assert_nothing_left(executor, tmp_path)
 
 

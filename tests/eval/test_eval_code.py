@@ -223,3 +223,18 @@ def test_the_humaneval_config_prints_offline(capsys):
     assert exited.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "name: humaneval" in printed and "class_path: infuser.sandbox.local.LocalExecutor" in printed
+
+
+def test_judging_without_an_executor_uses_the_local_one(problems):
+    """``loop.eval_benchmarks`` judges the live Solver's outputs through ``judge_outputs``, which
+    gives coding benchmarks the default ``local`` executor."""
+    from infuser.eval.predictions import model_outputs
+    from infuser.eval.run import judge_outputs
+    from infuser.eval.score import Scorer
+
+    loaded = [load_benchmark(BenchmarkConfig(name="humaneval", limit=2))]
+    outputs = [[problems[item.key].canonical_solution, ""] for item in loaded[0].items]
+    with Scorer() as scorer:
+        [summary], records = judge_outputs(scorer, loaded, model_outputs(loaded, ["p", "p"], outputs))
+    assert summary.accuracy == 0.5 and summary.pass_at_k == {1: 0.5, 2: 1.0}
+    assert [record.reason for record in records] == ["passed", "no_code", "passed", "no_code"]

@@ -29,7 +29,8 @@ In this order, before one line of the program runs:
 
 Then the program runs in this interpreter: as ``__main__`` (``run``), or (``run_tests``) as the
 module ``candidate`` followed by each test in a copy of its globals, each test's outcome written
-to the report pipe as ``nonce <TAB> index <TAB> 1|0 <TAB> reason``. The nonce keeps a program's
+to the report pipe as ``nonce <TAB> index <TAB> 1|0 <TAB> reason``; when it returns, the
+interpreter leaves without its shutdown (:func:`_leave`). The nonce keeps a program's
 own writes to that pipe from counting; a program that digs the nonce out of this interpreter's
 memory could forge a report, but not escape the confinement above.
 """
@@ -289,6 +290,18 @@ def become_pid_one(libc: _Libc) -> None:
     os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 
 
+def _leave(status: int) -> None:
+    """Exit once the program has returned, without the interpreter's shutdown (about 10 ms of
+    every run): ``stdout`` and ``stderr`` are flushed; ``atexit`` handlers and finalizers do not
+    run (``sys.exit`` in the program takes the ordinary way out)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
 def main() -> None:
     job = marshal.loads(sys.stdin.buffer.read())
     null = os.open(os.devnull, os.O_RDONLY)
@@ -309,8 +322,9 @@ def main() -> None:
         os._exit(SETUP_EXIT)
     try:
         if job["tests"] is not None:
-            sys.exit(run_tests(program, job["tests"], job["entry_point"], job["nonce"], job["report_fd"]))
+            _leave(run_tests(program, job["tests"], job["entry_point"], job["nonce"], job["report_fd"]))
         exec(compile(program, PROGRAM_FILE, "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        _leave(0)
     except MemoryError:
         sys.stderr.write("MemoryError\n")
         sys.stderr.flush()
