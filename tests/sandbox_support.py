@@ -48,6 +48,6 @@ def assert_nothing_left(executor: LocalExecutor, tmp_dir: Path, marker: str = SA
     assert processes_with(SANDBOX_SIGNATURE) == []
     left = sorted(os.listdir(tmp_dir))
     mount_point = os.path.basename(executor._root) if executor._root else None
-    assert [name for name in left if name != mount_point] == []
+    assert [name for name in left if name != mount_point] == [], (left, mount_point)
     if mount_point:
         assert os.listdir(executor._root) == []

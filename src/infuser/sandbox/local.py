@@ -130,6 +130,8 @@ class LocalExecutor(Executor):
         self.seccomp = os.uname().machine in child.SECCOMP_ARCHES
         self._root: str | None = None
         self.isolation = self._choose(isolation)
+        if self.isolation == "unshare":
+            self._mount_point()  # now, not from the pool's threads
 
     # -- the isolation level ---------------------------------------------------------------------------
 
