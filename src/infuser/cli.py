@@ -53,7 +53,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "fit": Command("infuser.fit:fit", "Co-train a Generator and a Solver (the INFUSER loop)."),
     "eval": Command("infuser.eval.run:evaluate",
-                    "Score a model, or saved predictions, on OlympiadBench and SuperGPQA."),
+                    "Score a model, or saved predictions, on OlympiadBench, SuperGPQA and HumanEval(+)."),
     "target-set": Command("infuser.eval.target_set:build_target_set",
                           "Write a seeded SuperGPQA subset as a target set (JSONL + manifest)."),
 }

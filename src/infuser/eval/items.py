@@ -12,23 +12,38 @@ from typing import Any
 
 from infuser.config import BenchmarkConfig
 from infuser.eval.data import (
+    HUMANEVAL_ROWS,
     OLYMPIAD_DEFAULT_SUBSETS,
     OLYMPIAD_HF_ID,
     OLYMPIAD_REVISION,
     SUPERGPQA_HF_ID,
+    CodeRow,
     OlympiadRow,
     SuperGPQARow,
+    load_code_benchmark,
     load_olympiadbench,
     load_supergpqa,
 )
-from infuser.eval.prompts import OLYMPIAD_PROMPTS, SUPERGPQA_PROMPTS, olympiad_prompt, supergpqa_prompt
+from infuser.eval.prompts import (
+    CODE_PROMPTS,
+    OLYMPIAD_PROMPTS,
+    SUPERGPQA_PROMPTS,
+    code_prompt,
+    olympiad_prompt,
+    supergpqa_prompt,
+)
 from infuser.eval.sources import DatasetError, RowError
 from infuser.eval.target_set import load_exclusion
 
-_PROMPTS = {"olympiadbench": OLYMPIAD_PROMPTS, "supergpqa": SUPERGPQA_PROMPTS}
-BREAKDOWNS = {
+CODE_BENCHMARKS = ("humaneval", "humanevalplus")
+"""Benchmarks scored by running code (:mod:`infuser.eval.code`), with pass@k."""
+_PROMPTS = {"olympiadbench": OLYMPIAD_PROMPTS, "supergpqa": SUPERGPQA_PROMPTS, "humaneval": CODE_PROMPTS,
+            "humanevalplus": CODE_PROMPTS}
+BREAKDOWNS: dict[str, tuple[str, ...]] = {
     "olympiadbench": ("subset", "answer_type"),
     "supergpqa": ("difficulty", "discipline", "field", "subfield"),
+    "humaneval": (),
+    "humanevalplus": (),
 }
 
 
@@ -41,7 +56,7 @@ class EvalItem:
     prompt: str
     gold: str
     groups: dict[str, str]
-    row: OlympiadRow | SuperGPQARow
+    row: OlympiadRow | SuperGPQARow | CodeRow
 
 
 @dataclass
@@ -92,6 +107,14 @@ def _supergpqa_items(config: BenchmarkConfig, rows: Sequence[SuperGPQARow]) -> l
     ]
 
 
+def _code_items(config: BenchmarkConfig, rows: Sequence[CodeRow]) -> list[EvalItem]:
+    return [
+        EvalItem(benchmark=config.key, key=row.id, prompt=code_prompt(row, config.prompt_variant),
+                 gold=row.canonical_solution, groups={}, row=row)
+        for row in rows
+    ]
+
+
 def load_benchmark(config: BenchmarkConfig) -> LoadedBenchmark:
     """Load, validate, build prompts, apply exclusions and the limit.
 
@@ -116,6 +139,16 @@ def load_benchmark(config: BenchmarkConfig) -> LoadedBenchmark:
             on_bad_row=config.on_bad_row,
         )
         items, provenance, skipped = _olympiad_items(config, olympiad.rows), olympiad.provenance, olympiad.skipped
+    elif config.name in CODE_BENCHMARKS:
+        if config.subsets:
+            raise ValueError(f"benchmark {config.key!r}: {config.name} has no subsets")
+        if config.name == "humanevalplus" and config.path is None:
+            raise ValueError(f"benchmark {config.key!r}: humanevalplus needs 'path' (an EvalPlus release's "
+                             "HumanEvalPlus.jsonl or .jsonl.gz; nothing is downloaded)")
+        code = load_code_benchmark(config.path, on_bad_row=config.on_bad_row)
+        if config.path is None and len(code.rows) != HUMANEVAL_ROWS:
+            raise DatasetError(f"the packaged HumanEval has {len(code.rows)} problems, not {HUMANEVAL_ROWS}")
+        items, provenance, skipped = _code_items(config, code.rows), code.provenance, code.skipped
     else:
         if config.subsets:
             raise ValueError(f"benchmark {config.key!r}: SuperGPQA has no subsets; filter with a target set instead")

@@ -13,6 +13,13 @@ SuperGPQA (options rendered ``A) ...`` one per line):
 * ``five_shot``: five worked exemplars written for infuser (no benchmark item), then the question;
 * ``boxed``: the chosen letter goes in ``\\boxed{}``.
 
+HumanEval and HumanEval+:
+
+* ``plain``: the problem's prompt as it is (imports, signature, docstring), for the model to
+  continue with the function's body (HumanEval's protocol; base models);
+* ``instruct``: one sentence asking for the whole function in a ```` ```python ```` block, then
+  the prompt in such a block (instruct and chat models).
+
 The builders return plain text; :func:`infuser.data.chat.render_prompt` wraps it in the tokenizer's chat template
 when asked to and the tokenizer has one.
 """
@@ -23,12 +30,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 from infuser.answers.choice import LETTERS
-from infuser.eval.data import OlympiadRow, SuperGPQARow
+from infuser.eval.data import CodeRow, OlympiadRow, SuperGPQARow
 
 OlympiadPrompt = Literal["official", "plain"]
 SuperGPQAPrompt = Literal["zero_shot", "five_shot", "boxed"]
 OLYMPIAD_PROMPTS: tuple[str, ...] = ("official", "plain")
 SUPERGPQA_PROMPTS: tuple[str, ...] = ("zero_shot", "five_shot", "boxed")
+CODE_PROMPTS: tuple[str, ...] = ("plain", "instruct")
 
 _TYPE_PHRASES = {
     "Numerical": "a numerical value",
@@ -178,3 +186,19 @@ def supergpqa_prompt(row: SuperGPQARow, variant: str = "zero_shot") -> str:
             f"{examples}\n\n---\n\nQuestion: {body}"
         )
     raise ValueError(f"unknown SuperGPQA prompt {variant!r}; choose from {SUPERGPQA_PROMPTS}")
+
+
+def code_prompt(row: CodeRow, variant: str = "plain") -> str:
+    """The prompt for one HumanEval-shaped row.
+
+    Raises:
+        ValueError: unknown variant.
+    """
+    if variant == "plain":
+        return row.prompt
+    if variant == "instruct":
+        return (
+            "Complete the following Python function. Reply with the complete function, including its "
+            f"signature and any imports it needs, in one ```python code block.\n\n```python\n{row.prompt.rstrip()}\n```"
+        )
+    raise ValueError(f"unknown HumanEval prompt {variant!r}; choose from {CODE_PROMPTS}")

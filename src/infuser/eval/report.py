@@ -5,6 +5,11 @@ benchmark's (or a group's) accuracy is the mean over its items. The miss rate is
 samples with no extractable answer. Breakdowns give every group's accuracy, the micro accuracy
 (all items, equal to the benchmark accuracy) and the macro accuracy (mean over groups).
 
+The coding benchmarks also report pass@k (:func:`pass_at_k`, the unbiased estimator of Chen et
+al. 2021, averaged over items) for every k of :func:`pass_k_values`: powers of two, 10 and 100,
+and the number of samples itself, up to the fewest samples any item has (pass@k needs k samples
+of every item; an item with no prediction counts as one wrong sample). pass@1 equals avg@k.
+
 ``results.json`` layout (``RESULTS_SCHEMA`` = 1)::
 
     {
@@ -20,6 +25,7 @@ samples with no extractable answer. Breakdowns give every group's accuracy, the 
           "items": ..., "samples": ..., "samples_per_item": {"min", "max"},
           "accuracy": ..., "correct_samples": ..., "miss_rate": ..., "misses": ...,
           "timeouts": ..., "errors": ..., "missing_predictions": ...,
+          "pass_at_k": {"1": ..., "2": ..., ...}  (coding benchmarks only),
           "skipped_rows": {"count", "examples"}, "excluded": {...} | null,
           "breakdowns": {"<by>": {"micro", "macro", "groups": {"<g>": {"accuracy", "items",
                                                                         "samples", "misses"}}}}
@@ -72,6 +78,8 @@ class ItemRecord:
         reason / method: the judge's reason and the extraction rule.
         groups: the item's group labels (``subset``, ``answer_type``, ``difficulty``...).
         truncated: only the tail of the output was judged (it exceeded ``max_output_chars``).
+        detail: the coding benchmarks' first failure (the exception, the limit hit); ``None``
+            (and not written) for the others.
     """
 
     benchmark: str
@@ -87,6 +95,7 @@ class ItemRecord:
     method: str
     groups: Mapping[str, str] = field(default_factory=dict)
     truncated: bool = False
+    detail: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +103,7 @@ class ItemRecord:
             "output": self.output, "extracted": self.extracted, "gold": self.gold,
             "correct": self.correct, "missed": self.missed, "reason": self.reason,
             "method": self.method, "truncated": self.truncated,
+            **({"detail": self.detail} if self.detail is not None else {}),
             **{f"group_{k}": v for k, v in self.groups.items()},
         }
 
@@ -139,6 +149,7 @@ class BenchmarkSummary:
     skipped_examples: tuple[str, ...]
     excluded: Mapping[str, Any] | None
     breakdowns: Mapping[str, Breakdown]
+    pass_at_k: Mapping[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -201,6 +212,7 @@ def _summary_json(summary: BenchmarkSummary) -> dict[str, Any]:
         "missing_predictions": summary.missing_predictions,
         "skipped_rows": {"count": summary.skipped_rows, "examples": list(summary.skipped_examples)},
         "excluded": dict(summary.excluded) if summary.excluded is not None else None,
+        **({"pass_at_k": {str(k): v for k, v in summary.pass_at_k.items()}} if summary.pass_at_k else {}),
         "breakdowns": {
             by: {
                 "micro": b.micro,
@@ -248,6 +260,26 @@ def breakdown(records: Sequence[ItemRecord], by: str) -> Breakdown:
     return Breakdown(micro=_mean_accuracy(all_items), macro=macro, groups=groups)
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimate of pass@k for an item with ``c`` of its ``n`` samples correct:
+    ``1 - C(n - c, k) / C(n, k)``, computed as a product (no huge binomials)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    product = 1.0
+    for i in range(n - c + 1, n + 1):
+        product *= 1.0 - k / i
+    return 1.0 - product
+
+
+def pass_k_values(samples: int) -> tuple[int, ...]:
+    """The k reported when every item has at least ``samples`` samples: powers of two, 10, 100 and
+    ``samples`` itself, none above ``samples``."""
+    ks = {1 << i for i in range(samples.bit_length())} | {10, 100, samples}
+    return tuple(sorted(k for k in ks if 1 <= k <= samples))
+
+
 def summarize(
     name: str,
     benchmark: str,
@@ -260,10 +292,16 @@ def summarize(
     skipped_rows: int = 0,
     skipped_examples: Sequence[str] = (),
     excluded: Mapping[str, Any] | None = None,
+    pass_k: bool = False,
 ) -> BenchmarkSummary:
-    """Summarise the judged samples of one benchmark entry."""
+    """Summarise the judged samples of one benchmark entry (with ``pass_k``, its pass@k too)."""
     by_item = _item_scores(records)
     counts = [len(s) for s in by_item.values()] or [0]
+    passes: dict[int, float] = {}
+    if pass_k and by_item:
+        for k in pass_k_values(min(counts)):
+            estimates = [pass_at_k(len(s), sum(r.correct for r in s), k) for s in by_item.values()]
+            passes[k] = sum(estimates) / len(estimates)
     samples = len(records)
     misses = sum(r.missed for r in records)
     return BenchmarkSummary(
@@ -285,6 +323,7 @@ def summarize(
         skipped_examples=tuple(skipped_examples),
         excluded=excluded,
         breakdowns={by: breakdown(records, by) for by in breakdown_by},
+        pass_at_k=passes,
     )
 
 
@@ -316,6 +355,9 @@ def markdown_table(results: EvalResults) -> str:
         f"{_pct(results.accuracy_micro)} (macro {_pct(results.accuracy_macro)}) | | |"
     )
     for b in results.benchmarks:
+        if b.pass_at_k:
+            lines += ["", f"## {b.name} pass@k", "", "| k | pass@k (%) |", "|---:|---:|"]
+            lines += [f"| {k} | {_pct(value)} |" for k, value in b.pass_at_k.items()]
         for by, table in b.breakdowns.items():
             lines += [
                 "",

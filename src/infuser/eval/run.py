@@ -1,5 +1,8 @@
 """``infuser eval``: run a model (or score saved outputs) on the bundled benchmarks.
 
+The coding benchmarks (HumanEval, HumanEval+) are scored by running each completion against the
+problem's test through the ``executor`` (the sandbox, :mod:`infuser.sandbox`), never in this process.
+
 :func:`evaluate` is the entry point; its parameters are plain typed values and dataclasses so
 that ``jsonargparse`` can expose it as ``infuser eval --config FILE.yaml [--predictions P.jsonl]``.
 
@@ -25,17 +28,20 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 
+from infuser.eval.code import score_code
 from infuser.eval.generation import EvalModelConfig, EvalSamplingConfig, generate_outputs
-from infuser.eval.items import BREAKDOWNS, BenchmarkConfig, EvalItem, LoadedBenchmark, load_benchmark
+from infuser.eval.items import BREAKDOWNS, CODE_BENCHMARKS, BenchmarkConfig, EvalItem, LoadedBenchmark, load_benchmark
 from infuser.eval.predictions import Generated, match_predictions, model_outputs, read_predictions
 from infuser.eval.report import BenchmarkSummary, EvalResults, ItemRecord, library_versions, summarize, write_results
 from infuser.eval.score import ItemScore, JudgeConfig, Scorer
 from infuser.eval.sources import sha256_file
+from infuser.sandbox.base import Executor
 
 # -- scoring and the entry point ------------------------------------------------------------------------------
 
 
-def _score(scorer: Scorer, benchmark: LoadedBenchmark, generated: Generated) -> list[ItemRecord]:
+def _score(scorer: Scorer, benchmark: LoadedBenchmark, generated: Generated, executor: Executor | None
+           ) -> list[ItemRecord]:
     label = benchmark.config.key
     flat_items: list[EvalItem] = []
     flat_outputs: list[str] = []
@@ -51,7 +57,11 @@ def _score(scorer: Scorer, benchmark: LoadedBenchmark, generated: Generated) -> 
             flat_outputs.append(text)
             flat_samples.append(index)
     scores: list[ItemScore]
-    if benchmark.config.name == "olympiadbench":
+    code = benchmark.config.name in CODE_BENCHMARKS
+    if code:
+        assert executor is not None
+        scores = score_code(executor, flat_outputs, [item.row for item in flat_items])  # type: ignore[misc]
+    elif benchmark.config.name == "olympiadbench":
         golds = [item.row.gold for item in flat_items]  # type: ignore[union-attr]
         scores = scorer.score_olympiad(flat_outputs, golds)
     else:
@@ -62,6 +72,7 @@ def _score(scorer: Scorer, benchmark: LoadedBenchmark, generated: Generated) -> 
             prompt=generated.prompts[label].get(item.key, item.prompt), output=text,
             extracted=score.extracted, gold=item.gold, correct=score.correct, missed=score.missed,
             reason=score.reason, method=score.method, groups=item.groups, truncated=score.truncated,
+            detail=score.detail if code else None,
         )
         for item, text, sample, score in zip(flat_items, flat_outputs, flat_samples, scores)
     ]
@@ -69,21 +80,34 @@ def _score(scorer: Scorer, benchmark: LoadedBenchmark, generated: Generated) -> 
         ItemRecord(
             benchmark=label, id=item.key, sample=0, prompt=generated.prompts[label].get(item.key, item.prompt),
             output="", extracted=None, gold=item.gold, correct=False, missed=True, reason="no_prediction",
-            method="none", groups=item.groups,
+            method="none", groups=item.groups, detail="" if code else None,
         )
         for item in missing
     ]
     return records
 
 
-def judge_outputs(scorer: Scorer, loaded: Sequence[LoadedBenchmark], generated: Generated
-                  ) -> tuple[list[BenchmarkSummary], list[ItemRecord]]:
+def code_executor(loaded: Sequence[LoadedBenchmark], executor: Executor | None) -> Executor | None:
+    """The executor that runs the coding benchmarks' programs: ``executor``, or the default
+    ``local`` one where a coding benchmark is loaded and none was given (``None`` without one)."""
+    if executor is not None or not any(b.config.name in CODE_BENCHMARKS for b in loaded):
+        return executor
+    from infuser.sandbox.local import LocalExecutor
+
+    return LocalExecutor()
+
+
+def judge_outputs(scorer: Scorer, loaded: Sequence[LoadedBenchmark], generated: Generated,
+                  executor: Executor | None = None) -> tuple[list[BenchmarkSummary], list[ItemRecord]]:
     """Judge ``generated`` against every benchmark of ``loaded``: a summary per benchmark (its
-    ``accuracy`` is avg@k) and every judged sample (``infuser eval`` and ``loop.eval_benchmarks``)."""
+    ``accuracy`` is avg@k; pass@k too for the coding benchmarks, whose programs ``executor`` runs,
+    :func:`code_executor`'s default if ``None``) and every judged sample (``infuser eval`` and
+    ``loop.eval_benchmarks``)."""
+    executor = code_executor(loaded, executor)
     summaries = []
     all_records: list[ItemRecord] = []
     for benchmark in loaded:
-        records = _score(scorer, benchmark, generated)
+        records = _score(scorer, benchmark, generated, executor)
         all_records += records
         summaries.append(
             summarize(
@@ -93,6 +117,7 @@ def judge_outputs(scorer: Scorer, loaded: Sequence[LoadedBenchmark], generated: 
                 skipped_rows=len(benchmark.skipped),
                 skipped_examples=[str(e) for e in benchmark.skipped[:10]],
                 excluded=benchmark.excluded,
+                pass_k=benchmark.config.name in CODE_BENCHMARKS,
             )
         )
     return summaries, all_records
@@ -104,6 +129,7 @@ def evaluate(
     predictions: str | None = None,
     sampling: EvalSamplingConfig = EvalSamplingConfig(),
     judge: JudgeConfig = JudgeConfig(),
+    executor: Executor | None = None,
     output_dir: str = "runs/eval",
     seed: int = 0,
 ) -> EvalResults:
@@ -116,6 +142,8 @@ def evaluate(
         sampling: generation settings (also recorded in predictions mode, as the protocol the
             outputs are declared to follow).
         judge: time limit, workers and judging options.
+        executor: runs the coding benchmarks' programs (HumanEval, HumanEval+) in the sandbox;
+            default ``local`` with its defaults. Unused without a coding benchmark.
         output_dir: where ``results.json``, ``results.md`` and ``items.jsonl`` go.
         seed: seeds Python's and the generator's RNGs.
 
@@ -146,8 +174,9 @@ def evaluate(
         generated = model_outputs(loaded, rendered, outputs)
         mode = "model"
 
+    executor = code_executor(loaded, executor)
     with Scorer(judge) as scorer:
-        summaries, all_records = judge_outputs(scorer, loaded, generated)
+        summaries, all_records = judge_outputs(scorer, loaded, generated, executor)
         restarts = scorer.restarts
 
     protocol = {
@@ -160,6 +189,7 @@ def evaluate(
         "sampling": asdict(sampling),
         "seed": seed,
         "judge": {**asdict(judge), "worker_restarts": restarts},
+        "executor": executor.describe() if executor is not None else None,
         "benchmarks": [asdict(b) for b in benchmarks],
         "versions": library_versions(),
     }

@@ -73,6 +73,7 @@ class ItemScore:
             ``no_answer``, ``timeout``, ``error``...).
         method: the extraction rule that fired (``none`` for a miss, ``unknown`` after a timeout).
         truncated: only the tail of the output was read.
+        detail: more on the reason, where there is more to say (a code run's first failure).
     """
 
     extracted: str | None
@@ -81,6 +82,7 @@ class ItemScore:
     reason: str
     method: str
     truncated: bool = False
+    detail: str = ""
 
 
 MIN_STEP_SHARE = 0.1

@@ -11,8 +11,10 @@ used is what gets recorded.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 
 from infuser.data.jsonl import JSONLineError, load_json_line
 
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")  # and ``.jsonl.gz`` for a single file
 
 
 class DatasetError(ValueError):
@@ -68,8 +70,8 @@ def sha256_file(path: str | Path) -> str:
 
 
 def read_records(path: str | Path) -> Iterator[RawRecord]:
-    """Records of a local ``.jsonl``, ``.json`` (array, or object with a ``data``/``rows`` list) or
-    ``.parquet`` file. Blank JSONL lines are skipped; a line that is not JSON is yielded as a
+    """Records of a local ``.jsonl`` (or ``.jsonl.gz``), ``.json`` (array, or object with a
+    ``data``/``rows`` list) or ``.parquet`` file. Blank JSONL lines are skipped; a line that is not JSON is yielded as a
     :class:`RowError` value for the caller to raise or count.
 
     Raises:
@@ -80,9 +82,10 @@ def read_records(path: str | Path) -> Iterator[RawRecord]:
     if not path.is_file():
         raise DatasetError(f"{source}: no such file")
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with open(path, "rb") as handle:
-            for number, line in enumerate(handle, start=1):
+    if suffix == ".jsonl" or path.name.lower().endswith(".jsonl.gz"):
+        opened = gzip.open(path, "rb") if suffix == ".gz" else open(path, "rb")
+        with opened as handle:
+            for number, line in enumerate(_lines(handle, source), start=1):
                 if not line.strip():
                     continue
                 try:
@@ -121,6 +124,14 @@ def read_records(path: str | Path) -> Iterator[RawRecord]:
             yield RawRecord(source, number, "row", value)
     else:
         raise DatasetError(f"{source}: unknown file type {suffix!r}; expected one of {LOCAL_SUFFIXES}")
+
+
+def _lines(handle: Any, source: str) -> Iterator[bytes]:
+    """The lines of a (possibly gzip-compressed) file; a corrupt archive is a :class:`DatasetError`."""
+    try:
+        yield from handle
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{source}: not a readable gzip file ({exc})") from exc
 
 
 def local_files(path: Path, subsets: Sequence[str] | None) -> list[tuple[Path, str]]:
