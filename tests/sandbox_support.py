@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from infuser.sandbox import child
 from infuser.sandbox.local import LocalExecutor
 
 QUICK = {"timeout_s": 2.0, "memory_mb": 256, "file_size_mb": 1, "max_output_bytes": 1 << 16, "max_workers": 2}
@@ -37,15 +36,14 @@ def processes_with(marker: str) -> list[str]:
     return found
 
 
-SANDBOX_SIGNATURE = child.SETUP_PREFIX
-"""In the command line of every sandboxed interpreter (its start-up code is passed with ``-c``)."""
-
-
-def assert_nothing_left(executor: LocalExecutor, tmp_dir: Path, marker: str = SANDBOX_SIGNATURE) -> None:
-    """No sandboxed process is alive and no working directory is left in ``tmp_dir`` (the
-    ``unshare`` level's mount point, which stays empty, excepted)."""
-    assert processes_with(marker) == []
-    assert processes_with(SANDBOX_SIGNATURE) == []
+def assert_nothing_left(executor: LocalExecutor, tmp_dir: Path, marker: str | None = None) -> None:
+    """None of ``executor``'s sandboxed processes (its ``label`` ends their command lines) and no
+    process carrying ``marker`` is alive, and no working directory is left in ``tmp_dir`` (the
+    ``unshare`` level's mount point, which stays empty, excepted). Only this executor's: another
+    test session on the machine may be running sandboxed programs of its own."""
+    assert processes_with(executor.label) == []
+    if marker is not None:
+        assert processes_with(marker) == []
     left = sorted(os.listdir(tmp_dir))
     mount_point = os.path.basename(executor._root) if executor._root else None
     assert [name for name in left if name != mount_point] == [], (left, mount_point)

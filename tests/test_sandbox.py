@@ -46,6 +46,8 @@ def test_every_level_runs_programs_and_tests_alike(level, tmp_path):
     assert 'File "program.py", line 1' in failed.stderr and "<string>" not in failed.stderr
     assert executor.run("import sys\nsys.exit(3)").returncode == 3
     assert executor.run("import sys\nsys.stdout.write('no newline')").stdout == "no newline"  # flushed
+    # the label ends every command line the executor starts: its processes are told apart from any other's
+    assert executor.run("import sys\nprint(sys.argv[-1])").stdout == f"{executor.label}\n"
     assert_nothing_left(executor, tmp_path)
 
 

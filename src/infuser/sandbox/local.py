@@ -128,6 +128,9 @@ class LocalExecutor(Executor):
         self.interpreter = Interpreter.find(python)
         self.readonly, self.symlinks = readonly_paths(self.interpreter, tuple(readable_paths))
         self.seccomp = os.uname().machine in child.SECCOMP_ARCHES
+        # The last word of every command line this executor starts (the program's sys.argv[1]):
+        # names its processes in `ps`, so that one executor's can be told from another's.
+        self.label = f"infuser-executor-{secrets.token_hex(8)}"
         self._root: str | None = None
         self.isolation = self._choose(isolation)
         if self.isolation == "unshare":
@@ -201,7 +204,7 @@ class LocalExecutor(Executor):
             root = {"root": self._mount_point(), "inside": INSIDE, "readonly": self.readonly,
                     "symlinks": self.symlinks, "tmp_mb": self.file_size_mb}
         arguments = [*command(level, self.readonly, self.symlinks, self.file_size_mb),
-                     *bootstrap(self.interpreter, _BOOTSTRAP, self.site_packages)]
+                     *bootstrap(self.interpreter, _BOOTSTRAP, self.site_packages), self.label]
         read_end, write_end = os.pipe()
         folder = None
         try:
