@@ -97,3 +97,21 @@ def test_instruct_recipe_layers_chat_templates_over_the_base_recipe(offline, cap
     assert config["prompts"]["solver"].endswith("in \\boxed{{}}.") and config["generator"]["optimizer"]["lr"] == 6e-6
     assert "follow this format exactly" in config["prompts"]["generator"]
     assert config["trainer"]["strategy"] == "fsdp" and config["loop"]["iterations"] == 100
+
+
+def test_code_recipe_layers_the_code_task_over_the_qlora_recipe(offline, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIGS / "qwen3-8b-base-qlora-1gpu.yaml"), "--config",
+              str(CONFIGS / "qwen3-8b-base-code.yaml"), "--print_config"])
+    out = capsys.readouterr()
+    assert exit_info.value.code in (0, None), out.err[-2000:]
+    config = yaml.safe_load(out.out)
+    assert offline == []
+    task = config["task"]
+    assert task["class_path"] == "infuser.tasks.code.CodeTask"
+    assert task["init_args"]["executor"]["class_path"] == "infuser.sandbox.local.LocalExecutor"
+    assert config["target_set"]["class_path"] == config["heldout_set"]["class_path"] == \
+        "infuser.tasks.code_problems.JsonlCodeProblems"
+    assert config["loop"]["eval_benchmarks"]["benchmarks"][0]["name"] == "humaneval"
+    assert config["trainer"]["devices"] == 1 and config["share_base"] is True  # the QLoRA recipe's
+    assert "Signature: def <name>(<arguments>):" in config["prompts"]["generator"]

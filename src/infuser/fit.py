@@ -171,7 +171,7 @@ def fit(
     check_model_arguments(generator, solver, trainer, share_base)
     check_strategy(trainer)
     check_before_loading(RunSetup(generator, solver, loop, trainer.strategy, share_base), influence, generator_reward,
-                         shadow_influence or {})
+                         shadow_influence or {}, task)
     check_documents(loop, documents)
     # The training stack is imported once the arguments are known to work (a refusal takes a second).
     from infuser.checkpointing import Checkpointer
@@ -190,6 +190,7 @@ def fit(
                           strategy=_strategy(trainer), precision=trainer.precision,
                           loggers=make_loggers(trainer.loggers, run.root, resuming=ckpt_path is not None))
         fabric.launch()
+        task.check_processes(fabric.world_size)
         if _config is not None and fabric.global_rank == 0:
             record(_config, run.root, resuming=ckpt_path is not None)
         fabric.seed_everything(seed)

@@ -52,7 +52,7 @@ from infuser.config import IdleRunError, LoopConfig
 from infuser.console import ProgressDisplay, progress
 from infuser.data.documents import DocumentSource, SyntheticDocuments
 from infuser.data.question_sets import CanonicalAnswers, QuestionSource
-from infuser.data.questions import InvalidQuestion, MCQuestion
+from infuser.data.questions import InvalidQuestion, Question
 from infuser.distributed import Processes
 from infuser.influence.base import InfluenceEstimator
 from infuser.records import (
@@ -168,8 +168,8 @@ class QuestionSets:
     held-out set (never trained on: the number reported), each with the canonical completion of
     every question where its source knows them, for exact evaluation (``None`` otherwise)."""
 
-    target: list[MCQuestion]
-    heldout: list[MCQuestion] | None = None
+    target: list[Question]
+    heldout: list[Question] | None = None
     target_canonical: list[str] | None = None
     heldout_canonical: list[str] | None = None
 
@@ -182,7 +182,7 @@ class QuestionSets:
                    _canonical(heldout, heldout_questions))
 
 
-def _canonical(source: QuestionSource | None, questions: list[MCQuestion] | None) -> list[str] | None:
+def _canonical(source: QuestionSource | None, questions: list[Question] | None) -> list[str] | None:
     if not isinstance(source, CanonicalAnswers) or not questions:
         return None
     return [source.canonical_completion(question) for question in questions]
@@ -345,11 +345,11 @@ class InfuserLoop:
             drafts = self.generator.scripted(documents, k, texts, shuffling)
         if self.config.golden_answers == "environment_checked":
             drafts.parsed = [InvalidQuestion("wrong_golden", text)
-                             if isinstance(item, MCQuestion) and self.documents.golden_is_correct(item) is False
+                             if not isinstance(item, InvalidQuestion) and self.documents.golden_is_correct(item) is False
                              else item for item, text in zip(drafts.parsed, drafts.rollouts.texts, strict=True)]
         return drafts
 
-    def solve(self, questions: list[MCQuestion], sampling: torch.Generator) -> Answers:
+    def solve(self, questions: list[Question], sampling: torch.Generator) -> Answers:
         """Stage 3: the Solver's answers to the valid drafts, graded against their golden answers."""
         return self.solver.answer(questions, self.config.answers_per_question, sampling)
 

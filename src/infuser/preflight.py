@@ -11,7 +11,8 @@ these checks before anything is loaded:
 * each role's ``model.name_or_path``: a local folder must exist and hold a saved model; a name
   that looks like a Hugging Face id must be in the local cache or, online, on the Hub;
 * what the components need: an influence estimator or a generator reward may refuse a run it
-  cannot work in (``check_setup``, e.g. ``lora_grad`` needs ``solver.model.lora``), looking at the
+  cannot work in (``check_setup``, e.g. ``lora_grad`` needs ``solver.model.lora``), and so may the task
+  (``code`` refuses majority-vote labels), looking at the
   run through :class:`RunSetup` (:func:`check_before_loading`);
 * what the documents must know for ``loop.golden_answers`` and ``loop.scripted_drafts``
   (:func:`check_documents`).
@@ -41,13 +42,14 @@ from infuser.model_config import BUILTIN_PREFIX, TOY_MODEL_ID, ModelConfig, base
 if TYPE_CHECKING:
     from infuser.influence.base import InfluenceEstimator
     from infuser.rl.generator_rewards import GeneratorReward
+    from infuser.tasks.base import Task
 
 # Files that make a folder loadable by ``from_pretrained``: a model, or a peft adapter on a base.
 _MODEL_FILES = ("config.json", "adapter_config.json")
 
 
 def check_before_loading(setup: RunSetup, influence: InfluenceEstimator, generator_reward: GeneratorReward,
-                         shadows: dict[str, InfluenceEstimator] | None = None) -> None:
+                         shadows: dict[str, InfluenceEstimator] | None = None, task: Task | None = None) -> None:
     """Raise :class:`~infuser.config.ConfigurationError` for a run that cannot work (see the module
     docstring). The influence estimator is asked only when it will run: when the reward uses
     influence and the Generator drafts the Solver's questions. Shadow estimators score beside it,
@@ -59,6 +61,8 @@ def check_before_loading(setup: RunSetup, influence: InfluenceEstimator, generat
             check_model_source(f"{role}.model", config.model)
             checked.add(source)
     generator_reward.check_setup(setup)
+    if task is not None:
+        task.check_setup(setup)
     scores_influence = generator_reward.needs_influence and setup.loop.solver_data == "generated"
     if scores_influence:
         influence.check_setup(setup)

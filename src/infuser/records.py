@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from infuser.data.documents import DocumentSource
-from infuser.data.questions import InvalidQuestion, MCQuestion
+from infuser.data.questions import InvalidQuestion
 from infuser.influence.agreement import spearman, top_choice_agreement
 from infuser.rl.pseudo_labels import MajorityVote
 from infuser.rl.rewards import RewardStats
@@ -186,8 +186,9 @@ class QuestionRecord:
     valid: bool
     reason: str = ""
     question: str = ""
-    options: tuple[str, ...] = ()
-    answer: str = ""
+    options: tuple[str, ...] = ()  # a multiple-choice question's
+    answer: str = ""  # the golden answer: an option's letter, a programming problem's reference solution
+    tests: tuple[str, ...] = ()  # a programming problem's
     kind: str = ""
     pass_rate: float | None = None  # against loop.solver_labels (the majority's share under majority_vote)
     majority: str = ""  # the Solver's most frequent answer (its pseudo-label under majority_vote)
@@ -197,10 +198,13 @@ class QuestionRecord:
     shadow_influence: dict[str, float | None] | None = None  # by shadow estimator; only with shadow_influence
 
     def as_row(self) -> dict:
-        """The JSON line; ``shadow_influence`` only where a run has shadow estimators."""
+        """The JSON line; ``shadow_influence`` only where a run has shadow estimators, ``tests``
+        only for questions that have them."""
         row = dict(self.__dict__)
         if row["shadow_influence"] is None:
             del row["shadow_influence"]
+        if not row["tests"]:
+            del row["tests"]
         return row
 
 
@@ -213,13 +217,14 @@ def question_records(iteration: int, round_: GeneratorRound, documents: Document
     for row, item in enumerate(drafts.parsed):
         document = drafts.documents[row // drafts.rollouts.num_samples]
         record = QuestionRecord(iteration=iteration, document_id=document.id, text=drafts.rollouts.texts[row][:2000],
-                                valid=isinstance(item, MCQuestion), reward=nan_to_none(float(round_.rewards[row])),
+                                valid=not isinstance(item, InvalidQuestion), reward=nan_to_none(float(round_.rewards[row])),
                                 advantage=float(round_.advantages[row]))
         if isinstance(item, InvalidQuestion):
             record.reason = item.reason
         else:
             index = position[row]
-            record.question, record.options, record.answer = item.question, item.options, item.answer_letter
+            for name, value in item.record_fields().items():
+                setattr(record, name, value)
             record.kind = documents.question_kind(item)
             record.pass_rate = rates[index]
             record.majority = round_.vote.labels[index] if round_.vote is not None else ""
@@ -247,11 +252,12 @@ def _round_metrics(round_: GeneratorRound, documents: DocumentSource) -> dict[st
         metrics[f"generator/invalid/{reason}"] = count / max(total, 1)
     metrics.update(RewardStats.of(round_.rewards, drafts.rollouts.groups).as_metrics("generator"))
     metrics.update(drafts.rollouts.completion_stats().as_metrics("generator"))
-    verdicts = [documents.golden_is_correct(item) for item in drafts.parsed if isinstance(item, MCQuestion)]
+    verdicts = [documents.golden_is_correct(item) for item in drafts.parsed
+                if not isinstance(item, InvalidQuestion)]
     checked = [verdict for verdict in verdicts if verdict is not None]
     if checked:
         metrics["generator/golden_accuracy"] = sum(checked) / len(checked)
-    kinds = Counter(documents.question_kind(item) for item in drafts.parsed if isinstance(item, MCQuestion))
+    kinds = Counter(documents.question_kind(item) for item in drafts.parsed if not isinstance(item, InvalidQuestion))
     for kind, count in kinds.items():
         if kind:
             metrics[f"curriculum/{kind}"] = count / max(sum(kinds.values()), 1)

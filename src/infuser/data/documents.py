@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from infuser.data.jsonl import JSONLineError, encodable, load_json_line
-from infuser.data.questions import MCQuestion
+from infuser.data.questions import Question
 from infuser.lazy import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -53,11 +53,11 @@ class DocumentSource(ABC):
     def setup(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Called once with the Generator's tokenizer before the first :meth:`take`."""
 
-    def question_kind(self, question: MCQuestion) -> str:
+    def question_kind(self, question: Question) -> str:
         """A label for the kind of a drafted question, for curriculum reports ("" if unknown)."""
         return ""
 
-    def golden_is_correct(self, question: MCQuestion) -> bool | None:
+    def golden_is_correct(self, question: Question) -> bool | None:
         """Whether a drafted question's golden answer is right, when the source can tell (``None``).
 
         Real corpora cannot; a synthetic world can, and then the loop reports the Generator's
@@ -88,7 +88,7 @@ class SyntheticDocuments(Protocol):
     ``loop.golden_answers: environment_checked`` and ``loop.scripted_drafts`` need one.
     """
 
-    def golden_is_correct(self, question: MCQuestion) -> bool | None:
+    def golden_is_correct(self, question: Question) -> bool | None:
         """Whether ``question``'s golden answer is the recomputed one (``None``: it asks nothing the
         source can recompute)."""
         ...

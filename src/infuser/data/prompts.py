@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infuser.data.questions import MCQuestion
+from infuser.lazy import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only
+    from infuser.data.questions import Question
+
 
 DEFAULT_GENERATOR_TEMPLATE = "Document: {document}\nWrite a question about the document.\n"
 DEFAULT_SOLVER_TEMPLATE = "{question}\nPut the correct option in \\boxed{{}}.\nAnswer:"
@@ -21,8 +25,8 @@ class PromptTemplates:
 
     Attributes:
         generator: formatted with ``document`` (the chunk's text).
-        solver: formatted with ``question`` (the question and lettered options, see
-            :meth:`MCQuestion.render`).
+        solver: formatted with ``question`` (the question as its task renders it, e.g. the
+            lettered options of :meth:`~infuser.data.questions.MCQuestion.render`).
     """
 
     generator: str = DEFAULT_GENERATOR_TEMPLATE
@@ -38,5 +42,5 @@ class PromptTemplates:
     def for_generator(self, document: str) -> str:
         return self.generator.format(document=document)
 
-    def for_solver(self, question: MCQuestion) -> str:
+    def for_solver(self, question: Question) -> str:
         return self.solver.format(question=question.render())

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from infuser.data.jsonl import JSONLineError, encodable, load_json_line
-from infuser.data.questions import LETTERS, MCQuestion
+from infuser.data.questions import LETTERS, MCQuestion, Question
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,10 @@ class QuestionSetError(ValueError):
 
 
 class QuestionSource(ABC):
-    """A fixed list of multiple-choice questions."""
+    """A fixed list of questions (of the run's task: multiple-choice, programming problems)."""
 
     @abstractmethod
-    def load(self) -> list[MCQuestion]: ...
+    def load(self) -> list[Question]: ...
 
 
 @runtime_checkable
@@ -40,7 +40,7 @@ class CanonicalAnswers(Protocol):
     one (real benchmarks, whose right answers can be worded many ways) report sampled accuracy only.
     """
 
-    def canonical_completion(self, question: MCQuestion) -> str:
+    def canonical_completion(self, question: Question) -> str:
         """The canonical Solver completion answering ``question`` (without the end-of-text token)."""
         ...
 
@@ -60,17 +60,17 @@ class JsonlQuestions(QuestionSource):
         self.skip_invalid = skip_invalid
         self.skipped = 0
 
-    def load(self) -> list[MCQuestion]:
+    def load(self) -> list[Question]:
         if not self.path.is_file():
             raise QuestionSetError(f"{self.path}: no such file")
-        questions: list[MCQuestion] = []
+        questions: list[Question] = []
         self.skipped, first_skipped = 0, ""
         with open(self.path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 if not raw.strip():
                     continue
                 try:
-                    questions.append(_row_to_question(raw, number))
+                    questions.append(self.parse_row(raw, number))
                 except QuestionSetError as error:
                     if not self.skip_invalid:
                         raise QuestionSetError(f"{self.path}:{error}") from None
@@ -85,7 +85,13 @@ class JsonlQuestions(QuestionSource):
         return questions
 
 
-def _row_to_question(raw: bytes, number: int) -> MCQuestion:
+    def parse_row(self, raw: bytes, number: int) -> Question:
+        """Line ``number``'s question; :class:`QuestionSetError` (``"<number>: why"``) when it does not fit."""
+        return _row_to_question(json_object(raw, number), number)
+
+
+def json_object(raw: bytes, number: int) -> dict:
+    """Line ``number`` as a JSON object, or a :class:`QuestionSetError` saying why it is not one."""
     try:
         row = load_json_line(raw, first=number == 1)
     except UnicodeDecodeError:
@@ -94,11 +100,15 @@ def _row_to_question(raw: bytes, number: int) -> MCQuestion:
         raise QuestionSetError(f"{number}: malformed JSON ({error})") from None
     if not isinstance(row, dict):
         raise QuestionSetError(f"{number}: expected a JSON object")
+    return row
+
+
+def _row_to_question(row: dict, number: int) -> MCQuestion:
     question, options, letter = row.get("question"), row.get("options"), row.get("answer_letter")
-    if not _is_text(question):
+    if not is_text(question):
         raise QuestionSetError(f"{number}: field 'question' must be a non-empty string of valid Unicode")
     if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS) or \
-            not all(_is_text(o) for o in options):
+            not all(is_text(o) for o in options):
         raise QuestionSetError(f"{number}: field 'options' must be a list of 2 to {len(LETTERS)} non-empty strings")
     if len({o.strip() for o in options}) != len(options):
         raise QuestionSetError(f"{number}: field 'options' repeats an option (grading by option text would be "
@@ -110,5 +120,6 @@ def _row_to_question(raw: bytes, number: int) -> MCQuestion:
                       difficulty=str(row.get("difficulty", "")))
 
 
-def _is_text(value: object) -> bool:
+def is_text(value: object) -> bool:
+    """A non-empty string of valid Unicode."""
     return isinstance(value, str) and bool(value.strip()) and encodable(value)

@@ -21,6 +21,7 @@ import random
 import re
 import string
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from infuser.answers.choice import extract_choice
 
@@ -30,6 +31,38 @@ MAX_QUESTION_CHARS = 4096
 _QUESTION = re.compile(r"Question:[ \t]*(\S[^\n]{0,1000})")
 _OPTION = re.compile(r"([A-J])\)[ \t]*(\S[^\n]{0,200})")
 _ANSWER = re.compile(r"Answer:[ \t]*\(?([A-J])\)?[ \t]*")
+
+
+class Question(Protocol):
+    """What the loop needs of a question, whatever its task (:mod:`infuser.tasks`): a
+    multiple-choice :class:`MCQuestion`, a :class:`~infuser.tasks.code_problems.CodeProblem`.
+
+    ``kind`` and ``difficulty`` are optional tags for curriculum reports.
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def difficulty(self) -> str: ...
+
+    @property
+    def golden_answer(self) -> str:
+        """What :attr:`Graded.answers` holds for a right answer (the golden option's letter, a
+        passing run's status): what a majority vote is compared with."""
+        ...
+
+    def render(self) -> str:
+        """The question as the Solver reads it (it fills ``{question}`` in ``prompts.solver``)."""
+        ...
+
+    def record_fields(self) -> dict[str, object]:
+        """Its fields in a question record (``questions/iter_*.jsonl``): ``question`` and ``answer``
+        at least."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +89,15 @@ class MCQuestion:
     @property
     def answer_letter(self) -> str:
         return LETTERS[self.answer_index]
+
+    @property
+    def golden_answer(self) -> str:
+        """The golden option's letter: what grading an answer that picks it gives."""
+        return self.answer_letter
+
+    def record_fields(self) -> dict[str, object]:
+        """The question record's fields (``questions/iter_*.jsonl``)."""
+        return {"question": self.question, "options": self.options, "answer": self.answer_letter}
 
     def is_answered_by(self, output: str) -> bool:
         """Whether a model's ``output`` picks the golden option (by letter or by option text).

@@ -1,15 +1,10 @@
 """Scoring code completions (HumanEval, HumanEval+): the code taken from a completion, the program it
 makes with the problem's prompt, and that program run against the problem's test in the sandbox.
 
-Extraction (:func:`extract_code`), the first rule that applies:
-
-1. ``python_block``: the first fenced block tagged ``python``, ``py`` or ``python3`` (any case);
-2. ``block``: else the first fenced block, whatever its tag;
-3. ``plain``: else the whole completion.
-
-A fence that is never closed runs to the end of the completion (a completion cut by its token
-budget). A completion with no code at all (empty, or only blank) is a miss, scored wrong without
-running anything (reason ``no_code``).
+Extraction: :func:`infuser.answers.code.extract_code` (the first fenced ``python`` block, else the
+first fenced block, else the whole completion; the training loop's ``code`` task reads answers
+the same way). A completion with no code at all (empty, or only blank) is a miss, scored wrong
+without running anything (reason ``no_code``).
 
 Assembly with the prompt (:func:`assemble`):
 
@@ -32,55 +27,15 @@ executor's limits. Nothing of it ever runs in this process.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from infuser.answers.code import CodeExtraction, defines, extract_code
 from infuser.eval.data import CodeRow
 from infuser.eval.score import ItemScore
 from infuser.sandbox.base import Executor, TestCase
 
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 """Where HumanEval's protocol stops sampling a continuation (the Codex paper)."""
-
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-_PYTHON_TAGS = {"python", "py", "python3"}
-
-
-@dataclass(frozen=True)
-class CodeExtraction:
-    """The code of one completion and how it was found.
-
-    Attributes:
-        code: the extracted code ("" for a miss).
-        method: ``python_block``, ``block``, ``plain`` or ``none``.
-    """
-
-    code: str
-    method: str
-
-    @property
-    def missed(self) -> bool:
-        return not self.code.strip()
-
-
-def extract_code(completion: str) -> CodeExtraction:
-    """The code of ``completion`` by the rules in the module docstring."""
-    blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(completion)]
-    python = next((body for tag, body in blocks if tag in _PYTHON_TAGS), None)
-    if python is not None:
-        found = CodeExtraction(python, "python_block")
-    elif blocks:
-        found = CodeExtraction(blocks[0][1], "block")
-    else:
-        found = CodeExtraction(completion, "plain")
-    return found if not found.missed else CodeExtraction("", "none")
-
-
-def defines(code: str, entry_point: str) -> bool:
-    """Whether ``code`` defines ``entry_point`` at the top level (it is a full function)."""
-    return re.search(rf"^(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", code, re.MULTILINE) is not None
-
 
 def cut_at_stop(code: str) -> str:
     """``code`` up to the first of :data:`STOP_SEQUENCES`."""

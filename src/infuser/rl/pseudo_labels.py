@@ -31,10 +31,10 @@ class MajorityVote:
     """The most frequent answer among each question's samples.
 
     Attributes:
-        labels: per question, the option letter most samples pick ("" when none picks an
-            option); a tie goes to the letter sampled first, so the vote does not depend on how
-            options are lettered.
-        agrees_golden: per question (bool), whether the label is the question's golden letter.
+        labels: per question, the graded answer most samples give (an option letter; a
+            programming problem's run status), "" when none gives one; a tie goes to the answer
+            sampled first, so the vote does not depend on how options are lettered.
+        agrees_golden: per question (bool), whether the label is the question's golden answer.
     """
 
     labels: list[str]
@@ -47,15 +47,17 @@ class MajorityVote:
         for index in range(len(answers.questions)):
             picked = Counter(choice for choice in answers.choices[index * n : (index + 1) * n] if choice)
             labels.append(picked.most_common(1)[0][0] if picked else "")  # most_common keeps first-seen order on ties
-        agrees = torch.tensor([label == question.answer_letter for label, question in zip(labels, answers.questions)],
+        agrees = torch.tensor([label == question.golden_answer for label, question in zip(labels, answers.questions)],
                               dtype=torch.bool)
         return cls(labels=labels, agrees_golden=agrees)
 
     def correct(self, answers: Answers, is_correct: Callable[[MCQuestion], bool | None]) -> list[bool | None]:
-        """Per question, whether its label is a true answer, as ``is_correct(question)`` judges a
-        question's golden option (a source's ``golden_is_correct``; ``None``: it cannot tell, or
-        no label)."""
+        """Per multiple-choice question, whether its label is a true answer, as ``is_correct(question)``
+        judges a question's golden option (a source's ``golden_is_correct``; ``None``: it cannot
+        tell, no label, or not a multiple-choice question, whose label would be a letter)."""
         verdicts = []
         for label, question in zip(self.labels, answers.questions):
-            verdicts.append(is_correct(replace(question, answer_index=LETTERS.index(label))) if label else None)
+            relabelled = replace(question, answer_index=LETTERS.index(label)) \
+                if label and isinstance(question, MCQuestion) else None
+            verdicts.append(is_correct(relabelled) if relabelled is not None else None)
         return verdicts

@@ -9,7 +9,7 @@ import torch
 from infuser.config import RoleConfig
 from infuser.data.documents import Document
 from infuser.data.prompts import PromptTemplates
-from infuser.data.questions import InvalidQuestion, MCQuestion
+from infuser.data.questions import InvalidQuestion, Question
 from infuser.models import SharedBase
 from infuser.roles.policy import PolicyRole
 from infuser.rollout.rows import Drafts, SplitRollouts
@@ -45,12 +45,11 @@ class Generator(PolicyRole):
         return self._parsed(documents, self.written(prompts, texts, questions_per_document), rng)
 
     def _parsed(self, documents: list[Document], rollouts: SplitRollouts, rng: random.Random) -> Drafts:
-        questions_per_document = rollouts.num_samples
-        parsed: list[MCQuestion | InvalidQuestion] = []
-        for row, text in enumerate(rollouts.texts):
-            if bool(rollouts.truncated[row]):
-                parsed.append(InvalidQuestion("truncated", text))
-                continue
-            document = documents[row // questions_per_document]
-            parsed.append(self.task.parse_draft(text, f"{document.id}#q{row % questions_per_document}", rng))
+        k = rollouts.num_samples
+        complete = [row for row in range(len(rollouts.texts)) if not bool(rollouts.truncated[row])]
+        parsed: list[Question | InvalidQuestion] = [InvalidQuestion("truncated", text) for text in rollouts.texts]
+        drafted = self.task.parse_drafts([rollouts.texts[row] for row in complete],
+                                         [f"{documents[row // k].id}#q{row % k}" for row in complete], rng)
+        for row, item in zip(complete, drafted, strict=True):
+            parsed[row] = item
         return Drafts(documents=documents, rollouts=rollouts, parsed=parsed)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from infuser.config import RoleConfig, SamplingConfig
 from infuser.data.prompts import PromptTemplates
-from infuser.data.questions import MCQuestion
+from infuser.data.questions import Question
 from infuser.models import SharedBase
 from infuser.roles.policy import PolicyRole
 from infuser.rollout.representations import prompt_representations
@@ -34,7 +34,7 @@ class Solver(PolicyRole):
         self.prompts = prompts
         self.task = task or MultipleChoiceTask()
 
-    def answer(self, questions: list[MCQuestion], num_samples: int, stream: torch.Generator | None = None,
+    def answer(self, questions: list[Question], num_samples: int, stream: torch.Generator | None = None,
                sampling: SamplingConfig | None = None) -> Answers:
         if not questions:
             raise ValueError("Solver.answer() needs at least one question")
@@ -42,7 +42,7 @@ class Solver(PolicyRole):
         graded = self.task.grade(questions, rollouts.texts, num_samples)
         return Answers(questions=questions, rollouts=rollouts, rewards=graded.rewards, choices=graded.answers)
 
-    def exact_accuracy(self, questions: list[MCQuestion], completions: list[str], temperature: float) -> float:
+    def exact_accuracy(self, questions: list[Question], completions: list[str], temperature: float) -> float:
         """The mean over ``questions`` of the Solver's teacher-forced probability of writing each
         one's canonical completion (:func:`~infuser.rollout.scoring.exact_probabilities`): an
         accuracy without sampling noise."""
@@ -52,7 +52,7 @@ class Solver(PolicyRole):
             self.config.sampling.batch_size, self.chat.end_id).tolist())
         return sum(probabilities) / len(probabilities)
 
-    def representations(self, questions: list[MCQuestion]) -> Tensor:
+    def representations(self, questions: list[Question]) -> Tensor:
         """The Solver's mean-pooled last-layer hidden state of each question's prompt
         (:func:`~infuser.rollout.representations.prompt_representations`), ``(questions, hidden)``
         float32, without gradients: what a representation reward compares questions by."""
@@ -63,7 +63,7 @@ class Solver(PolicyRole):
             self.model, self.tokenizer, prompts[start:stop], self.config.sampling.batch_size).tolist())
         return torch.tensor(rows, dtype=torch.float32)
 
-    def _prompts(self, questions: list[MCQuestion]) -> list[str]:
+    def _prompts(self, questions: list[Question]) -> list[str]:
         """Each question's prompt as the Solver reads it (through its chat template, if any)."""
         return [self.chat.render(self.prompts.for_solver(q)) for q in questions]
 

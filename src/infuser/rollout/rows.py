@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from infuser.data.documents import Document
-from infuser.data.questions import InvalidQuestion, MCQuestion
+from infuser.data.questions import InvalidQuestion, Question
 
 if TYPE_CHECKING:
     from infuser.distributed import Processes
@@ -285,10 +285,10 @@ class Answers:
     so pass rates are the same everywhere.
     """
 
-    questions: list[MCQuestion]
+    questions: list[Question]
     rollouts: SplitRollouts
     rewards: Tensor  # float, one per row of every process
-    choices: list[str]  # the option letter each row picks ("" for none), one per row of every process
+    choices: list[str]  # each row's graded answer (an option letter, a run status; "" for none), one per row of every process
 
     def graded_against(self, labels: Sequence[str]) -> Answers:
         """The same answers rewarded 1 where a row picks its question's entry of ``labels`` (one
@@ -349,7 +349,7 @@ class Drafts:
 
     documents: list[Document]
     rollouts: SplitRollouts
-    parsed: list[MCQuestion | InvalidQuestion]
+    parsed: list[Question | InvalidQuestion]
 
     @property
     def batch(self) -> RolloutBatch:
@@ -358,4 +358,4 @@ class Drafts:
 
     @property
     def valid_rows(self) -> list[int]:
-        return [i for i, item in enumerate(self.parsed) if isinstance(item, MCQuestion)]
+        return [i for i, item in enumerate(self.parsed) if not isinstance(item, InvalidQuestion)]

@@ -20,11 +20,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from infuser.data.questions import InvalidQuestion, MCQuestion
+from infuser.data.questions import InvalidQuestion, Question
 from infuser.lazy import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: parsing a command line imports this module, never torch
     from torch import Tensor
+
+    from infuser.config import RunSetup
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,26 @@ class Task(ABC):
     ``__init__`` arguments become the ``init_args`` of ``task:`` in YAML.
     """
 
+    def check_setup(self, setup: RunSetup) -> None:
+        """Refuse a run this task cannot serve, before any model loads: raise
+        :class:`~infuser.config.ConfigurationError` naming the key. The default accepts every run."""
+
+    def check_processes(self, processes: int) -> None:
+        """Refuse a run over ``processes`` processes, once they are known (after launch), when the
+        task cannot give every process the same outcomes. The default accepts any number."""
+
     @abstractmethod
-    def parse_draft(self, text: str, id: str, rng: random.Random) -> MCQuestion | InvalidQuestion:
+    def parse_draft(self, text: str, id: str, rng: random.Random) -> Question | InvalidQuestion:
         """The question a Generator draft states, ready to ask (named ``id``; ``rng`` for any
         randomisation, e.g. the order of options, drawn alike on every process), or why it is
         unusable. Never raises on any string."""
 
+    def parse_drafts(self, texts: Sequence[str], ids: Sequence[str], rng: random.Random
+                     ) -> list[Question | InvalidQuestion]:
+        """:meth:`parse_draft` of every draft of an iteration, in order. A task whose validation
+        runs programs overrides it to run them as one batch through its executor's pool."""
+        return [self.parse_draft(text, id, rng) for text, id in zip(texts, ids, strict=True)]
+
     @abstractmethod
-    def grade(self, questions: Sequence[MCQuestion], texts: Sequence[str], num_samples: int) -> Graded:
+    def grade(self, questions: Sequence[Question], texts: Sequence[str], num_samples: int) -> Graded:
         """Check answers: ``texts[row]`` answers ``questions[row // num_samples]``."""
