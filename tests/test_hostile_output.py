@@ -20,13 +20,14 @@ from hypothesis import strategies as st
 from infuser.answers.choice import extract_choice
 from infuser.answers.extraction import Extraction
 from infuser.data.jsonl import load_json_line
-from infuser.data.question_sets import _row_to_question
+from infuser.data.question_sets import JsonlQuestions
 from infuser.data.questions import InvalidQuestion, MCQuestion, parse_question
 from infuser.eval.data import supergpqa_row
 from infuser.eval.limits import LimitedWorker, Outcome
 from infuser.eval.olympiad.extract import extract_olympiad_answer
 from infuser.eval.olympiad.gold import OlympiadGold
 from infuser.eval.score import JudgeConfig, Scorer
+from infuser.tasks.code_problems import CodeProblem, JsonlCodeProblems
 
 FRAGMENTS = st.sampled_from([
     "Question:", "Question: What is 2+2?", "\n", "A)", "A) 4", "B) 5", "J) 9", "K) 1", "Answer:", "Answer: (C)",
@@ -118,8 +119,23 @@ def test_json_lines_raise_only_their_documented_errors(worker: LimitedWorker, li
 @example(HUGE_NUMBER)
 @example(DEEP)
 def test_target_set_rows_raise_only_question_set_errors(worker: LimitedWorker, line: bytes) -> None:
-    row = _returned(worker.call(_row_to_question, line, 2), documented=("QuestionSetError",))
+    row = _returned(worker.call(JsonlQuestions("target.jsonl").parse_row, line, 2), documented=("QuestionSetError",))
     assert row is None or isinstance(row, MCQuestion)
+
+
+@PROPERTY
+@given(st.one_of(LINES, st.fixed_dictionaries({
+    "statement": st.one_of(TEXTS, st.integers(), st.none()),
+    "signature": st.one_of(TEXTS, st.just("def f(x):")),
+    "tests": st.one_of(st.lists(TEXTS, max_size=4), TEXTS),
+    "reference": st.one_of(TEXTS, st.none()),
+}).map(lambda row: json.dumps(row).encode())))
+@example(HUGE_NUMBER)
+@example(DEEP)
+def test_code_problem_rows_raise_only_question_set_errors(worker: LimitedWorker, line: bytes) -> None:
+    row = _returned(worker.call(JsonlCodeProblems("problems.jsonl").parse_row, line, 2),
+                    documented=("QuestionSetError",))
+    assert row is None or isinstance(row, CodeProblem)
 
 
 @pytest.fixture(scope="module")
